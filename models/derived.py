@@ -1,0 +1,162 @@
+"""What the normalisation computes from the mirror: timeline, ledger, monthly facts, snapshots.
+
+Normalised MRR is stored as exact integers at a finer scale: ``*_micro`` columns hold
+millionths of the currency's minor unit (1 USD = 100 minor = 100_000_000 micro). See
+``nrr.domain.money``.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, Date, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, BigIntPK, JSONType, UTCDateTime, utcnow
+
+
+class MrrTimelinePoint(Base):
+    """Step function: the customer's MRR in ``currency`` from ``effective_at`` on (native currency)."""
+
+    __tablename__ = "mrr_timeline"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "currency", "effective_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(255), index=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    effective_at: Mapped[int] = mapped_column(BigInteger)
+    mrr_micro: Mapped[int] = mapped_column(BigInteger)
+
+
+class LedgerEntry(Base):
+    """One change of one subscription item, with its cause and the Stripe ids behind it."""
+
+    __tablename__ = "mrr_ledger"
+    __table_args__ = (
+        Index("ix_mrr_ledger_month_customer", "month", "customer_id"),
+        Index("ix_mrr_ledger_customer", "customer_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    month: Mapped[str] = mapped_column(String(7))
+    effective_at: Mapped[int] = mapped_column(BigInteger)
+    customer_id: Mapped[str] = mapped_column(String(255))
+    subscription_id: Mapped[str | None] = mapped_column(String(255))
+    subscription_item_id: Mapped[str | None] = mapped_column(String(255))
+    cause: Mapped[str] = mapped_column(String(32))
+    currency: Mapped[str] = mapped_column(String(3))
+    mrr_before_micro: Mapped[int] = mapped_column(BigInteger)
+    mrr_after_micro: Mapped[int] = mapped_column(BigInteger)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    stripe_ids: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class CustomerMonthFact(Base):
+    """Per customer and month: opening/closing MRR in the reporting currency at the month's rate.
+
+    ``fx_impact_micro`` = this month's opening minus last month's closing (rate change only).
+    Segment columns are fixed at the month's opening (or the first paying instant in it).
+    """
+
+    __tablename__ = "customer_month_facts"
+    __table_args__ = (Index("ix_customer_month_facts_customer", "customer_id"),)
+
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    opening_mrr_micro: Mapped[int] = mapped_column(BigInteger, default=0)
+    closing_mrr_micro: Mapped[int] = mapped_column(BigInteger, default=0)
+    movement: Mapped[str | None] = mapped_column(String(16))
+    movement_micro: Mapped[int] = mapped_column(BigInteger, default=0)
+    fx_impact_micro: Mapped[int] = mapped_column(BigInteger, default=0)
+    first_paid_month: Mapped[str | None] = mapped_column(String(7))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    plan: Mapped[str | None] = mapped_column(String(255))
+    product: Mapped[str | None] = mapped_column(String(255))
+    country: Mapped[str | None] = mapped_column(String(8))
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType)
+
+
+class ExchangeRate(Base):
+    """rate = reporting-currency units per unit of ``currency`` (decimal string, exact)."""
+
+    __tablename__ = "exchange_rates"
+    __table_args__ = (UniqueConstraint("date", "currency", "reporting_currency"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    date: Mapped[date] = mapped_column(Date)
+    currency: Mapped[str] = mapped_column(String(3))
+    reporting_currency: Mapped[str] = mapped_column(String(3))
+    rate: Mapped[str] = mapped_column(String(64))
+
+
+class RecomputeRun(Base):
+    __tablename__ = "recompute_runs"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # full | incremental
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    customers: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    policies: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    reporting_currency: Mapped[str] = mapped_column(String(3))
+    timezone: Mapped[str] = mapped_column(String(64))
+
+
+class RetentionSnapshot(Base):
+    """Immutable monthly retention snapshot; a changed history adds a new ``version``."""
+
+    __tablename__ = "retention_snapshots"
+    __table_args__ = (
+        UniqueConstraint("month", "period", "dimension", "segment", "version"),
+        Index("ix_retention_snapshots_key", "month", "period", "dimension", "segment"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    month: Mapped[str] = mapped_column(String(7))
+    period: Mapped[str] = mapped_column(String(8))  # monthly | t12m
+    dimension: Mapped[str] = mapped_column(String(255), default="")  # "" = total
+    segment: Mapped[str] = mapped_column(String(255), default="")
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    policies: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    definitions: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AlertDelivery(Base):
+    """One Slack message per rule, month, segment and snapshot version (``dedupe_key``)."""
+
+    __tablename__ = "alert_deliveries"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    dedupe_key: Mapped[str] = mapped_column(String(512), unique=True)
+    rule: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))  # alert | recovery | digest | test
+    month: Mapped[str] = mapped_column(String(7))
+    segment: Mapped[str] = mapped_column(String(255), default="")
+    snapshot_version: Mapped[int] = mapped_column(Integer, default=1)
+    severity: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|sending|sent|printed
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class JobLock(Base):
+    """Database lock used when there is no Redis (``REDIS_URL`` unset)."""
+
+    __tablename__ = "job_locks"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -1,0 +1,79 @@
+"""The ``nrr`` command line. Subcommands live in ``nrr/commands/`` and register themselves."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from nrr import __version__
+
+app = typer.Typer(
+    name="nrr",
+    help="Keep Net Revenue Retention true and current from a Stripe account.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Each module defines register(app). Missing modules are skipped so the CLI stays usable
+# while a capability is being built.
+COMMAND_MODULES = [
+    "nrr.commands.sync",
+    "nrr.commands.recompute",
+    "nrr.commands.movements",
+    "nrr.commands.fx",
+    "nrr.commands.report",
+    "nrr.commands.customer",
+    "nrr.commands.cohorts",
+    "nrr.commands.status",
+    "nrr.commands.serve",
+    "nrr.commands.worker",
+    "nrr.commands.snapshots",
+    "nrr.commands.alerts",
+    "nrr.commands.emulator",
+    "nrr.commands.demo",
+    "nrr.commands.db",
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"nrr-worker {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Keep Net Revenue Retention true and current from a Stripe account."""
+    from nrr.logs import configure_logging
+    from nrr.settings import get_settings
+
+    try:
+        level = get_settings().log_level
+    except Exception:  # noqa: BLE001 - a bad setting is reported by the command that needs it
+        level = "INFO"
+    configure_logging(level)
+
+
+for _name in COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != _name:
+            raise
+        continue
+    _module.register(app)
+
+
+def main() -> None:
+    # Typer exits 2 on usage errors already (click's convention).
+    app()
+
+
+if __name__ == "__main__":
+    main()

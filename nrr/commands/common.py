@@ -1,0 +1,132 @@
+"""Shared CLI plumbing: settings, database, output formats and exit codes.
+
+Exit codes: 0 the command finished (skips and alarming numbers are reported, not
+failures); 1 it failed; 2 usage or configuration error. No command ever prompts.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import sys
+from collections.abc import Callable, Iterable
+from enum import Enum
+from functools import wraps
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import Engine
+
+from nrr.settings import ConfigError, Settings, load_settings
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+stderr = Console(stderr=True)
+stdout = Console()
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class UsageError(Exception):
+    """Bad arguments; exit code 2 with the message."""
+
+
+class CommandFailed(Exception):
+    """The command could not finish; exit code 1 with the message."""
+
+
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+def parse_month(value: str) -> str:
+    match = _MONTH.match(value or "")
+    if not match or not 1 <= int(match.group(2)) <= 12:
+        raise UsageError(f"unknown month {value!r}: use YYYY-MM, for example 2026-10")
+    return value
+
+
+def settings() -> Settings:
+    return load_settings()
+
+
+def engine(cfg: Settings) -> Engine:
+    from nrr.db import ready_engine
+
+    return ready_engine(cfg.database_url)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(func: F) -> F:
+    """Map domain errors to exit codes and clear one-line messages on stderr."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from nrr.logs import redact
+
+        try:
+            return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except (UsageError, ConfigError) as exc:
+            stderr.print(f"[red]error:[/red] {redact(str(exc))}", highlight=False)
+            raise typer.Exit(EXIT_USAGE) from None
+        except CommandFailed as exc:
+            stderr.print(f"[red]failed:[/red] {redact(str(exc))}", highlight=False)
+            raise typer.Exit(EXIT_FAILED) from None
+        except Exception as exc:  # noqa: BLE001 - last line of defence, message without secrets
+            stderr.print(f"[red]failed:[/red] {type(exc).__name__}: {redact(str(exc))}",
+                         highlight=False)
+            raise typer.Exit(EXIT_FAILED) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit_json(document: Any) -> None:
+    """Exactly one JSON document on stdout."""
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str))
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def emit_rows(rows: Iterable[dict[str, Any]], fmt: OutputFormat, title: str | None = None,
+              columns: list[str] | None = None, document: Any = None) -> None:
+    """Print rows as a rich table, CSV, or JSON (``document`` if given, else the rows)."""
+    rows = list(rows)
+    if fmt is OutputFormat.json:
+        emit_json(rows if document is None else document)
+        return
+    columns = columns or (list(rows[0].keys()) if rows else [])
+    if fmt is OutputFormat.csv:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell(row.get(k)) for k in columns})
+        sys.stdout.write(buffer.getvalue())
+        return
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*[_cell(row.get(c)) for c in columns])
+    stdout.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str)
+    return str(value)

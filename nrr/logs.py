@@ -1,0 +1,62 @@
+"""Structured logging (structlog) to stderr, with secrets redacted from every event."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+import structlog
+
+_SECRET_PATTERNS = [
+    re.compile(r"\b(sk|rk|pk)_(live|test)_[A-Za-z0-9]+"),
+    re.compile(r"\bwhsec_[A-Za-z0-9]+"),
+    re.compile(r"https://hooks\.slack\.com/[^\s\"']+"),
+    re.compile(r"(redis|rediss|postgres|postgresql(\+\w+)?)://[^:@/\s]*:[^@/\s]+@"),
+]
+
+
+def redact(text: str) -> str:
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: m.group(0).split("_")[0] + "_…redacted" if "_" in m.group(0)[:4]
+                           else "…redacted…", text)
+    return text
+
+
+def _redact_processor(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    for key, value in list(event_dict.items()):
+        if isinstance(value, str):
+            event_dict[key] = redact(value)
+    return event_dict
+
+
+_configured = False
+
+
+def configure_logging(level: str = "INFO", json_output: bool = False) -> None:
+    global _configured
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(message)s")
+    renderer: Any = (structlog.processors.JSONRenderer() if json_output
+                     else structlog.dev.ConsoleRenderer(colors=False))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact_processor,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            getattr(logging, level.upper(), logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    _configured = True
+
+
+def get_logger(name: str | None = None) -> Any:
+    if not _configured:
+        configure_logging()
+    return structlog.get_logger(name)
