@@ -147,6 +147,8 @@ class AlertDelivery(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Lease of a sender's claim (status 'sending'); an expired claim can be retaken.
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

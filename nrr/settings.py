@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -78,6 +85,14 @@ class AlertSettings(BaseModel):
     rules: list[AlertRule] = Field(default_factory=default_alert_rules)
     digest: bool = False
     stripe_dashboard_url: str = "https://dashboard.stripe.com"
+    # Slack delivery: attempts per run (429/5xx/connection errors), backoff base, the longest
+    # wait (a longer Retry-After leaves the alert pending for the next run), request timeout.
+    slack_max_attempts: int = Field(default=3, ge=1)
+    slack_backoff_seconds: float = Field(default=1.0, ge=0)
+    slack_max_wait_seconds: float = Field(default=30.0, ge=0)
+    slack_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A sender's claim on a delivery expires after this; then another worker may retake it.
+    claim_lease_seconds: int = Field(default=300, ge=1)
 
 
 class ScheduleSettings(BaseModel):
@@ -103,10 +118,35 @@ class Settings(BaseSettings):
     stripe_rate_limit: float | None = Field(default=None, alias="NRR_STRIPE_RATE_LIMIT")
     stripe_endpoint_rate_limit: float = Field(default=25.0, alias="NRR_STRIPE_ENDPOINT_RATE_LIMIT")
     log_level: str = Field(default="INFO", alias="NRR_LOG_LEVEL")
+    # Path to a metric catalogue YAML replacing the shipped nrr/catalogue/metrics.yaml.
+    metric_catalogue: str | None = Field(default=None, alias="NRR_METRIC_CATALOGUE")
+
+    # Overrides of the alert rules' thresholds (applied to every matching rule) and the digest.
+    alert_nrr_threshold: float | None = Field(default=None, alias="NRR_ALERT_NRR_THRESHOLD")
+    alert_t12m_threshold: float | None = Field(default=None, alias="NRR_ALERT_T12M_THRESHOLD")
+    alert_grr_threshold: float | None = Field(default=None, alias="NRR_ALERT_GRR_THRESHOLD")
+    alert_drop_points: float | None = Field(default=None, alias="NRR_ALERT_DROP_POINTS")
+    alert_digest: bool | None = Field(default=None, alias="NRR_ALERT_DIGEST")
 
     policies: Policies = Field(default_factory=Policies)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+
+    @model_validator(mode="after")
+    def _apply_alert_overrides(self) -> Settings:
+        overrides = {
+            ("nrr", "monthly", "below"): self.alert_nrr_threshold,
+            ("nrr", "t12m", "below"): self.alert_t12m_threshold,
+            ("grr", "monthly", "below"): self.alert_grr_threshold,
+            ("nrr", "monthly", "drop"): self.alert_drop_points,
+        }
+        for rule in self.alerts.rules:
+            value = overrides.get((rule.metric, rule.period, rule.kind))
+            if value is not None:
+                rule.threshold = value
+        if self.alert_digest is not None:
+            self.alerts.digest = self.alert_digest
+        return self
 
     @field_validator("reporting_currency")
     @classmethod

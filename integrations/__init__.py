@@ -1,0 +1,1 @@
+"""The network edges: Stripe client, sync, webhook app, mirror store, emulator, Slack."""

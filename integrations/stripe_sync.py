@@ -1,0 +1,671 @@
+"""Stripe sync: backfill, incremental events and list-based refresh into the mirror.
+
+The sync only reads Stripe (through :class:`integrations.stripe_client.StripeReader`) and
+writes through the mirror store (:mod:`integrations.stripe_mirror`).
+
+**Backfill** (first sync, ``full=True``): every resource is listed with ``expand[]`` (no
+per-object requests), newest first, 100 per page. After each page the objects and the
+resource's ``sync_state.cursor`` (the last stored id) are committed in one transaction, so
+a crash or kill resumes with ``starting_after=<cursor>``: no duplicates, nothing skipped.
+Invoices whose embedded ``lines`` list is partial get the rest from
+``/v1/invoices/{id}/lines`` before the page is committed. Independent resources are
+listed in parallel threads so the rate limiter, not latency, sets the pace. The event
+cursor (``created`` of the newest event, read before the backfill starts) is stored
+first, and the events since then are applied once every resource is done.
+
+**Incremental**: ``/v1/events`` filtered to the types that matter, ``created[gte]`` the
+cursor, applied oldest first, each recorded in ``stripe_events`` (insert if absent; an
+event already processed is a no-op). ``state_at = event.created``, so an older state
+never overwrites a newer one. An object is re-fetched when the event's API version is
+not the pinned one or the payload is partial (embedded lists with ``has_more``, discount
+ids instead of objects, tiers left out). A cursor older than 30 days falls back to a
+list-based refresh (mode ``refresh``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, Table, select
+from sqlalchemy.orm import Session
+
+from integrations import stripe_mirror
+from integrations.stripe_client import (
+    PINNED_API_VERSION,
+    Page,
+    StripeAccessDenied,
+    StripeReader,
+)
+from models.mirror import QuarantinedObject, StripeEvent, SyncState
+from nrr.db import session_scope
+from nrr.logs import get_logger
+from nrr.settings import Settings
+
+log = get_logger(__name__)
+
+EVENTS_RETENTION_SECONDS = 30 * 24 * 3600
+# A cursor this close to Stripe's 30-day horizon is treated as stale: events near the edge
+# may already be gone by the time the list reaches them.
+STALE_MARGIN_SECONDS = 3600
+EVENTS_RESOURCE = "events"
+
+ProgressCallback = Callable[[str, int, bool], None]
+"""``progress(resource, objects_stored_now, finished)``; called after every page."""
+
+
+@dataclass(frozen=True)
+class Resource:
+    name: str  # list endpoint name in the reader and the sync_state key
+    kind: str  # mirror kind
+    params: Mapping[str, Any]
+
+
+RESOURCES: tuple[Resource, ...] = (
+    Resource("customers", "customer", {}),
+    Resource("products", "product", {}),
+    Resource("prices", "price", {"expand": ["data.tiers"]}),
+    Resource("coupons", "coupon", {}),
+    Resource("subscriptions", "subscription",
+             {"status": "all", "expand": ["data.discounts", "data.items.data.discounts"]}),
+    Resource("invoices", "invoice", {"expand": ["data.discounts"]}),
+)
+RESOURCE_NAMES = tuple(r.name for r in RESOURCES)
+
+# /v1/events takes at most 20 names in types[]: two groups, each listed on its own.
+EVENT_TYPE_GROUPS: tuple[tuple[str, ...], ...] = (
+    (
+        "customer.created", "customer.updated", "customer.deleted",
+        "customer.subscription.created", "customer.subscription.updated",
+        "customer.subscription.deleted", "customer.subscription.paused",
+        "customer.subscription.resumed", "customer.subscription.pending_update_applied",
+        "customer.subscription.pending_update_expired",
+        "customer.discount.created", "customer.discount.updated", "customer.discount.deleted",
+    ),
+    (
+        "invoice.created", "invoice.updated", "invoice.finalized", "invoice.paid",
+        "invoice.payment_failed", "invoice.voided", "invoice.marked_uncollectible",
+        "invoice.deleted",
+        "price.created", "price.updated", "price.deleted",
+        "product.created", "product.updated", "product.deleted",
+        "coupon.created", "coupon.updated", "coupon.deleted",
+    ),
+)
+RELEVANT_EVENT_TYPES = frozenset(t for group in EVENT_TYPE_GROUPS for t in group)
+
+# Stripe object type -> (mirror kind, reader resource, retrieve params)
+_OBJECT_KINDS: dict[str, tuple[str, str, Mapping[str, Any]]] = {
+    "customer": ("customer", "customers", {}),
+    "product": ("product", "products", {}),
+    "price": ("price", "prices", {"expand": ["tiers"]}),
+    "coupon": ("coupon", "coupons", {}),
+    "subscription": ("subscription", "subscriptions",
+                     {"expand": ["discounts", "items.data.discounts"]}),
+    "invoice": ("invoice", "invoices", {"expand": ["discounts"]}),
+}
+# Deletion events whose object is really gone (customer.subscription.deleted is a
+# cancellation: the subscription still exists with status canceled, so it is stored).
+_DELETION_TYPES = {
+    "customer.deleted": "customer",
+    "product.deleted": "product",
+    "price.deleted": "price",
+    "coupon.deleted": "coupon",
+    "invoice.deleted": "invoice",
+    "customer.discount.deleted": "discount",
+}
+
+
+class SyncInterrupted(Exception):
+    """Raised by a page hook (tests) or when another resource failed: the sync stops."""
+
+
+@dataclass
+class ResourceResult:
+    pages: int = 0
+    line_pages: int = 0
+    stored: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class SyncResult:
+    mode: str  # backfill | events | refresh
+    requests: int = 0
+    objects_stored: int = 0
+    skipped: int = 0
+    events_applied: int = 0
+    events_seen: int = 0
+    customer_ids: set[str] = field(default_factory=set)
+    resources: dict[str, ResourceResult] = field(default_factory=dict)
+    request_counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "requests": self.requests,
+            "objects_stored": self.objects_stored,
+            "skipped": self.skipped,
+            "events_seen": self.events_seen,
+            "events_applied": self.events_applied,
+            "customers_touched": len(self.customer_ids),
+            "seconds": round(self.seconds, 3),
+            "resources": {name: vars(r) for name, r in self.resources.items()},
+            "request_counts": dict(sorted(self.request_counts.items())),
+            "notes": list(self.notes),
+        }
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------- sync_state
+
+
+def _state(session: Session, resource: str) -> SyncState:
+    row = session.get(SyncState, resource)
+    if row is None:
+        row = SyncState(resource=resource, phase="idle", objects_synced=0)
+        session.add(row)
+        session.flush()
+    return row
+
+
+def read_sync_state(engine: Engine) -> list[dict[str, Any]]:
+    """Every resource's sync state as plain rows (for ``nrr status``)."""
+    with session_scope(engine) as session:
+        rows = session.scalars(select(SyncState).order_by(SyncState.resource)).all()
+        return [{
+            "resource": r.resource, "phase": r.phase, "cursor": r.cursor,
+            "event_cursor": r.event_cursor, "objects_synced": r.objects_synced,
+            "started_at": r.started_at, "finished_at": r.finished_at,
+            "last_error": r.last_error,
+        } for r in rows]
+
+
+def _record_error(engine: Engine, resource: str, message: str) -> None:
+    with session_scope(engine) as session:
+        row = _state(session, resource)
+        row.last_error = message[:4000]
+
+
+# --------------------------------------------------------------------------- events
+
+
+def record_event(session: Session, event: Mapping[str, Any], *, source: str) -> bool:
+    """Insert the event into ``stripe_events`` unless its id is there; True when new."""
+    event_id = event.get("id")
+    if not isinstance(event_id, str) or not event_id:
+        raise ValueError("event has no id")
+    table: Table = StripeEvent.__table__  # type: ignore[assignment]
+    obj = (event.get("data") or {}).get("object") or {}
+    row = {
+        "id": event_id,
+        "type": str(event.get("type") or ""),
+        "created": int(event.get("created") or 0),
+        "api_version": event.get("api_version"),
+        "object_id": obj.get("id") if isinstance(obj, Mapping) else None,
+        "object_type": obj.get("object") if isinstance(obj, Mapping) else None,
+        "livemode": bool(event.get("livemode", False)),
+        "source": source,
+        "received_at": _utcnow(),
+        "processed_at": None,
+        "raw": stripe_mirror._plain(event),
+    }
+    insert = stripe_mirror.dialect_insert(session, table)
+    result = session.execute(insert.values(**row).on_conflict_do_nothing(index_elements=["id"]))
+    return bool(getattr(result, "rowcount", 0))
+
+
+def _quarantine(session: Session, object_type: str, object_id: str | None, reason: str,
+                raw: Any, stage: str = "sync") -> None:
+    session.add(QuarantinedObject(object_type=object_type, object_id=object_id, stage=stage,
+                                  reason=reason[:4000], raw=stripe_mirror._plain(raw)))
+    log.warning("sync.quarantined", object_type=object_type, object_id=object_id, reason=reason)
+
+
+def _needs_refetch(event: Mapping[str, Any], obj: Mapping[str, Any]) -> str | None:
+    """Why the event's payload cannot be stored as is, or None when it can."""
+    if event.get("api_version") != PINNED_API_VERSION:
+        return f"api_version {event.get('api_version')!r} is not {PINNED_API_VERSION}"
+    object_type = obj.get("object")
+    if object_type == "subscription":
+        items = obj.get("items") or {}
+        if isinstance(items, Mapping) and items.get("has_more"):
+            return "subscription items list is partial"
+        if any(isinstance(d, str) for d in obj.get("discounts") or []):
+            return "subscription discounts are ids, not objects"
+        for item in (items.get("data") or []) if isinstance(items, Mapping) else []:
+            if any(isinstance(d, str) for d in (item.get("discounts") or [])):
+                return "item discounts are ids, not objects"
+    elif object_type == "invoice":
+        if any(isinstance(d, str) for d in obj.get("discounts") or []):
+            return "invoice discounts are ids, not objects"
+    elif (object_type == "price" and obj.get("billing_scheme") == "tiered"
+          and not obj.get("tiers")):
+        return "price tiers were left out"
+    return None
+
+
+def _stored_state_at(session: Session, kind: str, object_id: str) -> int | None:
+    table = stripe_mirror._TABLES[kind]
+    found = session.execute(select(table.c.state_at).where(table.c.id == object_id)).first()
+    return int(found.state_at) if found else None
+
+
+def apply_event(session: Session, settings: Settings, event: Mapping[str, Any], *,
+                client: StripeReader | None = None) -> set[str]:
+    """Apply one Stripe event to the mirror; returns the customers it touched.
+
+    Deletions mark the object deleted; other events store ``data.object`` as of
+    ``event.created``. When the payload cannot be trusted (API version, partial lists,
+    unexpanded discounts) or ties with the stored state's instant, the object is
+    re-fetched through ``client`` (when given) and stored as of the fetch. Never commits.
+    """
+    event_type = str(event.get("type") or "")
+    created = event.get("created")
+    if isinstance(created, bool) or not isinstance(created, int):
+        raise ValueError(f"event {event.get('id')} has no integer 'created'")
+    obj = (event.get("data") or {}).get("object")
+    if not isinstance(obj, Mapping) or not isinstance(obj.get("id"), str):
+        raise ValueError(f"event {event.get('id')} ({event_type}) carries no object with an id")
+    object_id = str(obj["id"])
+    object_type = str(obj.get("object") or "")
+
+    if event_type in _DELETION_TYPES:
+        kind = _DELETION_TYPES[event_type]
+        touched = stripe_mirror.mark_deleted(session, kind, object_id, state_at=created)
+        if kind == "discount":
+            customer = obj.get("customer")
+            if isinstance(customer, str):
+                touched.add(customer)
+                stripe_mirror.mark_dirty(session, {customer})
+        return touched
+
+    if object_type == "discount":
+        # customer.discount.created|updated: the discount lives on its customer or
+        # subscription; store the parent so the discount row comes with it.
+        parent_type, parent_id = (("subscription", obj.get("subscription"))
+                                  if isinstance(obj.get("subscription"), str)
+                                  else ("customer", obj.get("customer")))
+        if not isinstance(parent_id, str):
+            raise ValueError(f"discount {object_id} names neither subscription nor customer")
+        if client is None:
+            stripe_mirror.mark_dirty(session, {str(obj.get("customer"))} - {"None"})
+            return {c for c in [obj.get("customer")] if isinstance(c, str)}
+        return _store_fetched(session, client, parent_type, parent_id, created)
+
+    if object_type not in _OBJECT_KINDS:
+        log.info("sync.event_ignored", event_id=event.get("id"), type=event_type,
+                 reason=f"object type {object_type!r} is not mirrored")
+        return set()
+    kind, _resource, _params = _OBJECT_KINDS[object_type]
+
+    reason = _needs_refetch(event, obj)
+    if reason is None and client is not None:
+        stored_at = _stored_state_at(session, kind, object_id)
+        if stored_at is not None and stored_at == created:
+            # Two states stamped with the same second: only Stripe knows which is newer.
+            reason = "another state of the object has the same instant"
+    if reason is not None and client is not None:
+        log.debug("sync.refetch", object_type=object_type, object_id=object_id, reason=reason)
+        return _store_fetched(session, client, object_type, object_id, created)
+    if reason is not None:
+        log.info("sync.untrusted_payload_stored", object_id=object_id, reason=reason)
+
+    touched = stripe_mirror.store_objects(session, kind, [dict(obj)], state_at=created).customer_ids
+    if object_type == "invoice" and client is not None:
+        extra = _missing_invoice_lines(client, obj)
+        if extra is not None:
+            touched |= _store_extra_lines(session, object_id, extra, created)
+    return set(touched)
+
+
+def _store_fetched(session: Session, client: StripeReader, object_type: str, object_id: str,
+                   event_created: int) -> set[str]:
+    kind, resource, params = _OBJECT_KINDS[object_type]
+    state_at = max(int(time.time()), event_created)
+    fetched = client.retrieve(resource, object_id, params)
+    if fetched is None:
+        if kind == "subscription":
+            log.warning("sync.subscription_missing", object_id=object_id)
+            return set()
+        return stripe_mirror.mark_deleted(session, kind, object_id, state_at=state_at)
+    if kind == "subscription":
+        fetched = _complete_subscription_items(client, fetched)
+    extra = _missing_invoice_lines(client, fetched) if kind == "invoice" else None
+    result = stripe_mirror.store_objects(session, kind, [fetched], state_at=state_at)
+    touched = set(result.customer_ids)
+    if extra is not None:
+        touched |= _store_extra_lines(session, object_id, extra, state_at)
+    return touched
+
+
+def _complete_subscription_items(client: StripeReader, subscription: dict[str, Any]
+                                 ) -> dict[str, Any]:
+    """A subscription whose embedded items list is partial gets all its items."""
+    items = subscription.get("items")
+    if not isinstance(items, Mapping) or not items.get("has_more"):
+        return subscription
+    collected: list[dict[str, Any]] = []
+    for page in client.iter_pages("subscription_items",
+                                  {"subscription": subscription["id"],
+                                   "expand": ["data.discounts"]}):
+        collected.extend(page.data)
+    completed = dict(subscription)
+    completed["items"] = {**items, "data": collected, "has_more": False}
+    return completed
+
+
+def _missing_invoice_lines(client: StripeReader, invoice: Mapping[str, Any]
+                           ) -> list[dict[str, Any]] | None:
+    """The lines missing from a partial embedded list (None when the list is complete)."""
+    lines = invoice.get("lines")
+    if not isinstance(lines, Mapping) or not lines.get("has_more"):
+        return None
+    embedded = [line for line in lines.get("data") or [] if isinstance(line, Mapping)]
+    after = str(embedded[-1]["id"]) if embedded and "id" in embedded[-1] else None
+    extra: list[dict[str, Any]] = []
+    for page in client.invoice_lines_pages(str(invoice["id"]), starting_after=after):
+        extra.extend(page.data)
+    return extra
+
+
+def _store_extra_lines(session: Session, invoice_id: str, lines: list[dict[str, Any]],
+                       state_at: int) -> set[str]:
+    """Store paged lines of a stored invoice and mark its line list complete."""
+    for line in lines:
+        line.setdefault("invoice", invoice_id)
+    result = stripe_mirror.store_objects(session, "invoice_line", lines, state_at=state_at)
+    stripe_mirror.mark_lines_complete(session, invoice_id)
+    return result.customer_ids
+
+
+def process_stored_event(engine: Engine, settings: Settings, event_id: str, *,
+                         client: StripeReader | None = None) -> set[str]:
+    """Apply an event recorded in ``stripe_events`` (webhook / worker path); idempotent."""
+    with session_scope(engine) as session:
+        row = session.get(StripeEvent, event_id)
+        if row is None:
+            raise LookupError(f"event {event_id} is not recorded")
+        if row.processed_at is not None:
+            return set()
+        touched = _apply_recorded(session, settings, row, client=client)
+        return touched
+
+
+def _apply_recorded(session: Session, settings: Settings, row: StripeEvent, *,
+                    client: StripeReader | None) -> set[str]:
+    touched: set[str] = set()
+    if row.type in RELEVANT_EVENT_TYPES:
+        try:
+            # apply_event checks the event's shape before it writes anything, so a
+            # rejected event leaves nothing half-applied.
+            touched = apply_event(session, settings, row.raw, client=client)
+        except ValueError as exc:
+            _quarantine(session, "event", row.id, f"cannot apply {row.type}: {exc}", row.raw,
+                        stage="events")
+    else:
+        log.info("sync.event_ignored", event_id=row.id, type=row.type,
+                 reason="event type does not affect revenue")
+    row.processed_at = _utcnow()
+    return touched
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run_sync(engine: Engine, settings: Settings, *, full: bool = False,
+             progress: ProgressCallback | None = None, client: StripeReader | None = None,
+             parallel: bool = True, now: float | None = None,
+             page_hook: Callable[[str, int], None] | None = None) -> SyncResult:
+    """Bring the mirror up to date with Stripe; see the module docstring.
+
+    ``page_hook(resource, pages_done)`` runs before each page is committed (tests use it
+    to inject crashes). ``now`` (Unix seconds) overrides the clock for the 30-day check.
+    """
+    started = time.monotonic()
+    own_client = client is None
+    reader = client if client is not None else StripeReader(settings)
+    requests_before = reader.requests_made
+    counts_before = dict(reader.request_counts)
+    clock_now = time.time() if now is None else now
+    try:
+        mode = _choose_mode(engine, full=full, now=clock_now)
+        result = SyncResult(mode=mode)
+        if mode == "refresh":
+            result.notes.append("event cursor older than 30 days: list-based refresh")
+            log.warning("sync.stale_cursor_refresh",
+                        reason="the event cursor is older than Stripe's 30 days of events")
+        if mode in ("backfill", "refresh"):
+            _prepare_backfill(engine, reader, restart=full or mode == "refresh")
+            _backfill(engine, settings, reader, result, progress=progress, parallel=parallel,
+                      page_hook=page_hook)
+            _finish_backfill(engine)
+        _apply_events(engine, settings, reader, result, progress=progress)
+    finally:
+        if own_client:
+            reader.close()
+    result.requests = reader.requests_made - requests_before
+    result.request_counts = {k: v - counts_before.get(k, 0)
+                             for k, v in reader.request_counts.items()
+                             if v - counts_before.get(k, 0)}
+    result.seconds = time.monotonic() - started
+    log.info("sync.finished", mode=result.mode, requests=result.requests,
+             stored=result.objects_stored, skipped=result.skipped,
+             events=result.events_applied, customers=len(result.customer_ids))
+    return result
+
+
+def _choose_mode(engine: Engine, *, full: bool, now: float) -> str:
+    if full:
+        return "backfill"
+    with session_scope(engine) as session:
+        rows = {r.resource: r for r in session.scalars(select(SyncState))}
+    if any(rows.get(name) is None or rows[name].phase != "done" for name in RESOURCE_NAMES):
+        return "backfill"
+    events = rows.get(EVENTS_RESOURCE)
+    if events is None or events.event_cursor is None:
+        return "backfill"
+    if events.event_cursor < now - EVENTS_RETENTION_SECONDS + STALE_MARGIN_SECONDS:
+        return "refresh"
+    return "events"
+
+
+def _prepare_backfill(engine: Engine, reader: StripeReader, *, restart: bool) -> None:
+    """Reset (``restart``) or keep the per-resource cursors; store the event cursor first."""
+    with session_scope(engine) as session:
+        events = _state(session, EVENTS_RESOURCE)
+        fresh = restart or events.phase != "waiting" or events.event_cursor is None
+        if fresh:
+            newest = reader.newest_event_created()
+            events.event_cursor = newest if newest is not None else int(time.time())
+            events.phase = "waiting"
+            events.started_at = _utcnow()
+            events.finished_at = None
+            events.last_error = None
+        for name in RESOURCE_NAMES:
+            row = _state(session, name)
+            if fresh or row.phase not in ("running", "done"):
+                row.phase = "running"
+                row.cursor = None
+                row.objects_synced = 0
+                row.started_at = _utcnow()
+                row.finished_at = None
+                row.last_error = None
+
+
+def _finish_backfill(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        events = _state(session, EVENTS_RESOURCE)
+        events.phase = "idle"
+
+
+def _backfill(engine: Engine, settings: Settings, reader: StripeReader, result: SyncResult, *,
+              progress: ProgressCallback | None, parallel: bool,
+              page_hook: Callable[[str, int], None] | None) -> None:
+    stop = threading.Event()
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def run(resource: Resource) -> None:
+        try:
+            outcome = _backfill_resource(engine, reader, resource, progress=progress,
+                                         stop=stop, page_hook=page_hook)
+        except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
+            stop.set()
+            _record_error(engine, resource.name, f"{type(exc).__name__}: {exc}")
+            with lock:
+                errors.append(exc)
+            return
+        with lock:
+            result.resources[resource.name] = outcome[0]
+            result.objects_stored += outcome[0].stored
+            result.skipped += outcome[0].skipped
+            result.customer_ids |= outcome[1]
+
+    if parallel:
+        with ThreadPoolExecutor(max_workers=len(RESOURCES),
+                                thread_name_prefix="nrr-backfill") as pool:
+            list(pool.map(run, RESOURCES))
+    else:
+        for resource in RESOURCES:
+            if stop.is_set():
+                break
+            run(resource)
+    if errors:
+        # An access problem says what to fix; report it before secondary failures.
+        denied = [e for e in errors if isinstance(e, StripeAccessDenied)]
+        raise (denied or errors)[0]
+
+
+def _backfill_resource(engine: Engine, reader: StripeReader, resource: Resource, *,
+                       progress: ProgressCallback | None, stop: threading.Event,
+                       page_hook: Callable[[str, int], None] | None
+                       ) -> tuple[ResourceResult, set[str]]:
+    outcome = ResourceResult()
+    touched: set[str] = set()
+    with session_scope(engine) as session:
+        row = _state(session, resource.name)
+        if row.phase == "done":
+            if progress:
+                progress(resource.name, 0, True)
+            return outcome, touched
+        cursor = row.cursor
+    if progress:
+        progress(resource.name, 0, False)
+    for page in reader.iter_pages(resource.name, resource.params, starting_after=cursor):
+        if stop.is_set():
+            raise SyncInterrupted(f"{resource.name}: stopped because another resource failed")
+        state_at = int(time.time())
+        objects = page.data
+        extra_lines: dict[str, list[dict[str, Any]]] = {}
+        if resource.name == "subscriptions":
+            objects = [_complete_subscription_items(reader, s) for s in objects]
+        elif resource.name == "invoices":
+            extra_lines = _fetch_missing_lines(reader, objects, outcome)
+        if page_hook is not None:
+            page_hook(resource.name, outcome.pages)
+        with session_scope(engine) as session:
+            stored = stripe_mirror.store_objects(session, resource.kind, objects,
+                                                 state_at=state_at)
+            touched |= stored.customer_ids
+            for invoice_id, lines in extra_lines.items():
+                touched |= _store_extra_lines(session, invoice_id, lines, state_at)
+            row = _state(session, resource.name)
+            row.cursor = page.last_id or row.cursor
+            row.objects_synced = (row.objects_synced or 0) + stored.stored
+            row.last_error = None
+            if not page.has_more:
+                row.phase = "done"
+                row.cursor = None
+                row.finished_at = _utcnow()
+        outcome.pages += 1
+        outcome.stored += stored.stored
+        outcome.skipped += stored.skipped
+        if progress:
+            progress(resource.name, stored.stored + stored.skipped, not page.has_more)
+    with session_scope(engine) as session:
+        row = _state(session, resource.name)
+        if row.phase != "done":  # an empty list ends without a has_more=false page
+            row.phase = "done"
+            row.cursor = None
+            row.finished_at = _utcnow()
+    return outcome, touched
+
+
+def _fetch_missing_lines(reader: StripeReader, invoices: list[dict[str, Any]],
+                        outcome: ResourceResult) -> dict[str, list[dict[str, Any]]]:
+    """Invoice id -> the lines its embedded list left out, for the invoices of one page."""
+    partial = [inv for inv in invoices
+               if isinstance(inv.get("lines"), Mapping) and inv["lines"].get("has_more")
+               and isinstance(inv.get("id"), str)]
+    if not partial:
+        return {}
+    before = reader.request_counts.get("/v1/invoices/{id}/lines", 0)
+    # Different invoices' lines are independent: fetch them side by side (the limiter
+    # keeps the per-endpoint rate).
+    with ThreadPoolExecutor(max_workers=min(4, len(partial)),
+                            thread_name_prefix="nrr-lines") as pool:
+        fetched = list(pool.map(lambda inv: _missing_invoice_lines(reader, inv), partial))
+    outcome.line_pages += reader.request_counts.get("/v1/invoices/{id}/lines", 0) - before
+    return {str(inv["id"]): lines or [] for inv, lines in zip(partial, fetched, strict=True)}
+
+
+def _fetch_events(reader: StripeReader, since: int) -> list[dict[str, Any]]:
+    """Every relevant event created at or after ``since``, oldest first, without duplicates."""
+    seen: dict[str, tuple[int, int, dict[str, Any]]] = {}
+    for group in EVENT_TYPE_GROUPS:
+        newest_first: list[dict[str, Any]] = []
+        for page in reader.iter_pages("events", {"types": list(group), "created": {"gte": since}}):
+            newest_first.extend(page.data)
+        for position, event in enumerate(reversed(newest_first)):
+            seen.setdefault(str(event["id"]), (int(event.get("created") or 0), position, event))
+    return [event for _c, _p, event in sorted(seen.values(), key=lambda t: (t[0], t[1]))]
+
+
+def _apply_events(engine: Engine, settings: Settings, reader: StripeReader, result: SyncResult,
+                  *, progress: ProgressCallback | None) -> None:
+    with session_scope(engine) as session:
+        cursor = _state(session, EVENTS_RESOURCE).event_cursor
+    if cursor is None:
+        return
+    events = _fetch_events(reader, cursor)
+    result.events_seen += len(events)
+    if progress:
+        progress(EVENTS_RESOURCE, 0, False)
+    for event in events:
+        with session_scope(engine) as session:
+            record_event(session, event, source="events")
+            row = session.get(StripeEvent, str(event["id"]))
+            assert row is not None
+            if row.processed_at is None:
+                result.customer_ids |= _apply_recorded(session, settings, row, client=reader)
+                result.events_applied += 1
+            state = _state(session, EVENTS_RESOURCE)
+            created = int(event.get("created") or 0)
+            if state.event_cursor is None or created > state.event_cursor:
+                state.event_cursor = created
+            state.objects_synced = (state.objects_synced or 0) + 1
+        if progress:
+            progress(EVENTS_RESOURCE, 1, False)
+    with session_scope(engine) as session:
+        state = _state(session, EVENTS_RESOURCE)
+        state.finished_at = _utcnow()
+        state.phase = "idle"
+        state.last_error = None
+    if progress:
+        progress(EVENTS_RESOURCE, 0, True)
+
+
+__all__ = [
+    "EVENT_TYPE_GROUPS", "RESOURCES", "Page", "SyncResult", "apply_event",
+    "process_stored_event", "read_sync_state", "record_event", "run_sync",
+]

@@ -1,0 +1,217 @@
+"""The Stripe webhook endpoint: a small WSGI app (stdlib ``wsgiref`` serves it).
+
+``POST /webhooks/stripe`` verifies ``Stripe-Signature`` on the raw body with the endpoint
+secret (the SDK's ``WebhookSignature.verify_header``, tolerance 300 s) and answers 400 on
+a bad or stale signature or a body that is not a JSON event. A good event is recorded in
+``stripe_events`` (insert if absent by id) and its id handed to ``dispatch`` after the
+commit; a duplicate of an event already processed is a no-op answered 200. Processing
+never happens on the request path, so the answer is fast.
+
+``dispatch(event_id)`` is pluggable: the worker hands it to Celery. The default processes
+events in-process on one background thread (no Redis needed), applying each through
+:func:`integrations.stripe_sync.process_stored_event` and then recomputing the customers
+it touched.
+
+``GET /healthz`` answers ``{"status": "ok"}`` when the database answers.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import socketserver
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import stripe
+from sqlalchemy import Engine, text
+
+from integrations.stripe_sync import process_stored_event, record_event
+from models.mirror import StripeEvent
+from nrr.db import session_scope
+from nrr.logs import get_logger
+from nrr.settings import Settings
+
+log = get_logger(__name__)
+
+WEBHOOK_PATH = "/webhooks/stripe"
+HEALTH_PATH = "/healthz"
+SIGNATURE_TOLERANCE_SECONDS = 300
+MAX_BODY_BYTES = 1_000_000
+
+Dispatch = Callable[[str], None]
+StartResponse = Callable[..., Any]
+
+
+class InProcessDispatcher:
+    """Processes recorded events on one background thread, in arrival order."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="nrr-webhook-events", daemon=True)
+        self._reader: Any = None
+        self._thread.start()
+
+    def __call__(self, event_id: str) -> None:
+        self._queue.put(event_id)
+
+    def _client(self) -> Any:
+        if self._reader is None and self.settings.stripe_api_key is not None:
+            from integrations.stripe_client import StripeReader
+
+            self._reader = StripeReader(self.settings)
+        return self._reader
+
+    def _run(self) -> None:
+        while True:
+            event_id = self._queue.get()
+            try:
+                if event_id is None:
+                    return
+                self._process(event_id)
+            except Exception as exc:  # noqa: BLE001 - one bad event must not stop the others
+                log.error("webhook.process_failed", event_id=event_id,
+                          error=f"{type(exc).__name__}: {exc}")
+            finally:
+                self._queue.task_done()
+
+    def _process(self, event_id: str) -> None:
+        touched = process_stored_event(self.engine, self.settings, event_id, client=self._client())
+        if touched and self._queue.empty():
+            _recompute_dirty(self.settings, self.engine)
+
+    def join(self) -> None:
+        """Wait until every dispatched event was processed (tests, shutdown)."""
+        self._queue.join()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+        if self._reader is not None:
+            self._reader.close()
+
+
+def _recompute_dirty(settings: Settings, engine: Engine) -> None:
+    try:
+        from nrr.services.recompute import recompute_dirty
+    except ImportError:
+        log.info("webhook.recompute_unavailable", reason="nrr.services.recompute not installed")
+        return
+    with session_scope(engine) as session:
+        recompute_dirty(session, settings)
+
+
+class WebhookApp:
+    """The WSGI application; ``dispatch`` receives the id of each new, unprocessed event."""
+
+    def __init__(self, settings: Settings, engine: Engine, dispatch: Dispatch | None = None) -> None:
+        settings.require("stripe_webhook_secret")
+        self.settings = settings
+        self.engine = engine
+        self._secret = settings.secret("stripe_webhook_secret")
+        self.dispatcher: InProcessDispatcher | None = None
+        if dispatch is None:
+            self.dispatcher = InProcessDispatcher(settings, engine)
+            dispatch = self.dispatcher
+        self.dispatch = dispatch
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path == WEBHOOK_PATH:
+            if method != "POST":
+                return _answer(start_response, 405, {"error": "use POST"}, [("Allow", "POST")])
+            return self._webhook(environ, start_response)
+        if path == HEALTH_PATH:
+            if method not in ("GET", "HEAD"):
+                return _answer(start_response, 405, {"error": "use GET"}, [("Allow", "GET")])
+            return self._health(start_response)
+        return _answer(start_response, 404, {"error": "not found"})
+
+    def _health(self, start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001 - health reports, never raises
+            return _answer(start_response, 503, {"status": "database unavailable",
+                                                 "error": type(exc).__name__})
+        return _answer(start_response, 200, {"status": "ok"})
+
+    def _webhook(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return _answer(start_response, 400, {"error": "bad Content-Length"})
+        if length > MAX_BODY_BYTES:
+            return _answer(start_response, 413, {"error": "body too large"})
+        raw = environ["wsgi.input"].read(length) if length > 0 else b""
+        signature = environ.get("HTTP_STRIPE_SIGNATURE")
+        try:
+            payload = raw.decode("utf-8")
+            stripe.WebhookSignature.verify_header(payload, signature, self._secret,
+                                                  SIGNATURE_TOLERANCE_SECONDS)
+        except UnicodeDecodeError:
+            return self._reject(start_response, "body is not UTF-8")
+        except stripe.SignatureVerificationError as exc:
+            return self._reject(start_response, f"bad signature: {exc.user_message or exc}")
+        try:
+            event = json.loads(payload)
+        except json.JSONDecodeError:
+            return self._reject(start_response, "body is not JSON")
+        if (not isinstance(event, dict) or event.get("object") != "event"
+                or not isinstance(event.get("id"), str) or not event["id"]
+                or not isinstance(event.get("created"), int)):
+            return self._reject(start_response, "body is not a Stripe event")
+        event_id = event["id"]
+        with session_scope(self.engine) as session:
+            new = record_event(session, event, source="webhook")
+            row = session.get(StripeEvent, event_id)
+            pending = row is not None and row.processed_at is None
+        if pending:
+            # After the commit: the processor must find the event it is handed.
+            self.dispatch(event_id)
+        log.info("webhook.received", event_id=event_id, type=event.get("type"), duplicate=not new)
+        return _answer(start_response, 200, {"received": True, "duplicate": not new})
+
+    def _reject(self, start_response: StartResponse, reason: str) -> Iterable[bytes]:
+        log.warning("webhook.rejected", reason=reason)
+        return _answer(start_response, 400, {"error": reason})
+
+    def close(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.close()
+
+
+def _answer(start_response: StartResponse, status: int, document: dict[str, Any],
+            headers: list[tuple[str, str]] | None = None) -> list[bytes]:
+    body = json.dumps(document).encode("utf-8")
+    reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+              413: "Payload Too Large", 503: "Service Unavailable"}.get(status, "")
+    start_response(f"{status} {reason}", [("Content-Type", "application/json"),
+                                          ("Content-Length", str(len(body))),
+                                          *(headers or [])])
+    return [body]
+
+
+def create_app(settings: Settings, engine: Engine, dispatch: Dispatch | None = None) -> WebhookApp:
+    """The webhook WSGI app; ``dispatch`` defaults to in-process processing on a thread."""
+    return WebhookApp(settings, engine, dispatch)
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("webhook.http", line=format % args)
+
+
+def make_webhook_server(app: WebhookApp, host: str = "127.0.0.1", port: int = 8000) -> WSGIServer:
+    """A threaded WSGI server for ``app`` (port 0 picks a free port: ``server.server_port``)."""
+    return make_server(host, port, app, server_class=_ThreadingWSGIServer,
+                       handler_class=_QuietHandler)

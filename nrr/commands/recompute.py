@@ -1,0 +1,67 @@
+"""``nrr recompute``: rebuild timeline, ledger and monthly facts from the stored Stripe data."""
+
+from __future__ import annotations
+
+import typer
+
+from nrr.commands.common import (
+    CommandFailed,
+    OutputFormat,
+    UsageError,
+    emit_json,
+    emit_rows,
+    engine,
+    handle_errors,
+    settings,
+)
+
+
+@handle_errors
+def recompute_command(
+    customer: list[str] | None = typer.Option(
+        None, "--customer", help="Recompute only this customer id (repeat for several); "
+                                 "default: every customer."),
+    dirty: bool = typer.Option(False, "--dirty", help="Recompute only the customers whose Stripe "
+                                                      "data changed since the last recompute."),
+    output: OutputFormat = typer.Option(OutputFormat.table, "--format",
+                                        help="Output format: table or json."),
+) -> None:
+    """Rebuild the MRR timeline, the ledger and the monthly facts from the mirror (no Stripe call).
+
+    Run it after changing a policy, the reporting currency, the time zone or the exchange rates.
+    """
+    from nrr.db import session_scope
+    from nrr.services.recompute import RecomputeError, recompute, recompute_dirty
+
+    if output is OutputFormat.csv:
+        raise UsageError("--format csv is not available for recompute: use table or json")
+    if dirty and customer:
+        raise UsageError("use either --customer or --dirty, not both")
+    cfg = settings()
+    db = engine(cfg)
+    try:
+        with session_scope(db) as session:
+            if dirty:
+                result = recompute_dirty(session, cfg)
+            else:
+                result = recompute(session, cfg, customer_ids=customer or None)
+    except RecomputeError as exc:
+        raise CommandFailed(str(exc)) from None
+    document = result.as_dict()
+    document["policies"] = cfg.policies.as_dict()
+    document["reporting_currency"] = cfg.reporting_currency
+    document["timezone"] = cfg.timezone
+    document["skips"] = [{"object_type": s.object_type, "object_id": s.object_id,
+                          "reason": s.reason} for s in result.skips]
+    if output is OutputFormat.json:
+        emit_json(document)
+        return
+    emit_rows([{k: v for k, v in document.items() if k not in ("policies", "skips")}], output,
+              title="Recompute")
+    for skip in result.skips[:20]:
+        typer.echo(f"skipped {skip.object_type} {skip.object_id}: {skip.reason}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("recompute", help="Rebuild timeline, ledger and monthly facts from the stored "
+                                  "Stripe data (no Stripe call).")(recompute_command)

@@ -1,0 +1,738 @@
+"""Per-customer MRR history: timeline, ledger and item intervals from invoices + state.
+
+Input: :class:`~nrr.domain.records.CustomerData` (Stripe objects as records) and the
+policies. Output: :class:`~nrr.domain.records.CustomerHistory`: step points per currency
+``(effective_at, mrr_micro)`` in the subscription's currency, the ledger of item changes
+with causes and Stripe ids, and per item intervals ``[start, end)`` with their MRR.
+
+Sources and which one wins where they disagree
+----------------------------------------------
+1. **Invoice lines** (paid, open, uncollectible invoices) give each item's state over
+   time: price and quantity over the line's service period. They are the only record of
+   the past that Stripe keeps, so they win over the subscription object for everything
+   before the current period. A positive proration line dates a mid-period change at its
+   ``period.start``; the negative line only closes the old state (alone, it removes the
+   item at its ``period.start``). Lines of draft and void invoices are not service: under
+   ``pause_collection=count`` a run of them continues the item's state (Stripe still
+   issues the invoices while collection is paused), under ``exclude`` they count 0.
+   A period with no line at all (a gap) counts 0. One-off invoice items, credit notes and
+   refunds are not read at all.
+2. **Events the worker saw** (:class:`~nrr.domain.records.ObservedChange`) date changes
+   made without proration exactly, and discount removals; they win over the "first cycle
+   line that shows it" fallback because they carry the real instant.
+3. **The subscription object** (current state) wins for lifecycle facts the lines cannot
+   show: ``start_date`` (a backdated start extends the first billed state back), trials
+   (MRR 0 over ``[trial_start, trial_end)``), the status now (paused at
+   ``status_details.paused.transitioned_at``; unpaid from the end of the last paid
+   period; incomplete never counted; past-due age from the oldest unpaid invoice's
+   finalisation), and cancellation (policy ``churn_at``). An item with no line at all
+   takes its current price and quantity from the subscription's start.
+4. **Discount objects** win over invoice periods for their ``start`` and ``end``. A
+   discount no longer attached, with no ``end`` and no removal event, stops where the last
+   cycle line carrying it ends (the first cycle invoice without it); one never seen on
+   any line and not attached had no effect.
+
+State-line selection (the contract the recompute SQL follows)
+-------------------------------------------------------------
+The history is identical whether it is given every invoice line of a customer or only
+these lines:
+
+    Consider, per subscription item, the lines of its invoices in every status, split
+    into proration lines (``proration`` true) and cycle lines (all others). Keep every
+    proration line. Order the cycle lines by (period_start, period_end, status_rank, id)
+    where status_rank is 0 for draft/void and 1 otherwise. Keep a cycle line when it is
+    the first or the last of its item, or when its key (price_id, quantity,
+    discount_ids sorted, status class) differs from the key of the previous or of the
+    next cycle line of its item, or when its period_start differs from the previous
+    cycle line's period_end, or its period_end differs from the next cycle line's
+    period_start. Status classes: ``paid``; ``unpaid`` (open, uncollectible);
+    ``unbilled`` (draft, void). Set ``follows_gap`` on every kept cycle line to
+    ``period_start <> previous cycle line's period_end`` (false for the first line).
+
+:func:`select_state_lines` implements exactly this; the SQL equivalent uses ``LAG`` and
+``LEAD`` over ``PARTITION BY subscription_item_id ORDER BY period_start, period_end,
+status_rank, id``.
+
+Only the first metered usage line of a run with an unchanged quantity is guaranteed;
+under ``metered=invoiced`` a line whose amount differs from its neighbours while its key
+is the same is a known approximation of the selection. Tax shares of tax-inclusive
+prices are read from the earliest given positive line of each price.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from fractions import Fraction
+from typing import Any
+
+from nrr.domain.money import to_micro
+from nrr.domain.pricing import (
+    PricedItem,
+    PricingError,
+    discount_in_force,
+    discounted_mrr,
+    interval_amount,
+    months_per_interval,
+)
+from nrr.domain.records import (
+    Coupon,
+    Customer,
+    CustomerData,
+    CustomerHistory,
+    Discount,
+    InvoiceLine,
+    ItemInterval,
+    LedgerChange,
+    Price,
+    Skip,
+    Subscription,
+    SubscriptionItem,
+)
+from nrr.settings import Policies
+
+FOREVER = 2**62
+KNOWN_STATUSES = frozenset({"incomplete", "incomplete_expired", "trialing", "active", "past_due",
+                            "canceled", "unpaid", "paused"})
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def status_class(invoice_status: str | None) -> str:
+    if invoice_status == "paid":
+        return "paid"
+    if invoice_status in ("open", "uncollectible"):
+        return "unpaid"
+    return "unbilled"
+
+
+def _cycle_order(line: InvoiceLine) -> tuple[int, int, int, str]:
+    return (line.period_start, line.period_end, 0 if status_class(line.invoice_status) == "unbilled" else 1,
+            line.id)
+
+
+def _key(line: InvoiceLine) -> tuple[Any, ...]:
+    return (line.price_id, line.quantity, tuple(sorted(line.discount_ids)), status_class(line.invoice_status))
+
+
+def select_state_lines(lines: Iterable[InvoiceLine]) -> list[InvoiceLine]:
+    """The lines that can change state (module docstring), with ``follows_gap`` set."""
+    by_item: dict[str | None, list[InvoiceLine]] = {}
+    kept: list[InvoiceLine] = []
+    for line in lines:
+        if line.proration:
+            kept.append(line)
+        else:
+            by_item.setdefault(line.subscription_item_id, []).append(line)
+    for item_lines in by_item.values():
+        item_lines.sort(key=_cycle_order)
+        last = len(item_lines) - 1
+        for index, line in enumerate(item_lines):
+            prev = item_lines[index - 1] if index > 0 else None
+            nxt = item_lines[index + 1] if index < last else None
+            gap_before = prev is not None and prev.period_end != line.period_start
+            keep = (
+                prev is None or nxt is None or gap_before
+                or _key(prev) != _key(line) or _key(nxt) != _key(line)
+                or line.period_end != nxt.period_start
+            )
+            if keep:
+                kept.append(replace(line, follows_gap=gap_before))
+    return kept
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def add_months(instant: int, months: int) -> int:
+    moment = datetime.fromtimestamp(instant, tz=UTC)
+    index = moment.year * 12 + moment.month - 1 + months
+    year, month = divmod(index, 12)
+    day = min(moment.day, calendar.monthrange(year, month + 1)[1])
+    return int(moment.replace(year=year, month=month + 1, day=day).timestamp())
+
+
+def is_excluded(customer: Customer, rules: Sequence[str]) -> bool:
+    """Policy ``exclude_customers``: ``key=value`` metadata pairs or ``@domain`` emails."""
+    email = (customer.email or "").lower()
+    for rule in rules:
+        rule = rule.strip()
+        if not rule:
+            continue
+        if "=" in rule:
+            key, _, value = rule.partition("=")
+            if customer.metadata.get(key.strip()) == value.strip():
+                return True
+        else:
+            domain = rule.lower().lstrip("@")
+            if email.endswith("@" + domain):
+                return True
+    return False
+
+
+@dataclass(slots=True)
+class _Seg:
+    """An item's state over [start, end)."""
+
+    start: int
+    end: int
+    price_id: str | None
+    quantity: int | None
+    billed: bool
+    line: InvoiceLine | None = None
+    event_id: str | None = None
+
+
+@dataclass(slots=True)
+class _ItemView:
+    item_id: str
+    segments: list[_Seg]
+    metered_amounts: list[tuple[int, InvoiceLine]]  # (closed_at, line) for metered usage lines
+
+
+def _item_segments(item_lines: Sequence[InvoiceLine], present: SubscriptionItem | None,
+                   observed: Sequence[Any], policies: Policies) -> list[_Seg]:
+    cycle = sorted((ln for ln in item_lines if not ln.proration), key=_cycle_order)
+    prorations = [ln for ln in item_lines if ln.proration]
+    positive_starts = {ln.period_start for ln in prorations if ln.amount >= 0}
+    # (instant, order, kind, price, quantity, billed, line, event)
+    changes: list[tuple[int, int, str, str | None, int | None, bool, InvoiceLine | None, str | None]] = []
+    previous: InvoiceLine | None = None
+    coverage_end = -FOREVER
+    for line in cycle:
+        if previous is not None:
+            if line.follows_gap is not None:
+                gap = line.follows_gap
+            else:
+                # Unknown: a discontinuity between lines of different keys is a gap for sure
+                # (no line can have been left out between them); between lines of the same key
+                # it may be lines left out by the selection, so it is read as continuous.
+                gap = previous.period_end != line.period_start and _key(previous) != _key(line)
+            if gap and previous.period_end < line.period_start:
+                changes.append((previous.period_end, 0, "end", None, None, False, previous, None))
+        billed = status_class(line.invoice_status) != "unbilled"
+        changes.append((line.period_start, 1 if billed else 0, "state", line.price_id, line.quantity,
+                        billed, line, None))
+        coverage_end = max(coverage_end, line.period_end)
+        previous = line
+    for line in prorations:
+        if status_class(line.invoice_status) == "unbilled":
+            continue
+        if line.amount >= 0:
+            changes.append((line.period_start, 2, "state", line.price_id, line.quantity, True, line, None))
+            coverage_end = max(coverage_end, line.period_end)
+        elif line.period_start not in positive_starts:
+            changes.append((line.period_start, 2, "end", None, None, False, line, None))
+    for change in observed:
+        changes.append((change.at, 3, "state", change.price_id, change.quantity, True, None,
+                        change.event_id))
+    changes.sort(key=lambda c: (c[0], c[1], c[6].id if c[6] is not None else ""))
+    segments: list[_Seg] = []
+    current: _Seg | None = None
+    for at, _order, kind, price_id, quantity, billed, source, event_id in changes:
+        if current is not None:
+            if current.start < at:
+                current.end = at
+                segments.append(current)
+            current = None
+        if kind == "state":
+            current = _Seg(at, FOREVER, price_id, quantity, billed, source, event_id)
+    if current is not None:
+        if present is None and current.line is not None:
+            # The item is gone from the subscription: it ended where its lines end.
+            current.end = max(coverage_end, current.start)
+            if current.end > current.start:
+                segments.append(current)
+        else:
+            segments.append(current)
+    if not segments and present is not None:
+        return []
+    # Merge contiguous segments with the same state (cycle lines re-state it each period).
+    merged: list[_Seg] = []
+    for seg in segments:
+        if merged:
+            last = merged[-1]
+            if (last.end == seg.start and last.price_id == seg.price_id
+                    and last.quantity == seg.quantity and last.billed == seg.billed):
+                last.end = seg.end
+                continue
+        merged.append(seg)
+    return merged
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    start: int
+    end: int
+    label: str
+
+
+def _discount_windows(discounts: Iterable[Discount], coupons: Mapping[str, Coupon], attached: set[str],
+                      lines: Sequence[InvoiceLine], policy: str) -> list[tuple[Discount, Coupon, int, int]]:
+    """(discount, coupon, effective start, effective end) for discounts that ever reduce MRR."""
+    if policy == "none":
+        return []
+    carried_until: dict[str, int] = {}
+    for line in lines:
+        if line.proration:
+            continue
+        for did in line.discount_ids:
+            carried_until[did] = max(carried_until.get(did, -FOREVER), line.period_end)
+    result = []
+    for disc in discounts:
+        coupon = coupons.get(disc.coupon_id or "")
+        if coupon is None:
+            continue
+        start = disc.start if disc.start is not None else -FOREVER
+        end = FOREVER
+        if coupon.duration == "repeating":
+            end = disc.end if disc.end is not None else (
+                add_months(start, coupon.duration_in_months or 0) if disc.start is not None else FOREVER)
+        elif disc.end is not None:
+            end = disc.end
+        if disc.removed_at is not None:
+            end = min(end, disc.removed_at)
+        elif disc.id not in attached:
+            if disc.id in carried_until:
+                end = min(end, carried_until[disc.id])
+            elif end == FOREVER:
+                continue  # never on an invoice and no longer attached: it never reduced MRR
+        if coupon.duration == "once":
+            if policy != "all":
+                continue
+            following = [ln.period_end for ln in lines if ln.period_start <= start < ln.period_end
+                         or ln.period_start >= start]
+            if not following:
+                continue
+            end = min(end, min(following))
+        if end > start:
+            result.append((disc, coupon, start, end))
+    return result
+
+
+# --------------------------------------------------------------------------- per subscription
+
+
+@dataclass(slots=True)
+class _ItemState:
+    price_id: str | None
+    quantity: int | None
+    discounts: tuple[str, ...]
+    status: str
+    mrr_micro: int
+    seg: _Seg | None
+
+
+def _status_windows(sub: Subscription, data: CustomerData, sub_lines: Sequence[InvoiceLine],
+                    policies: Policies, coverage_end: int, skips: list[Skip]) -> tuple[list[_Window], int]:
+    """Windows where the subscription does not count, and the instant its revenue ends."""
+    windows: list[_Window] = []
+    if sub.trial_end is not None:
+        trial_start = sub.trial_start if sub.trial_start is not None else (sub.start_date or -FOREVER)
+        windows.append(_Window(trial_start, sub.trial_end, "trialing"))
+    status = sub.status
+    if status not in KNOWN_STATUSES:
+        skips.append(Skip("subscription", sub.id, f"unknown status {status!r}: not counted"))
+        windows.append(_Window(-FOREVER, FOREVER, status))
+    elif status in ("incomplete", "incomplete_expired"):
+        windows.append(_Window(-FOREVER, FOREVER, status))
+    elif status == "paused":
+        windows.append(_Window(sub.paused_at if sub.paused_at is not None else coverage_end, FOREVER, "paused"))
+    elif status == "unpaid":
+        paid_ends = [ln.period_end for ln in sub_lines if ln.invoice_status == "paid" and not ln.proration]
+        windows.append(_Window(max(paid_ends) if paid_ends else -FOREVER, FOREVER, "unpaid"))
+    elif status == "trialing" and sub.trial_end is None:
+        windows.append(_Window(-FOREVER, FOREVER, "trialing"))
+    if status in ("past_due", "unpaid") and policies.past_due_churn_after_days is not None:
+        unpaid = [inv.finalized_at for inv in data.invoices.values()
+                  if inv.subscription_id == sub.id and inv.status in ("open", "uncollectible")
+                  and inv.finalized_at is not None]
+        if unpaid:
+            windows.append(_Window(min(unpaid) + policies.past_due_churn_after_days * 86_400, FOREVER,
+                                   "past_due"))
+    if policies.pause_collection == "exclude":
+        pauses = sorted((c for c in data.observed if c.kind == "pause_collection" and c.subscription_id == sub.id),
+                        key=lambda c: c.at)
+        since: int | None = None
+        for change in pauses:
+            if change.paused and since is None:
+                since = change.at
+            elif not change.paused and since is not None:
+                windows.append(_Window(since, change.at, "collection_paused"))
+                since = None
+        if sub.pause_collection_behavior is not None:
+            if since is None:
+                starts = [it.current_period_start for it in sub.items if it.current_period_start is not None]
+                since = min(starts) if starts else coverage_end
+            windows.append(_Window(since, sub.pause_collection_resumes_at or FOREVER, "collection_paused"))
+    # When revenue ends (policy churn_at). An undone cancellation has cleared these fields.
+    end = FOREVER
+    period_ends = [it.current_period_end for it in sub.items if it.current_period_end is not None]
+    if policies.churn_at == "request" and sub.canceled_at is not None and (
+            sub.ended_at is not None or sub.cancel_at is not None or sub.cancel_at_period_end
+            or status == "canceled"):
+        end = sub.canceled_at
+    elif sub.ended_at is not None:
+        end = sub.ended_at
+    elif sub.cancel_at is not None:
+        end = sub.cancel_at
+    elif sub.cancel_at_period_end and period_ends:
+        end = max(period_ends)
+    elif status == "canceled":
+        end = sub.canceled_at if sub.canceled_at is not None else coverage_end
+    return windows, end
+
+
+def _cause(before: _ItemState | None, after: _ItemState | None, prices: Mapping[str, Price],
+           sub_started: bool, sub_ended_before: bool) -> str:
+    was = before is not None and before.status == "active"
+    now = after is not None and after.status == "active"
+    if not was and now:
+        assert after is not None
+        if before is not None and before.status == "trialing":
+            return "trial_conversion"
+        if before is not None and before.status in ("paused", "collection_paused", "unpaid", "past_due"):
+            return "resume"
+        if sub_ended_before:
+            return "reactivation"
+        return "plan_change" if sub_started else "new_subscription"
+    if was and not now:
+        if after is None or after.status in ("canceled", "ended"):
+            return "cancellation" if after is not None else "plan_change"
+        if after.status == "trialing":
+            return "pause"
+        return "pause"
+    if before is None or after is None:
+        return "new_subscription" if not sub_started else "plan_change"
+    if before.price_id != after.price_id:
+        old = prices.get(before.price_id or "")
+        new = prices.get(after.price_id or "")
+        if old is not None and new is not None and old.product_id == new.product_id:
+            return "price_change"
+        return "plan_change"
+    if before.quantity != after.quantity:
+        return "seat_change"
+    if set(after.discounts) - set(before.discounts):
+        return "discount_start"
+    if set(before.discounts) - set(after.discounts):
+        return "discount_end"
+    if before.status != after.status:
+        return "pause" if not now else "resume"
+    return "price_change"
+
+
+def _subscription_history(sub: Subscription, sub_lines: Sequence[InvoiceLine], data: CustomerData,
+                          policies: Policies, skips: list[Skip]
+                          ) -> tuple[list[ItemInterval], list[LedgerChange]]:
+    currency = sub.currency
+    present = {item.id: item for item in sub.items}
+    lines_by_item: dict[str, list[InvoiceLine]] = {}
+    for line in sub_lines:
+        if line.subscription_item_id is not None:
+            lines_by_item.setdefault(line.subscription_item_id, []).append(line)
+    observed_by_item: dict[str, list[Any]] = {}
+    for change in data.observed:
+        if change.kind == "item" and change.subscription_id == sub.id and change.subscription_item_id:
+            observed_by_item.setdefault(change.subscription_item_id, []).append(change)
+
+    views: list[_ItemView] = []
+    first_starts: list[int] = []
+    for item_id in sorted(set(present) | set(lines_by_item)):
+        segments = _item_segments(lines_by_item.get(item_id, []), present.get(item_id),
+                                  observed_by_item.get(item_id, []), policies)
+        if not segments and item_id in present:
+            item = present[item_id]
+            start = sub.start_date if sub.start_date is not None else (item.created or 0)
+            if item.created is not None and sub.created is not None and item.created > sub.created:
+                start = item.created
+            segments = [_Seg(start, FOREVER, item.price_id, item.quantity, True)]
+        metered = sorted(
+            ((ln.period_end, ln) for ln in lines_by_item.get(item_id, [])
+             if not ln.proration and status_class(ln.invoice_status) != "unbilled"),
+            key=lambda pair: (pair[0], pair[1].id))
+        views.append(_ItemView(item_id, segments, metered))
+        if segments:
+            first_starts.append(segments[0].start)
+    if not first_starts:
+        return [], []
+    sub_first = min(first_starts)
+    if sub.start_date is not None and sub.start_date < sub_first:
+        for view in views:
+            first = view.segments[0] if view.segments else None
+            if first is not None and first.start == sub_first and (first.line is None or not first.line.proration):
+                first.start = sub.start_date
+        sub_first = sub.start_date
+    coverage_end = max(seg.end if seg.end != FOREVER else seg.start for v in views for seg in v.segments)
+    windows, revenue_end = _status_windows(sub, data, sub_lines, policies, coverage_end, skips)
+
+    attached = set(sub.discount_ids) | set(data.customer.discount_ids)
+    for item in sub.items:
+        attached.update(item.discount_ids)
+    relevant = [d for d in data.discounts.values()
+                if d.subscription_id == sub.id
+                or (d.subscription_item_id is not None and d.subscription_item_id in {v.item_id for v in views})
+                or (d.subscription_id is None and d.subscription_item_id is None and d.invoice_id is None)]
+    discount_windows = _discount_windows(relevant, data.coupons, attached, sub_lines, policies.discounts)
+    order = {did: i for i, did in enumerate([*sub.discount_ids, *(d for it in sub.items for d in it.discount_ids),
+                                             *data.customer.discount_ids])}
+    discount_windows.sort(key=lambda w: (order.get(w[0].id, len(order)), w[2], w[0].id))
+
+    tax_share: dict[str, Fraction] = {}
+    for line in sorted(sub_lines, key=lambda ln: (ln.period_start, ln.id)):
+        if (line.price_id and line.price_id not in tax_share and line.amount > 0
+                and line.tax_inclusive_amount > 0):
+                tax_share[line.price_id] = Fraction(line.tax_inclusive_amount, line.amount)
+
+    points: set[int] = {sub_first}
+    for view in views:
+        for seg in view.segments:
+            points.add(seg.start)
+            points.add(seg.end)
+        if policies.metered == "invoiced":
+            points.update(at for at, _ in view.metered_amounts)
+    for window in windows:
+        points.add(window.start)
+        points.add(window.end)
+    for _disc, _coupon, start, end in discount_windows:
+        points.add(start)
+        points.add(end)
+    points.add(revenue_end)
+    instants = sorted(p for p in points if -FOREVER < p < FOREVER and p >= sub_first)
+
+    intervals: list[ItemInterval] = []
+    ledger: list[LedgerChange] = []
+    states: dict[str, _ItemState | None] = {v.item_id: None for v in views}
+    open_intervals: dict[str, tuple[int, _ItemState]] = {}
+    seg_index = {v.item_id: 0 for v in views}
+    metered_index = {v.item_id: -1 for v in views}
+    sub_started = False
+    sub_ended_before = False
+    pricing_failed: set[str] = set()
+
+    for at in instants:
+        # Item states at ``at``.
+        current: dict[str, _ItemState | None] = {}
+        priced: list[PricedItem] = []
+        metered_mrr: dict[str, Fraction] = {}
+        item_coupons: dict[str, list[Coupon]] = {}
+        sub_coupons: list[Coupon] = []
+        cust_coupons: list[Coupon] = []
+        in_force_ids: dict[str, list[str]] = {}
+        window_label = next((w.label for w in windows if w.start <= at < w.end), None)
+        ended = at >= revenue_end
+        for disc, coupon, start, end in discount_windows:
+            if not (start <= at < end and discount_in_force(disc, coupon, at, policies.discounts,
+                                                               interval_end=end)):
+                continue
+            if disc.subscription_item_id is not None:
+                item_coupons.setdefault(disc.subscription_item_id, []).append(coupon)
+                in_force_ids.setdefault(disc.subscription_item_id, []).append(disc.id)
+            elif disc.subscription_id == sub.id:
+                sub_coupons.append(coupon)
+                in_force_ids.setdefault("*", []).append(disc.id)
+            else:
+                cust_coupons.append(coupon)
+                in_force_ids.setdefault("*", []).append(disc.id)
+        for view in views:
+            index = seg_index[view.item_id]
+            while index < len(view.segments) and view.segments[index].end <= at:
+                index += 1
+            seg_index[view.item_id] = index
+            found: _Seg | None = None
+            if index < len(view.segments) and view.segments[index].start <= at:
+                found = view.segments[index]
+            if found is None:
+                current[view.item_id] = None
+                continue
+            seg = found
+            if ended:
+                status = "canceled"
+            elif window_label is not None:
+                status = window_label
+            elif not seg.billed and policies.pause_collection == "exclude":
+                status = "collection_paused"
+            else:
+                status = "active"
+            discounts = tuple([*in_force_ids.get(view.item_id, []), *in_force_ids.get("*", [])])
+            state = _ItemState(seg.price_id, seg.quantity, discounts, status, 0, seg)
+            current[view.item_id] = state
+            if status != "active":
+                continue
+            price = data.prices.get(seg.price_id or "")
+            if price is None:
+                if view.item_id not in pricing_failed:
+                    skips.append(Skip("subscription_item", view.item_id, f"price {seg.price_id} unknown"))
+                    pricing_failed.add(view.item_id)
+                continue
+            try:
+                months = months_per_interval(price.interval, price.interval_count)
+                if price.usage_type == "metered":
+                    if policies.metered == "invoiced":
+                        mi = metered_index[view.item_id]
+                        while mi + 1 < len(view.metered_amounts) and view.metered_amounts[mi + 1][0] <= at:
+                            mi += 1
+                        metered_index[view.item_id] = mi
+                        if mi >= 0:
+                            line = view.metered_amounts[mi][1]
+                            net = line.amount - line.discount_amount - line.tax_inclusive_amount
+                            metered_mrr[view.item_id] = max(Fraction(0), Fraction(net)) / months
+                    continue
+                amount = interval_amount(price, seg.quantity, currency, tax_share=tax_share.get(price.id))
+            except PricingError as exc:
+                if view.item_id not in pricing_failed:
+                    skips.append(Skip("subscription_item", view.item_id, str(exc)))
+                    pricing_failed.add(view.item_id)
+                continue
+            priced.append(PricedItem(view.item_id, amount, months))
+        mrr = discounted_mrr(priced, currency, item_coupons, sub_coupons, cust_coupons)
+        mrr.update(metered_mrr)
+        for item_id, item_state in current.items():
+            if item_state is not None:
+                item_state.mrr_micro = to_micro(mrr.get(item_id, Fraction(0)))
+
+        # Ledger and intervals.
+        for view in views:
+            before = states[view.item_id]
+            after = current[view.item_id]
+            same = (before is None and after is None) or (
+                before is not None and after is not None
+                and (before.price_id, before.quantity, before.discounts, before.status, before.mrr_micro)
+                == (after.price_id, after.quantity, after.discounts, after.status, after.mrr_micro))
+            if same:
+                continue
+            if before is None and after is not None and after.status == "canceled":
+                states[view.item_id] = after
+                continue
+            cause = _cause(before, after, data.prices, sub_started, sub_ended_before)
+            source = after.seg if after is not None and after.seg is not None else (before.seg if before else None)
+            stripe_ids: dict[str, Any] = {"subscription": sub.id}
+            if source is not None and source.line is not None and source.start == at:
+                stripe_ids["invoice"] = source.line.invoice_id
+                stripe_ids["line"] = source.line.id
+            if source is not None and source.event_id and source.start == at:
+                stripe_ids["event"] = source.event_id
+            price_id = after.price_id if after is not None else (before.price_id if before else None)
+            if price_id:
+                stripe_ids["price"] = price_id
+            changed_discounts = sorted(set(after.discounts if after else ()) ^ set(before.discounts if before else ()))
+            if changed_discounts:
+                stripe_ids["discount"] = changed_discounts[0] if len(changed_discounts) == 1 else changed_discounts
+            ledger.append(LedgerChange(
+                effective_at=at, customer_id=data.customer.id, subscription_id=sub.id,
+                subscription_item_id=view.item_id, cause=cause, currency=currency,
+                mrr_before_micro=before.mrr_micro if before else 0,
+                mrr_after_micro=after.mrr_micro if after else 0,
+                before=_state_dict(before), after=_state_dict(after), stripe_ids=stripe_ids))
+            # Intervals with MRR above zero.
+            opened = open_intervals.pop(view.item_id, None)
+            if opened is not None:
+                intervals.append(_interval(view.item_id, sub, data, opened, at))
+            if after is not None and after.mrr_micro > 0:
+                open_intervals[view.item_id] = (at, after)
+            states[view.item_id] = after
+        if any(s is not None and s.status == "active" for s in current.values()):
+            sub_started = True
+        if ended and sub_started:
+            sub_ended_before = True
+    for item_id, opened in open_intervals.items():
+        intervals.append(_interval(item_id, sub, data, opened, None))
+    return intervals, ledger
+
+
+def _state_dict(state: _ItemState | None) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    return {"price": state.price_id, "quantity": state.quantity, "discount": list(state.discounts),
+            "status": state.status}
+
+
+def _interval(item_id: str, sub: Subscription, data: CustomerData, opened: tuple[int, _ItemState],
+              end: int | None) -> ItemInterval:
+    start, state = opened
+    price = data.prices.get(state.price_id or "")
+    return ItemInterval(item_id=item_id, subscription_id=sub.id, price_id=state.price_id,
+                        product_id=price.product_id if price else None, currency=sub.currency,
+                        start=start, end=end, mrr_micro=state.mrr_micro)
+
+
+# --------------------------------------------------------------------------- per customer
+
+
+def customer_history(data: CustomerData, policies: Policies | None = None, *,
+                     now: int | None = None) -> CustomerHistory:
+    """The customer's MRR timeline, ledger and item intervals (see the module docstring).
+
+    Points after ``now`` (a cancellation still ahead, a discount ending) are kept: they are
+    what the policies say will happen; callers reporting months cut at ``now``.
+    """
+    del now  # accepted for callers; the history itself does not depend on it
+    policies = policies or Policies()
+    customer = data.customer
+    if is_excluded(customer, policies.exclude_customers):
+        return CustomerHistory(customer.id, {}, excluded=True)
+    skips: list[Skip] = []
+    subs = {sub.id: sub for sub in data.subscriptions if sub.customer_id == customer.id}
+    lines_by_sub: dict[str, list[InvoiceLine]] = {}
+    for line in data.lines:
+        if line.subscription_id is None:
+            continue
+        lines_by_sub.setdefault(line.subscription_id, []).append(line)
+    for sub_id, sub_lines in lines_by_sub.items():
+        if sub_id not in subs:
+            # The subscription object is missing: its lines still tell its history; it ends
+            # where its last line ends.
+            subs[sub_id] = Subscription(id=sub_id, customer_id=customer.id, status="canceled",
+                                        currency=sub_lines[0].currency)
+    intervals: list[ItemInterval] = []
+    ledger: list[LedgerChange] = []
+    for sub_id in sorted(subs):
+        sub_intervals, sub_ledger = _subscription_history(subs[sub_id], lines_by_sub.get(sub_id, []), data,
+                                                          policies, skips)
+        intervals.extend(sub_intervals)
+        ledger.extend(sub_ledger)
+    ledger.sort(key=lambda c: (c.effective_at, c.subscription_id or "", c.subscription_item_id or ""))
+    return CustomerHistory(customer.id, _points(intervals), tuple(ledger), tuple(intervals), tuple(skips))
+
+
+def _points(intervals: Sequence[ItemInterval]) -> dict[str, tuple[tuple[int, int], ...]]:
+    deltas: dict[str, dict[int, int]] = {}
+    for interval in intervals:
+        per = deltas.setdefault(interval.currency, {})
+        per[interval.start] = per.get(interval.start, 0) + interval.mrr_micro
+        if interval.end is not None:
+            per[interval.end] = per.get(interval.end, 0) - interval.mrr_micro
+    points: dict[str, tuple[tuple[int, int], ...]] = {}
+    for currency, per in deltas.items():
+        running = 0
+        steps: list[tuple[int, int]] = []
+        for at in sorted(per):
+            running += per[at]
+            if steps and steps[-1][1] == running:
+                continue
+            if not steps and running == 0:
+                continue
+            steps.append((at, running))
+        points[currency] = tuple(steps)
+    return points
+
+
+def mrr_at(history: CustomerHistory, at: int) -> dict[str, int]:
+    """MRR per currency at instant ``at`` (micro units), from the step points."""
+    result: dict[str, int] = {}
+    for currency, steps in history.points.items():
+        value = 0
+        for effective_at, mrr in steps:
+            if effective_at > at:
+                break
+            value = mrr
+        if value:
+            result[currency] = value
+    return result
+
+
+def mrr_before(history: CustomerHistory, at: int) -> dict[str, int]:
+    """MRR per currency just before instant ``at``."""
+    return mrr_at(history, at - 1)

@@ -1,0 +1,737 @@
+"""Retention reports from the stored monthly facts: totals, segments, T12M, cohorts, customers.
+
+The heavy work is one SQL aggregation per question (SUM/CASE over ``customer_month_facts``,
+portable between SQLite and PostgreSQL); :mod:`nrr.domain.metrics` turns the sums into
+exact ratios. Movement amounts are derived from each fact's opening and closing (the table
+of docs/revenue-definitions.md), so opening + movements = closing holds in every total
+and segment by construction; the stored ``movement`` only tells new from reactivation.
+
+The public JSON shape of every report is documented in ``docs/report-schema.md``.
+Services never commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from fractions import Fraction
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+)
+from sqlalchemy.orm import Session, aliased
+
+from models.derived import CustomerMonthFact, LedgerEntry, RecomputeRun
+from models.mirror import StripeCustomer
+from nrr.domain import metrics
+from nrr.domain.metrics import CohortTotals, MonthTotals, Ratio
+from nrr.domain.money import major_rounded
+from nrr.domain.months import add_months, current_month, month_range
+from nrr.settings import Settings
+
+F = CustomerMonthFact
+PERIODS = ("monthly", "t12m")
+BASE_DIMENSIONS = ("plan", "product", "currency", "country")
+METADATA_PREFIX = "metadata:"
+NO_SEGMENT = "(none)"
+
+MONTHLY_DEFINITIONS = ("nrr", "grr", "mrr", "arr", "logo_churn_rate", "revenue_churn_rate",
+                       "quick_ratio", "arpa")
+T12M_DEFINITIONS = ("nrr_t12m", "grr_t12m")
+COHORT_DEFINITIONS = ("cohort_net_retention", "cohort_gross_retention")
+
+
+class InvalidDimension(ValueError):
+    """``--by`` names no known dimension."""
+
+
+class CustomerNotFound(LookupError):
+    """No facts, ledger entries or mirror row for the customer id."""
+
+
+# --------------------------------------------------------------------------- dimensions
+
+
+def parse_dimension(by: str | None) -> str | None:
+    """Check a dimension name: plan, product, currency, country or metadata:KEY."""
+    if by is None:
+        return None
+    name = by.strip()
+    if name in BASE_DIMENSIONS:
+        return name
+    if name.startswith(METADATA_PREFIX) and name[len(METADATA_PREFIX):].strip():
+        return METADATA_PREFIX + name[len(METADATA_PREFIX):].strip()
+    raise InvalidDimension(
+        f"unknown dimension {by!r}: use one of {', '.join(BASE_DIMENSIONS)} or metadata:KEY "
+        f"(for example metadata:tier)")
+
+
+def segment_column(dimension: str, table: Any = F) -> ColumnElement[Any]:
+    """The SQL expression of a fact's segment on ``dimension`` (fixed at the month's opening)."""
+    if dimension in BASE_DIMENSIONS:
+        return getattr(table, dimension)  # type: ignore[no-any-return]
+    key = dimension[len(METADATA_PREFIX):]
+    return table.metadata_[key].as_string()  # type: ignore[no-any-return]
+
+
+def segment_label(value: Any) -> str:
+    return NO_SEGMENT if value is None or value == "" else str(value)
+
+
+def _segment_filter(dimension: str, segment: str, table: Any = F) -> ColumnElement[bool]:
+    column = segment_column(dimension, table)
+    if segment == NO_SEGMENT:
+        return or_(column.is_(None), column == "")
+    return column == segment
+
+
+# --------------------------------------------------------------------------- movement expressions
+
+
+def _movement_expressions(table: Any = F) -> dict[str, ColumnElement[Any]]:
+    """Per-fact movement amounts (micro) and labels from opening o and closing c."""
+    o, c = table.opening_mrr_micro, table.closing_mrr_micro
+    arrives = and_(o == 0, c > 0)
+    is_new = and_(arrives, table.movement == "new")
+    is_reactivation = and_(arrives, or_(table.movement.is_(None), table.movement != "new"))
+    is_churn = and_(o > 0, c == 0)
+    is_expansion = and_(o > 0, c > o)
+    is_contraction = and_(c > 0, c < o)
+    return {
+        "new": is_new, "reactivation": is_reactivation, "expansion": is_expansion,
+        "contraction": is_contraction, "churn": is_churn,
+        "new_amount": case((is_new, c), else_=0),
+        "reactivation_amount": case((is_reactivation, c), else_=0),
+        "expansion_amount": case((is_expansion, c - o), else_=0),
+        "contraction_amount": case((is_contraction, o - c), else_=0),
+        "churn_amount": case((is_churn, o), else_=0),
+        "kind": case((is_new, "new"), (is_reactivation, "reactivation"), (is_churn, "churn"),
+                     (is_expansion, "expansion"), (is_contraction, "contraction"),
+                     else_=None),
+        "amount": case((arrives, c), (is_churn, o), (is_expansion, c - o),
+                       (is_contraction, o - c), else_=0),
+    }
+
+
+def _count(condition: ColumnElement[bool]) -> ColumnElement[Any]:
+    return func.sum(case((condition, 1), else_=0))
+
+
+def _int(value: Any) -> int:
+    # SUM over BIGINT is NUMERIC on PostgreSQL (Decimal) and NULL over no rows.
+    return 0 if value is None else int(value)
+
+
+_TOTAL_FIELDS = ("opening", "new", "reactivation", "expansion", "contraction", "churn",
+                 "closing", "fx_impact", "customers_opening", "customers_new",
+                 "customers_reactivated", "customers_expanded", "customers_contracted",
+                 "customers_churned", "customers_closing")
+
+
+def _month_total_columns() -> list[ColumnElement[Any]]:
+    m = _movement_expressions()
+    return [
+        func.sum(F.opening_mrr_micro), func.sum(m["new_amount"]),
+        func.sum(m["reactivation_amount"]), func.sum(m["expansion_amount"]),
+        func.sum(m["contraction_amount"]), func.sum(m["churn_amount"]),
+        func.sum(F.closing_mrr_micro), func.sum(F.fx_impact_micro),
+        _count(F.opening_mrr_micro > 0), _count(m["new"]), _count(m["reactivation"]),
+        _count(m["expansion"]), _count(m["contraction"]), _count(m["churn"]),
+        _count(F.closing_mrr_micro > 0),
+    ]
+
+
+def month_totals(session: Session, first: str, last: str | None = None, *,
+                 dimension: str | None = None) -> dict[tuple[str, str | None], MonthTotals]:
+    """Sums per month (and segment label when ``dimension`` is given) over ``first``..``last``.
+
+    Keys are ``(month, segment)``; ``segment`` is None without a dimension. Months with
+    no facts are absent.
+    """
+    last = last or first
+    dimension = parse_dimension(dimension)
+    keys: list[Any] = [F.month]
+    if dimension:
+        keys.append(segment_column(dimension).label("segment"))
+    where = F.month == first if first == last else F.month.between(first, last)
+    query = select(*keys, *_month_total_columns()).where(where).group_by(*keys)
+    found: dict[tuple[str, str | None], MonthTotals] = {}
+    for row in session.execute(query):
+        month = row[0]
+        label = segment_label(row[1]) if dimension else None
+        values = row[len(keys):]
+        totals = MonthTotals(**{name: _int(v) for name, v in zip(_TOTAL_FIELDS, values,
+                                                                  strict=True)})
+        key = (month, label)
+        # Two raw values can share a label ("" and NULL both read as "(none)").
+        found[key] = found[key] + totals if key in found else totals
+    return found
+
+
+def cohort_totals(session: Session, month: str, *,
+                  dimension: str | None = None) -> dict[str | None, CohortTotals]:
+    """The T12M cohort of ``month``: members paying at the opening of M-11, seen at M's closing."""
+    dimension = parse_dimension(dimension)
+    first = add_months(month, -11)
+    start = aliased(F, name="cohort_start")
+    end = aliased(F, name="cohort_end")
+    opening = start.opening_mrr_micro
+    closing = func.coalesce(end.closing_mrr_micro, 0)
+    keys: list[ColumnElement[Any]] = []
+    if dimension:
+        keys.append(segment_column(dimension, start).label("segment"))
+    columns = [
+        func.sum(opening), func.sum(closing),
+        func.sum(case((closing < opening, closing), else_=opening)),
+        func.sum(case((closing > opening, closing - opening), else_=0)),
+        func.sum(case((and_(closing > 0, closing < opening), opening - closing), else_=0)),
+        func.sum(case((closing == 0, opening), else_=0)),
+        func.count(), _count(closing > 0), _count(closing == 0),
+    ]
+    query = (
+        select(*keys, *columns)
+        .select_from(start)
+        .outerjoin(end, and_(end.customer_id == start.customer_id, end.month == month))
+        .where(start.month == first, opening > 0)
+    )
+    if keys:
+        query = query.group_by(*keys)
+    names = ("opening", "closing", "kept", "expansion", "contraction", "churn", "members",
+             "members_paying", "members_churned")
+    found: dict[str | None, CohortTotals] = {}
+    for row in session.execute(query):
+        label = segment_label(row[0]) if dimension else None
+        totals = CohortTotals(**{name: _int(v) for name, v in zip(names, row[len(keys):],
+                                                                   strict=True)})
+        found[label] = found[label] + totals if label in found else totals
+    return found
+
+
+# --------------------------------------------------------------------------- context
+
+
+@dataclass(frozen=True)
+class _Context:
+    currency: str
+    policies: dict[str, Any]
+    definitions: dict[str, dict[str, Any]]
+    data_first: str | None
+    data_last: str | None
+    current: str
+    notes: tuple[str, ...]
+
+
+def policies_in_force(settings: Settings) -> dict[str, Any]:
+    """The named policies plus the reporting currency and time zone, as reports state them."""
+    return {**settings.policies.as_dict(), "reporting_currency": settings.reporting_currency,
+            "timezone": settings.timezone}
+
+
+def _data_range(session: Session) -> tuple[str | None, str | None]:
+    row = session.execute(select(func.min(F.month), func.max(F.month))).one()
+    return row[0], row[1]
+
+
+def _recompute_notes(session: Session, settings: Settings, policies: dict[str, Any]) -> list[str]:
+    """Say when the stored facts were computed under other policies than the ones in force."""
+    run = session.execute(
+        select(RecomputeRun.policies, RecomputeRun.reporting_currency, RecomputeRun.timezone)
+        .where(RecomputeRun.finished_at.is_not(None))
+        .order_by(RecomputeRun.finished_at.desc(), RecomputeRun.id.desc()).limit(1)
+    ).first()
+    if run is None:
+        return []
+    stored = {**(run.policies or {}), "reporting_currency": run.reporting_currency,
+              "timezone": run.timezone}
+    changed = sorted(key for key, value in policies.items()
+                     if key in stored and stored[key] != value)
+    if not changed:
+        return []
+    return [f"the stored facts were computed with other settings for {', '.join(changed)}; "
+            f"run `nrr recompute` so the numbers follow the policies in force"]
+
+
+def _context(session: Session, settings: Settings, definitions: Sequence[str],
+             now: datetime | None) -> _Context:
+    from nrr.catalogue import load_catalogue
+
+    policies = policies_in_force(settings)
+    first, last = _data_range(session)
+    return _Context(
+        currency=settings.reporting_currency,
+        policies=policies,
+        definitions=load_catalogue(settings).definitions(tuple(definitions)),
+        data_first=first,
+        data_last=last,
+        current=current_month(settings.tz, now or datetime.now(UTC)),
+        notes=tuple(_recompute_notes(session, settings, policies)),
+    )
+
+
+def _month_notes(ctx: _Context, month: str) -> list[str]:
+    notes = list(ctx.notes)
+    if ctx.data_first is None:
+        notes.append("no facts are stored yet: run `nrr sync` and `nrr recompute` first")
+    elif not ctx.data_first <= month <= ctx.data_last:  # type: ignore[operator]
+        notes.append(f"{month} is outside the stored facts ({ctx.data_first} to "
+                     f"{ctx.data_last}): amounts are zero and ratios null")
+    if month == ctx.current:
+        notes.append(f"{month} is the current month and not finished: numbers are partial")
+    elif month > ctx.current:
+        notes.append(f"{month} is in the future")
+    return notes
+
+
+def _outside(ctx: _Context, month: str) -> bool:
+    return ctx.data_first is None or not ctx.data_first <= month <= ctx.data_last  # type: ignore[operator]
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _money(value_micro: int | Fraction | None, currency: str) -> float | None:
+    if value_micro is None:
+        return None
+    if isinstance(value_micro, Fraction):
+        value_micro = metrics.round_micro(value_micro)
+    return major_rounded(value_micro, currency)
+
+
+def _put_percent(document: dict[str, Any], key: str, value: Ratio) -> None:
+    document[key] = metrics.percent_display(value)
+    if value.is_null:
+        document[f"{key}_reason"] = value.reason
+
+
+def _monthly_object(month: str, totals: MonthTotals, ctx: _Context, *,
+                    segment: str | None = None, reason_override: str | None = None) -> dict[str, Any]:
+    cur = ctx.currency
+    computed = metrics.monthly_metrics(totals, month)
+    nrr, grr = computed.nrr, computed.grr
+    if reason_override and nrr.is_null:
+        nrr, grr = Ratio(None, reason_override), Ratio(None, reason_override)
+    document: dict[str, Any] = {}
+    if segment is not None:
+        document["segment"] = segment
+    document.update({
+        "month": month,
+        "period": "monthly",
+        "currency": cur,
+        "opening_mrr": _money(totals.opening, cur),
+        "new": _money(totals.new, cur),
+        "reactivation": _money(totals.reactivation, cur),
+        "expansion": _money(totals.expansion, cur),
+        "contraction": _money(totals.contraction, cur),
+        "churn": _money(totals.churn, cur),
+        "closing_mrr": _money(totals.closing, cur),
+        "fx_impact": _money(totals.fx_impact, cur),
+    })
+    _put_percent(document, "nrr", nrr)
+    _put_percent(document, "grr", grr)
+    document["customers"] = {
+        "opening": totals.customers_opening,
+        "new": totals.customers_new,
+        "reactivated": totals.customers_reactivated,
+        "churned": totals.customers_churned,
+        "closing": totals.customers_closing,
+    }
+    document["band"] = metrics.band(nrr)
+    document["grr_band"] = metrics.band(grr)
+    document["mrr"] = _money(computed.mrr_micro, cur)
+    document["arr"] = _money(computed.arr_micro, cur)
+    _put_percent(document, "logo_churn_rate", computed.logo_churn_rate)
+    _put_percent(document, "revenue_churn_rate", computed.revenue_churn_rate)
+    document["quick_ratio"] = metrics.ratio_display(computed.quick_ratio)
+    if computed.quick_ratio.is_null:
+        document["quick_ratio_reason"] = computed.quick_ratio.reason
+    document["arpa"] = _money(computed.arpa_micro, cur)
+    if computed.arpa_micro is None:
+        document["arpa_reason"] = computed.arpa_reason
+    document["partial"] = month == ctx.current
+    document["policies"] = ctx.policies
+    return document
+
+
+def _trailing_object(month: str, cohort: CohortTotals, ctx: _Context, *,
+                     segment: str | None = None, reason_override: str | None = None) -> dict[str, Any]:
+    cur = ctx.currency
+    first = add_months(month, -11)
+    computed = metrics.trailing_metrics(cohort, first)
+    nrr, grr = computed.nrr, computed.grr
+    if reason_override:
+        nrr, grr = Ratio(None, reason_override), Ratio(None, reason_override)
+    document: dict[str, Any] = {}
+    if segment is not None:
+        document["segment"] = segment
+    document.update({
+        "month": month,
+        "period": "t12m",
+        "first_month": first,
+        "currency": cur,
+        "cohort_opening_mrr": _money(cohort.opening, cur),
+        "cohort_closing_mrr": _money(cohort.closing, cur),
+        "expansion": _money(cohort.expansion, cur),
+        "contraction": _money(cohort.contraction, cur),
+        "churn": _money(cohort.churn, cur),
+    })
+    _put_percent(document, "nrr", nrr)
+    _put_percent(document, "grr", grr)
+    document["band"] = metrics.band(nrr)
+    document["grr_band"] = metrics.band(grr)
+    document["customers"] = {
+        "cohort": cohort.members,
+        "paying": cohort.members_paying,
+        "churned": cohort.members_churned,
+    }
+    _put_percent(document, "logo_churn_rate", computed.logo_churn_rate)
+    document["partial"] = month == ctx.current
+    document["policies"] = ctx.policies
+    return document
+
+
+def _no_data_reason(ctx: _Context, month: str) -> str | None:
+    if ctx.data_first is None:
+        return "no facts are stored yet"
+    if _outside(ctx, month):
+        return f"no facts stored for {month} (stored: {ctx.data_first} to {ctx.data_last})"
+    return None
+
+
+def _t12m_reason(ctx: _Context, month: str) -> str | None:
+    reason = _no_data_reason(ctx, month)
+    if reason:
+        return reason
+    first = add_months(month, -11)
+    if _outside(ctx, first):
+        return (f"the trailing twelve months need facts from {first}; stored facts start at "
+                f"{ctx.data_first}")
+    return None
+
+
+def _monthly_documents(session: Session, ctx: _Context, months: list[str],
+                       dimension: str | None) -> dict[str, dict[str, Any]]:
+    """One document per month (with ``segments`` when ``dimension`` is set)."""
+    sums = month_totals(session, months[0], months[-1]) if months else {}
+    by_segment: dict[tuple[str, str | None], MonthTotals] = {}
+    if dimension and months:
+        by_segment = month_totals(session, months[0], months[-1], dimension=dimension)
+    documents: dict[str, dict[str, Any]] = {}
+    for month in months:
+        reason = _no_data_reason(ctx, month)
+        total = sums.get((month, None), MonthTotals())
+        document = _monthly_object(month, total, ctx, reason_override=reason)
+        if dimension:
+            segments = sorted(((label, totals) for (m, label), totals in by_segment.items()
+                               if m == month),
+                              key=lambda item: (-item[1].opening, -item[1].closing,
+                                                str(item[0])))
+            document = _with_segments(document, dimension, [
+                _monthly_object(month, totals, ctx, segment=str(label), reason_override=reason)
+                for label, totals in segments])
+        documents[month] = document
+    return documents
+
+
+def _trailing_document(session: Session, ctx: _Context, month: str,
+                       dimension: str | None) -> dict[str, Any]:
+    reason = _t12m_reason(ctx, month)
+    total = cohort_totals(session, month).get(None, CohortTotals())
+    document = _trailing_object(month, total, ctx, reason_override=reason)
+    if dimension:
+        segments = sorted(cohort_totals(session, month, dimension=dimension).items(),
+                          key=lambda item: (-item[1].opening, str(item[0])))
+        document = _with_segments(document, dimension, [
+            _trailing_object(month, totals, ctx, segment=str(label), reason_override=reason)
+            for label, totals in segments])
+    return document
+
+
+def _with_segments(total: dict[str, Any], dimension: str,
+                   segments: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "month": total["month"],
+        "period": total["period"],
+        "currency": total["currency"],
+        "dimension": dimension,
+        "segments": segments,
+        "total": {k: v for k, v in total.items() if k != "policies"},
+        "partial": total["partial"],
+        "policies": total["policies"],
+    }
+
+
+def _finish(document: dict[str, Any], ctx: _Context, notes: list[str]) -> dict[str, Any]:
+    document["definitions"] = ctx.definitions
+    if notes:
+        document["notes"] = notes
+    return document
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def monthly_report(session: Session, settings: Settings, month: str, *, period: str = "monthly",
+                   by: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """The report of ``month`` (``YYYY-MM``) as the public JSON document (docs/report-schema.md).
+
+    ``period`` is ``monthly`` or ``t12m``; ``by`` a dimension (``plan``, ``product``,
+    ``currency``, ``country``, ``metadata:KEY``) for one object per segment.
+    """
+    if period not in PERIODS:
+        raise ValueError(f"unknown period {period!r}: use monthly or t12m")
+    dimension = parse_dimension(by)
+    ctx = _context(session, settings,
+                   MONTHLY_DEFINITIONS if period == "monthly" else T12M_DEFINITIONS, now)
+    notes = _month_notes(ctx, month)
+    if period == "monthly":
+        document = _monthly_documents(session, ctx, [month], dimension)[month]
+    else:
+        document = _trailing_document(session, ctx, month, dimension)
+        first = add_months(month, -11)
+        if ctx.data_first is not None and first < ctx.data_first <= month:
+            notes.append(f"the trailing twelve months start at {first}, before the stored "
+                         f"facts ({ctx.data_first})")
+    return _finish(document, ctx, notes)
+
+
+def report_series(session: Session, settings: Settings, first: str, last: str, *,
+                  period: str = "monthly", by: str | None = None,
+                  now: datetime | None = None) -> dict[str, Any]:
+    """One report per month from ``first`` to ``last`` (inclusive), in ``months``."""
+    if period not in PERIODS:
+        raise ValueError(f"unknown period {period!r}: use monthly or t12m")
+    if first > last:
+        raise ValueError(f"--from {first} is after --to {last}")
+    dimension = parse_dimension(by)
+    months = month_range(first, last)
+    ctx = _context(session, settings,
+                   MONTHLY_DEFINITIONS if period == "monthly" else T12M_DEFINITIONS, now)
+    if period == "monthly":
+        documents = _monthly_documents(session, ctx, months, dimension)
+        reports = [documents[m] for m in months]
+    else:
+        reports = [_trailing_document(session, ctx, m, dimension) for m in months]
+    for report in reports:
+        report.pop("policies", None)
+    notes = list(ctx.notes)
+    if ctx.data_first is None:
+        notes.append("no facts are stored yet: run `nrr sync` and `nrr recompute` first")
+    else:
+        outside = [m for m in months if _outside(ctx, m)]
+        if outside:
+            notes.append(f"{len(outside)} month(s) outside the stored facts ({ctx.data_first} "
+                         f"to {ctx.data_last}) report zeros and nulls")
+    if first <= ctx.current <= last:
+        notes.append(f"{ctx.current} is the current month and not finished: numbers are partial")
+    document: dict[str, Any] = {
+        "from": first, "to": last, "period": period, "currency": ctx.currency,
+    }
+    if dimension:
+        document["dimension"] = dimension
+    document["months"] = reports
+    document["policies"] = ctx.policies
+    return _finish(document, ctx, notes)
+
+
+def cohort_table(session: Session, settings: Settings, *,
+                 now: datetime | None = None) -> dict[str, Any]:
+    """Customers grouped by the month they first paid; MRR retention per month since.
+
+    Each cohort's base is its members' closing MRR of their first paying month; month k's
+    net retention is their closing MRR of month k over the base, gross retention the sum
+    of min(closing of k, the member's base) over the base.
+    """
+    ctx = _context(session, settings, COHORT_DEFINITIONS, now)
+    base = aliased(F, name="cohort_base")
+    later = aliased(F, name="later")
+    base_rows = session.execute(
+        select(base.month, func.count(), func.sum(base.closing_mrr_micro))
+        .where(base.first_paid_month == base.month)
+        .group_by(base.month)
+    ).all()
+    kept = case((later.closing_mrr_micro < base.closing_mrr_micro, later.closing_mrr_micro),
+                else_=base.closing_mrr_micro)
+    cells = session.execute(
+        select(base.month, later.month, func.sum(later.closing_mrr_micro), func.sum(kept),
+               _count(later.closing_mrr_micro > 0))
+        .select_from(base)
+        .join(later, and_(later.customer_id == base.customer_id, later.month >= base.month))
+        .where(base.first_paid_month == base.month)
+        .group_by(base.month, later.month)
+    ).all()
+    by_cell = {(row[0], row[1]): (_int(row[2]), _int(row[3]), _int(row[4])) for row in cells}
+    last = ctx.data_last
+    cohorts = []
+    for cohort_month, members, base_sum in sorted(base_rows, key=lambda r: r[0]):
+        base_micro = _int(base_sum)
+        months = []
+        for offset, month in enumerate(month_range(cohort_month, last or cohort_month)):
+            closing, kept_sum, paying = by_cell.get((cohort_month, month), (0, 0, 0))
+            net, gross = metrics.cohort_retention(base_micro, closing, kept_sum)
+            cell: dict[str, Any] = {
+                "month": month, "months_since": offset, "mrr": _money(closing, ctx.currency),
+                "customers_paying": paying,
+                "net_retention": metrics.percent_display(net),
+                "gross_retention": metrics.percent_display(gross),
+                "partial": month == ctx.current,
+            }
+            if net.is_null:
+                cell["reason"] = net.reason
+            months.append(cell)
+        cohorts.append({
+            "cohort": cohort_month, "customers": int(members),
+            "starting_mrr": _money(base_micro, ctx.currency), "months": months,
+        })
+    notes = list(ctx.notes)
+    if not cohorts:
+        notes.append("no customer has paid yet in the stored facts")
+    document: dict[str, Any] = {"currency": ctx.currency, "cohorts": cohorts,
+                                "policies": ctx.policies}
+    return _finish(document, ctx, notes)
+
+
+def _instant(value: int | None) -> str | None:
+    if value is None:
+        return None
+    return datetime.fromtimestamp(value, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def _ledger_entry(entry: LedgerEntry) -> dict[str, Any]:
+    return {
+        "effective_at": _instant(entry.effective_at),
+        "month": entry.month,
+        "cause": entry.cause,
+        "subscription_id": entry.subscription_id,
+        "subscription_item_id": entry.subscription_item_id,
+        "currency": entry.currency,
+        "mrr_before": _money(entry.mrr_before_micro, entry.currency),
+        "mrr_after": _money(entry.mrr_after_micro, entry.currency),
+        "change": _money(entry.mrr_after_micro - entry.mrr_before_micro, entry.currency),
+        "before": entry.before,
+        "after": entry.after,
+        "stripe_ids": entry.stripe_ids or {},
+    }
+
+
+def customer_detail(session: Session, settings: Settings, customer_id: str) -> dict[str, Any]:
+    """One customer's MRR history (month by month), movements and the ledger causes behind them."""
+    cur = settings.reporting_currency
+    stored = session.get(StripeCustomer, customer_id)
+    m = _movement_expressions()
+    facts = session.execute(
+        select(F, m["kind"].label("kind"), m["amount"].label("amount"))
+        .where(F.customer_id == customer_id).order_by(F.month)
+    ).all()
+    ledger = session.execute(
+        select(LedgerEntry).where(LedgerEntry.customer_id == customer_id)
+        .order_by(LedgerEntry.effective_at, LedgerEntry.id)
+    ).scalars().all()
+    if stored is None and not facts and not ledger:
+        raise CustomerNotFound(f"no customer {customer_id!r} in the stored data")
+    causes_by_month: dict[str, list[dict[str, Any]]] = {}
+    for entry in ledger:
+        causes_by_month.setdefault(entry.month, []).append(_ledger_entry(entry))
+    history = []
+    for fact, kind, amount in facts:
+        history.append({
+            "month": fact.month,
+            "opening_mrr": _money(fact.opening_mrr_micro, cur),
+            "closing_mrr": _money(fact.closing_mrr_micro, cur),
+            "movement": kind,
+            "amount": _money(_int(amount), cur),
+            "fx_impact": _money(fact.fx_impact_micro, cur),
+            "segment": {"currency": fact.currency, "plan": fact.plan, "product": fact.product,
+                        "country": fact.country, "metadata": fact.metadata_ or {}},
+            "causes": [c["cause"] for c in causes_by_month.get(fact.month, [])],
+        })
+    first_paid = next((f.first_paid_month for f, _k, _a in facts if f.first_paid_month), None)
+    return {
+        "customer_id": customer_id,
+        "name": stored.name if stored else None,
+        "email": stored.email if stored else None,
+        "country": stored.country if stored else None,
+        "deleted": bool(stored.deleted) if stored else None,
+        "currency": cur,
+        "first_paid_month": first_paid,
+        "current_mrr": history[-1]["closing_mrr"] if history else None,
+        "history": history,
+        "movements": [{"month": h["month"], "movement": h["movement"], "amount": h["amount"],
+                       "causes": h["causes"]} for h in history if h["movement"]],
+        "ledger": [item for month in sorted(causes_by_month) for item in causes_by_month[month]],
+        "policies": policies_in_force(settings),
+    }
+
+
+def top_movements(session: Session, settings: Settings, month: str, *,
+                  kinds: Iterable[str] = ("churn", "contraction"), limit: int = 5,
+                  dimension: str | None = None, segment: str | None = None) -> list[dict[str, Any]]:
+    """The largest movements of ``kinds`` in ``month`` (optionally in one segment), with causes.
+
+    Each item: ``customer_id``, ``name``, ``email``, ``movement``, ``amount`` (major units
+    of the reporting currency), ``amount_micro``, ``opening_mrr``, ``closing_mrr``,
+    ``segment`` (when a dimension is given) and ``causes`` (the ledger entries of the
+    month, newest last).
+    """
+    kinds = tuple(kinds)
+    unknown = [k for k in kinds if k not in metrics.MOVEMENTS]
+    if unknown:
+        raise ValueError(f"unknown movement kind(s) {', '.join(unknown)}: use "
+                         f"{', '.join(metrics.MOVEMENTS)}")
+    dimension = parse_dimension(dimension)
+    if segment is not None and dimension is None:
+        raise InvalidDimension("a segment needs its dimension")
+    cur = settings.reporting_currency
+    m = _movement_expressions()
+    columns: list[Any] = [F.customer_id, F.opening_mrr_micro, F.closing_mrr_micro,
+                          m["kind"].label("kind"), m["amount"].label("amount"),
+                          StripeCustomer.name, StripeCustomer.email]
+    if dimension:
+        columns.append(segment_column(dimension).label("segment"))
+    query = (
+        select(*columns)
+        .select_from(F)
+        .outerjoin(StripeCustomer, StripeCustomer.id == F.customer_id)
+        .where(F.month == month, or_(*(m[k] for k in kinds)) if kinds else literal(False))
+        .order_by(m["amount"].desc(), F.customer_id)
+        .limit(max(0, limit))
+    )
+    if dimension and segment is not None:
+        query = query.where(_segment_filter(dimension, segment))
+    rows = session.execute(query).all()
+    ids = [row.customer_id for row in rows]
+    causes: dict[str, list[dict[str, Any]]] = {cid: [] for cid in ids}
+    if ids:
+        for entry in session.execute(
+            select(LedgerEntry)
+            .where(LedgerEntry.month == month, LedgerEntry.customer_id.in_(ids))
+            .order_by(LedgerEntry.effective_at, LedgerEntry.id)
+        ).scalars():
+            causes[entry.customer_id].append(_ledger_entry(entry))
+    found = []
+    for row in rows:
+        item: dict[str, Any] = {
+            "customer_id": row.customer_id,
+            "name": row.name,
+            "email": row.email,
+            "month": month,
+            "movement": row.kind,
+            "amount": _money(_int(row.amount), cur),
+            "amount_micro": _int(row.amount),
+            "currency": cur,
+            "opening_mrr": _money(row.opening_mrr_micro, cur),
+            "closing_mrr": _money(row.closing_mrr_micro, cur),
+            "causes": causes[row.customer_id],
+        }
+        if dimension:
+            item["dimension"] = dimension
+            item["segment"] = segment_label(row.segment)
+        found.append(item)
+    return found

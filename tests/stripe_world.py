@@ -1,0 +1,816 @@
+"""Stripe-shaped test data in the CURRENT API shape (2026-10-28.endive, stripe SDK 16.1.0).
+
+Two layers:
+
+1. **Builders** return plain dicts exactly as the Stripe API renders the objects (fields
+   checked against ``stripe/_customer.py``, ``_price.py``, ``_coupon.py``, ``_discount.py``,
+   ``_subscription.py``, ``_subscription_item.py``, ``_invoice.py``,
+   ``_invoice_line_item.py``): :func:`customer`, :func:`product`, :func:`price`,
+   :func:`tier`, :func:`coupon`, :func:`discount`, :func:`subscription_item`,
+   :func:`subscription`, :func:`invoice_line`, :func:`invoice`, and :func:`ts` for instants.
+   Notable current shapes: ``current_period_start/end`` live on items; a subscription's
+   ``discounts`` is a list of ids (or expanded objects); a discount's coupon is under
+   ``source.coupon``; an invoice's subscription is
+   ``parent.subscription_details.subscription``; a line's price is
+   ``pricing.price_details.price`` and its item / proration flag are under
+   ``parent.subscription_item_details``; service periods are ``period.start/end``.
+
+2. **A world** (:class:`World`) that simulates subscriptions month by month the way
+   Stripe bills them, and emits every object it made::
+
+       world = World()
+       world.add_customer("cus_1", country="DE")
+       world.add_price("price_basic", unit_amount=1_000)          # 10.00 usd / month
+       sub = world.subscribe("cus_1", [("price_basic", 5)], at=ts(2025, 1, 1))
+       sub.change_quantity(sub.item_ids[0], 8, at=ts(2025, 2, 15))  # proration lines
+       sub.cancel_at_period_end(at=ts(2025, 4, 3))
+       world.advance(ts(2025, 7, 1))                               # renew / end as due
+       objs = world.objects()   # {"customers": [...], "prices": [...], "subscriptions": [...],
+                                #  "invoices": [...], "coupons": [...], "discounts": [...],
+                                #  "products": [...]}
+
+   Operations must be called in chronological order; each one first bills every period
+   that starts on or before its instant. :meth:`World.advance` bills up to an instant and
+   sets "now". Invoices are ``paid`` unless the subscription was told otherwise
+   (:meth:`SubscriptionLife.fail_payments`, :meth:`SubscriptionLife.pause_collection`).
+   :meth:`World.customer_data` turns one customer's objects into the domain's
+   :class:`nrr.domain.records.CustomerData` through :mod:`nrr.domain.stripe_shapes`.
+
+Line amounts are what Stripe would invoice (used only where invoiced amounts matter,
+such as the ``metered=invoiced`` policy); MRR is never read from them.
+"""
+
+from __future__ import annotations
+
+import calendar
+import copy
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nrr.domain.records import CustomerData
+
+JSON = dict[str, Any]
+
+
+def ts(year: int, month: int, day: int = 1, hour: int = 0, minute: int = 0, second: int = 0) -> int:
+    """UTC instant as Unix seconds."""
+    return int(datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp())
+
+
+def add_interval(instant: int, interval: str, count: int = 1, *, anchor_day: int | None = None) -> int:
+    """``instant`` plus ``count`` intervals, calendar-aware like Stripe (Jan 31 -> Feb 28 -> Mar 31)."""
+    if interval == "day":
+        return instant + 86_400 * count
+    if interval == "week":
+        return instant + 7 * 86_400 * count
+    months = count * (12 if interval == "year" else 1)
+    moment = datetime.fromtimestamp(instant, tz=UTC)
+    index = moment.year * 12 + moment.month - 1 + months
+    year, month = divmod(index, 12)
+    month += 1
+    day = min(anchor_day or moment.day, calendar.monthrange(year, month)[1])
+    return int(moment.replace(year=year, month=month, day=day).timestamp())
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def customer(cid: str = "cus_1", *, email: str | None = None, country: str | None = "US",
+             currency: str | None = "usd", metadata: dict[str, str] | None = None,
+             livemode: bool = False, created: int = 1_700_000_000,
+             discount: JSON | None = None, deleted: bool = False) -> JSON:
+    """A customer; ``deleted=True`` gives Stripe's deleted-customer stub."""
+    if deleted:
+        return {"id": cid, "object": "customer", "deleted": True}
+    return {
+        "id": cid, "object": "customer", "livemode": livemode, "created": created,
+        "email": email if email is not None else f"{cid}@example.com", "name": f"Customer {cid}",
+        "currency": currency,
+        "address": {"city": None, "country": country, "line1": None, "line2": None,
+                    "postal_code": None, "state": None} if country else None,
+        "metadata": dict(metadata or {}), "discount": discount, "delinquent": False,
+        "balance": 0, "description": None, "phone": None, "tax_exempt": "none",
+    }
+
+
+def product(pid: str = "prod_1", *, name: str | None = None, livemode: bool = False) -> JSON:
+    return {"id": pid, "object": "product", "livemode": livemode, "active": True,
+            "created": 1_700_000_000, "name": name or pid, "metadata": {}, "type": "service"}
+
+
+def tier(up_to: int | None, *, unit_amount: int | None = None, flat_amount: int | None = None,
+         unit_amount_decimal: str | None = None) -> JSON:
+    """A price tier (``up_to=None`` renders as ``"inf"`` like the API)."""
+    unit_dec = unit_amount_decimal if unit_amount_decimal is not None else (
+        None if unit_amount is None else str(unit_amount))
+    return {
+        "up_to": up_to if up_to is not None else "inf",
+        "unit_amount": unit_amount, "unit_amount_decimal": unit_dec,
+        "flat_amount": flat_amount,
+        "flat_amount_decimal": None if flat_amount is None else str(flat_amount),
+    }
+
+
+def price(pid: str = "price_1", *, unit_amount: int | None = 1_000, unit_amount_decimal: str | None = None,
+          currency: str = "usd", product: str = "prod_1", interval: str | None = "month",
+          interval_count: int = 1, usage_type: str = "licensed", billing_scheme: str = "per_unit",
+          tiers: Sequence[JSON] | None = None, tiers_mode: str | None = None,
+          transform_quantity: tuple[int, str] | None = None,
+          currency_options: dict[str, JSON] | None = None, tax_behavior: str = "exclusive",
+          nickname: str | None = None, livemode: bool = False) -> JSON:
+    """A price. ``interval=None`` makes a one-time price; tiers need ``billing_scheme='tiered'``.
+
+    ``currency_options`` maps currency -> ``{"unit_amount": n}`` (or ``unit_amount_decimal``,
+    ``tiers``, ``tax_behavior``); the price's own currency is added like the API does.
+    """
+    if billing_scheme == "tiered":
+        unit_amount = None
+        unit_dec: str | None = None
+    else:
+        unit_dec = unit_amount_decimal if unit_amount_decimal is not None else (
+            None if unit_amount is None else str(unit_amount))
+    recurring = None
+    if interval is not None:
+        recurring = {"interval": interval, "interval_count": interval_count,
+                     "usage_type": usage_type, "meter": None, "trial_period_days": None}
+    options: JSON | None = None
+    if currency_options:
+        options = {currency: {"custom_unit_amount": None, "tax_behavior": tax_behavior,
+                              "unit_amount": unit_amount, "unit_amount_decimal": unit_dec}}
+        for code, opt in currency_options.items():
+            amount = opt.get("unit_amount")
+            options[code] = {
+                "custom_unit_amount": None, "tax_behavior": opt.get("tax_behavior", tax_behavior),
+                "unit_amount": amount,
+                "unit_amount_decimal": opt.get("unit_amount_decimal",
+                                               None if amount is None else str(amount)),
+            }
+            if "tiers" in opt:
+                options[code]["tiers"] = list(opt["tiers"])
+    return {
+        "id": pid, "object": "price", "active": True, "livemode": livemode,
+        "created": 1_700_000_000, "currency": currency, "product": product,
+        "billing_scheme": billing_scheme, "unit_amount": unit_amount,
+        "unit_amount_decimal": unit_dec, "recurring": recurring,
+        "type": "recurring" if recurring else "one_time",
+        "tiers_mode": tiers_mode, "tiers": list(tiers) if tiers is not None else None,
+        "transform_quantity": (
+            {"divide_by": transform_quantity[0], "round": transform_quantity[1]}
+            if transform_quantity else None),
+        "currency_options": options, "tax_behavior": tax_behavior, "nickname": nickname,
+        "lookup_key": None, "metadata": {}, "custom_unit_amount": None,
+    }
+
+
+def coupon(cid: str = "co_1", *, percent_off: float | None = None, amount_off: int | None = None,
+           currency: str | None = None, duration: str = "forever",
+           duration_in_months: int | None = None, livemode: bool = False) -> JSON:
+    return {
+        "id": cid, "object": "coupon", "livemode": livemode, "created": 1_700_000_000,
+        "percent_off": percent_off, "amount_off": amount_off,
+        "currency": currency if amount_off is not None else None,
+        "duration": duration, "duration_in_months": duration_in_months,
+        "name": cid, "valid": True, "times_redeemed": 1, "max_redemptions": None,
+        "redeem_by": None, "metadata": {}, "applies_to": None,
+    }
+
+
+def discount(did: str, coupon_ref: str | JSON, *, customer: str, start: int, end: int | None = None,
+             subscription: str | None = None, subscription_item: str | None = None,
+             invoice: str | None = None) -> JSON:
+    """A discount; ``coupon_ref`` is a coupon id or an expanded coupon dict (``source.coupon``)."""
+    return {
+        "id": did, "object": "discount", "checkout_session": None, "customer": customer,
+        "customer_account": None, "end": end, "invoice": invoice, "invoice_item": None,
+        "promotion_code": None, "source": {"type": "coupon", "coupon": coupon_ref},
+        "start": start, "subscription": subscription, "subscription_item": subscription_item,
+    }
+
+
+def subscription_item(iid: str, price_obj: JSON, *, subscription: str, quantity: int | None = 1,
+                      current_period_start: int, current_period_end: int,
+                      discounts: Sequence[str | JSON] = (), created: int | None = None) -> JSON:
+    """A subscription item; ``price_obj`` is the full price (as Stripe embeds it)."""
+    return {
+        "id": iid, "object": "subscription_item", "created": created or current_period_start,
+        "subscription": subscription, "price": copy.deepcopy(price_obj),
+        "quantity": None if price_obj.get("recurring", {}) and
+        (price_obj.get("recurring") or {}).get("usage_type") == "metered" else quantity,
+        "discounts": list(discounts), "metadata": {}, "tax_rates": [],
+        "current_period_start": current_period_start, "current_period_end": current_period_end,
+        "billing_thresholds": None,
+    }
+
+
+def subscription(sid: str, customer_id: str, items: Sequence[JSON], *, status: str = "active",
+                 currency: str = "usd", start_date: int, created: int | None = None,
+                 billing_cycle_anchor: int | None = None, trial_start: int | None = None,
+                 trial_end: int | None = None, cancel_at: int | None = None,
+                 cancel_at_period_end: bool = False, canceled_at: int | None = None,
+                 ended_at: int | None = None, paused_at: int | None = None,
+                 pause_collection: JSON | None = None, discounts: Sequence[str | JSON] = (),
+                 livemode: bool = False, metadata: dict[str, str] | None = None) -> JSON:
+    """A subscription; ``paused_at`` fills ``status_details.paused.transitioned_at``."""
+    return {
+        "id": sid, "object": "subscription", "livemode": livemode,
+        "created": created if created is not None else start_date, "customer": customer_id,
+        "status": status, "currency": currency, "start_date": start_date,
+        "billing_cycle_anchor": billing_cycle_anchor or start_date,
+        "trial_start": trial_start, "trial_end": trial_end, "cancel_at": cancel_at,
+        "cancel_at_period_end": cancel_at_period_end, "canceled_at": canceled_at,
+        "cancellation_details": {"comment": None, "feedback": None,
+                                 "reason": "cancellation_requested" if canceled_at else None},
+        "ended_at": ended_at, "pause_collection": pause_collection,
+        "status_details": ({"paused": {"type": "subscription", "transitioned_at": paused_at,
+                                       "subscription": {"type": "pause_requested"}}}
+                           if paused_at is not None else None),
+        "discounts": list(discounts), "collection_method": "charge_automatically",
+        "metadata": dict(metadata or {}), "latest_invoice": None, "schedule": None,
+        "items": {"object": "list", "data": list(items), "has_more": False,
+                  "total_count": len(items), "url": f"/v1/subscription_items?subscription={sid}"},
+    }
+
+
+def invoice_line(lid: str, *, invoice: str, subscription: str | None, subscription_item: str | None,
+                 price_id: str | None, product_id: str | None = "prod_1", quantity: int | None,
+                 period_start: int, period_end: int, amount: int, currency: str = "usd",
+                 proration: bool = False, discount_amounts: Sequence[tuple[str, int]] = (),
+                 unit_amount_decimal: str | None = None, taxes: Sequence[JSON] = (),
+                 livemode: bool = False, invoice_item: str | None = None) -> JSON:
+    """A line. Subscription lines have ``parent.type='subscription_item_details'``; a one-off
+    invoice item (``subscription_item=None``) gets ``invoice_item_details``."""
+    if subscription_item is not None:
+        parent: JSON = {"type": "subscription_item_details", "invoice_item_details": None,
+                        "subscription_item_details": {
+                            "subscription": subscription, "subscription_item": subscription_item,
+                            "proration": proration, "proration_details": None,
+                            "invoice_item": invoice_item if proration else None}}
+    else:
+        parent = {"type": "invoice_item_details", "subscription_item_details": None,
+                  "invoice_item_details": {"invoice_item": invoice_item or f"ii_{lid}",
+                                           "proration": proration, "proration_details": None,
+                                           "subscription": subscription}}
+    return {
+        "id": lid, "object": "line_item", "livemode": livemode, "amount": amount,
+        "subtotal": amount, "currency": currency, "description": None,
+        "discount_amounts": [{"amount": a, "discount": d} for d, a in discount_amounts],
+        "discountable": True, "discounts": [d for d, _ in discount_amounts],
+        "invoice": invoice, "metadata": {}, "parent": parent,
+        "period": {"start": period_start, "end": period_end},
+        "pretax_credit_amounts": [],
+        "pricing": ({"type": "price_details",
+                     "price_details": {"price": price_id, "product": product_id},
+                     "unit_amount_decimal": unit_amount_decimal} if price_id else None),
+        "quantity": quantity, "quantity_decimal": None if quantity is None else str(quantity),
+        "taxes": list(taxes),
+    }
+
+
+def invoice(iid: str, customer_id: str, *, lines: Sequence[JSON], subscription: str | None,
+            status: str = "paid", billing_reason: str = "subscription_cycle", currency: str = "usd",
+            created: int, finalized_at: int | None = None, paid_at: int | None = None,
+            voided_at: int | None = None, marked_uncollectible_at: int | None = None,
+            discounts: Sequence[str] = (), livemode: bool = False) -> JSON:
+    total = sum(line["amount"] - sum(d["amount"] for d in line["discount_amounts"]) for line in lines)
+    starts = [line["period"]["start"] for line in lines] or [created]
+    ends = [line["period"]["end"] for line in lines] or [created]
+    return {
+        "id": iid, "object": "invoice", "livemode": livemode, "created": created,
+        "customer": customer_id, "status": status, "billing_reason": billing_reason,
+        "currency": currency, "period_start": min(starts), "period_end": max(ends),
+        "status_transitions": {
+            "finalized_at": finalized_at if finalized_at is not None else (
+                None if status == "draft" else created),
+            "paid_at": paid_at if paid_at is not None else (created if status == "paid" else None),
+            "voided_at": voided_at if voided_at is not None else (created if status == "void" else None),
+            "marked_uncollectible_at": marked_uncollectible_at if marked_uncollectible_at is not None
+            else (created if status == "uncollectible" else None),
+        },
+        "subtotal": sum(line["amount"] for line in lines), "total": total,
+        "amount_due": total, "amount_paid": total if status == "paid" else 0,
+        "amount_remaining": 0 if status == "paid" else total,
+        "discounts": list(discounts),
+        "parent": ({"type": "subscription_details", "quote_details": None,
+                    "subscription_details": {"subscription": subscription, "metadata": {}}}
+                   if subscription else None),
+        "lines": {"object": "list", "data": list(lines), "has_more": False,
+                  "total_count": len(lines), "url": f"/v1/invoices/{iid}/lines"},
+    }
+
+
+# --------------------------------------------------------------------------- amounts
+
+
+def _dec(value: Any) -> Decimal:
+    return Decimal(str(value)) if value is not None else Decimal(0)
+
+
+def invoiced_amount(price_obj: JSON, quantity: int | None, currency: str | None = None) -> int:
+    """What Stripe would charge for one full period of ``quantity`` (minor units, rounded)."""
+    qty = quantity or 0
+    body: JSON = price_obj
+    if currency and currency != price_obj["currency"] and price_obj.get("currency_options"):
+        body = {**price_obj, **price_obj["currency_options"][currency]}
+    transform = price_obj.get("transform_quantity")
+    if transform:
+        q, r = divmod(qty, transform["divide_by"])
+        qty = q + (1 if r and transform["round"] == "up" else 0)
+    total = Decimal(0)
+    if price_obj.get("billing_scheme") == "tiered":
+        tiers = body.get("tiers") or []
+        if price_obj.get("tiers_mode") == "volume":
+            for t in tiers:
+                if t["up_to"] == "inf" or qty <= t["up_to"]:
+                    total = _dec(t["unit_amount_decimal"]) * qty + _dec(t["flat_amount_decimal"])
+                    break
+        else:
+            lower = 0
+            for t in tiers:
+                upper = qty if t["up_to"] == "inf" else min(qty, t["up_to"])
+                if upper > lower:
+                    total += _dec(t["unit_amount_decimal"]) * (upper - lower) + _dec(t["flat_amount_decimal"])
+                lower = upper if t["up_to"] == "inf" else t["up_to"]
+                if lower >= qty:
+                    break
+    else:
+        total = _dec(body.get("unit_amount_decimal")) * qty
+    return int(total.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def _discount_amount(coupon_obj: JSON, amount: int) -> int:
+    if coupon_obj.get("percent_off") is not None:
+        return int((Decimal(str(coupon_obj["percent_off"])) * amount / 100).quantize(
+            Decimal(1), rounding=ROUND_HALF_EVEN))
+    return min(amount, int(coupon_obj.get("amount_off") or 0))
+
+
+# --------------------------------------------------------------------------- the world
+
+
+@dataclass
+class _ItemState:
+    id: str
+    price_id: str
+    quantity: int | None
+    period_start: int
+    period_end: int
+    created: int
+    discount_ids: list[str] = field(default_factory=list)
+    usage: int = 0
+
+
+class World:
+    """A registry of Stripe objects plus subscriptions simulated over time. See module doc."""
+
+    def __init__(self, *, livemode: bool = False) -> None:
+        self.livemode = livemode
+        self.customers: dict[str, JSON] = {}
+        self.products: dict[str, JSON] = {}
+        self.prices: dict[str, JSON] = {}
+        self.coupons: dict[str, JSON] = {}
+        self.discounts: dict[str, JSON] = {}
+        self.lives: dict[str, SubscriptionLife] = {}
+        self.invoices: list[JSON] = []
+        self.now = 0
+        self._ids = itertools.count(1)
+
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}_{next(self._ids):05d}"
+
+    # objects ---------------------------------------------------------------
+    def add_customer(self, cid: str, **kwargs: Any) -> JSON:
+        kwargs.setdefault("livemode", self.livemode)
+        body = customer(cid, **kwargs)
+        self.customers[cid] = body
+        return body
+
+    def add_price(self, pid: str, **kwargs: Any) -> JSON:
+        kwargs.setdefault("livemode", self.livemode)
+        body = price(pid, **kwargs)
+        prod = body["product"]
+        if prod not in self.products:
+            self.products[prod] = product(prod, livemode=self.livemode)
+        self.prices[pid] = body
+        return body
+
+    def add_coupon(self, cid: str, **kwargs: Any) -> JSON:
+        kwargs.setdefault("livemode", self.livemode)
+        body = coupon(cid, **kwargs)
+        self.coupons[cid] = body
+        return body
+
+    def subscribe(self, customer_id: str, items: Sequence[tuple[str, int | None]], *, at: int,
+                  sid: str | None = None, currency: str | None = None,
+                  trial_end: int | None = None, trial_outcome: str = "convert",
+                  start_date: int | None = None, coupons: Sequence[str] = (),
+                  first_invoice_status: str = "paid") -> SubscriptionLife:
+        """Start a subscription at ``at`` with ``[(price_id, quantity), ...]``.
+
+        ``start_date`` backdates (billing still starts at ``at``). ``trial_end`` starts a
+        trial ``[at, trial_end)``; ``trial_outcome``: ``convert`` (active, first invoice at
+        ``trial_end``), ``paused`` (no payment method: paused at ``trial_end``) or
+        ``incomplete`` (first invoice stays open). ``first_invoice_status='open'`` creates an
+        ``incomplete`` subscription. ``coupons`` become subscription-level discounts.
+        """
+        self.advance(at)
+        life = SubscriptionLife(self, sid or self.new_id("sub"), customer_id, at=at,
+                                items=items, currency=currency, trial_end=trial_end,
+                                trial_outcome=trial_outcome, start_date=start_date,
+                                coupons=coupons, first_invoice_status=first_invoice_status)
+        self.lives[life.id] = life
+        return life
+
+    def advance(self, to: int) -> None:
+        """Bill every period that starts on or before ``to``; ``to`` becomes "now"."""
+        for life in self.lives.values():
+            life.advance(to)
+        self.now = max(self.now, to)
+
+    def add_invoice(self, body: JSON) -> JSON:
+        self.invoices.append(body)
+        return body
+
+    # output ------------------------------------------------------------------
+    def subscriptions(self) -> list[JSON]:
+        return [life.to_stripe() for life in self.lives.values()]
+
+    def objects(self) -> dict[str, list[JSON]]:
+        return {
+            "customers": [copy.deepcopy(c) for c in self.customers.values()],
+            "products": [copy.deepcopy(p) for p in self.products.values()],
+            "prices": [copy.deepcopy(p) for p in self.prices.values()],
+            "coupons": [copy.deepcopy(c) for c in self.coupons.values()],
+            "discounts": [copy.deepcopy(d) for d in self.discounts.values()],
+            "subscriptions": self.subscriptions(),
+            "invoices": copy.deepcopy(self.invoices),
+        }
+
+    def customer_objects(self, customer_id: str) -> dict[str, list[JSON]]:
+        everything = self.objects()
+        return {
+            "customers": [c for c in everything["customers"] if c["id"] == customer_id],
+            "products": everything["products"],
+            "prices": everything["prices"],
+            "coupons": everything["coupons"],
+            "discounts": [d for d in everything["discounts"] if d["customer"] == customer_id],
+            "subscriptions": [s for s in everything["subscriptions"] if s["customer"] == customer_id],
+            "invoices": [i for i in everything["invoices"] if i["customer"] == customer_id],
+        }
+
+    def customer_data(self, customer_id: str) -> CustomerData:
+        """The domain input for one customer, parsed by :mod:`nrr.domain.stripe_shapes`."""
+        from nrr.domain.stripe_shapes import customer_data_from_stripe
+
+        objs = self.customer_objects(customer_id)
+        data, skips = customer_data_from_stripe(customer_id, objs)
+        if skips:
+            raise AssertionError(f"world produced objects the normaliser skipped: {skips}")
+        return data
+
+
+class SubscriptionLife:
+    """One simulated subscription. Call operations in chronological order."""
+
+    def __init__(self, world: World, sid: str, customer_id: str, *, at: int,
+                 items: Sequence[tuple[str, int | None]], currency: str | None,
+                 trial_end: int | None, trial_outcome: str, start_date: int | None,
+                 coupons: Sequence[str], first_invoice_status: str) -> None:
+        self.world = world
+        self.id = sid
+        self.customer_id = customer_id
+        first_price = world.prices[items[0][0]]
+        self.currency = currency or first_price["currency"]
+        self.created = at
+        self.start_date = start_date if start_date is not None else at
+        self.anchor = trial_end if trial_end is not None else at
+        self.anchor_day = datetime.fromtimestamp(self.anchor, tz=UTC).day
+        self.trial_start = at if trial_end is not None else None
+        self.trial_end = trial_end
+        self.trial_outcome = trial_outcome
+        self.status = "trialing" if trial_end is not None else (
+            "incomplete" if first_invoice_status == "open" else "active")
+        self.cancel_at: int | None = None
+        self.cancel_at_period_end_flag = False
+        self.canceled_at: int | None = None
+        self.ended_at: int | None = None
+        self.paused_at: int | None = None
+        self.pause_collection_body: JSON | None = None
+        self.invoice_status = "paid"
+        self.discount_ids: list[str] = []
+        self.items: list[_ItemState] = []
+        self.removed_items: list[_ItemState] = []
+        period_end = trial_end if trial_end is not None else self._next_end(at)
+        for price_id, quantity in items:
+            self.items.append(_ItemState(world.new_id("si"), price_id, self._qty(price_id, quantity),
+                                         at, period_end, at))
+        for coupon_id in coupons:
+            self.add_discount(coupon_id, at=at, _advance=False)
+        # First invoice: zero for a trial, the first period otherwise.
+        if trial_end is not None:
+            self._invoice(at, "subscription_create", [
+                self._cycle_line(item, at, trial_end, amount=0) for item in self.items],
+                status="paid")
+        else:
+            self._invoice(at, "subscription_create", [
+                self._cycle_line(item, at, period_end) for item in self.items],
+                status=first_invoice_status)
+
+    # helpers -----------------------------------------------------------------
+    @property
+    def item_ids(self) -> list[str]:
+        return [item.id for item in self.items]
+
+    def _qty(self, price_id: str, quantity: int | None) -> int | None:
+        recurring = self.world.prices[price_id].get("recurring") or {}
+        return None if recurring.get("usage_type") == "metered" else quantity
+
+    def _interval(self) -> tuple[str, int]:
+        recurring = self.world.prices[self.items[0].price_id]["recurring"]
+        return recurring["interval"], recurring["interval_count"]
+
+    def _next_end(self, start: int) -> int:
+        interval, count = self._interval() if self.items else ("month", 1)
+        return add_interval(start, interval, count, anchor_day=self.anchor_day)
+
+    def _item(self, item_id: str) -> _ItemState:
+        for item in self.items:
+            if item.id == item_id:
+                return item
+        raise KeyError(item_id)
+
+    def _active_discounts(self, ids: Iterable[str], at: int) -> list[JSON]:
+        found = []
+        for did in ids:
+            body = self.world.discounts[did]
+            if body["start"] <= at and (body["end"] is None or at < body["end"]):
+                found.append(body)
+        return found
+
+    def _line_discounts(self, item: _ItemState, at: int, amount: int) -> list[tuple[str, int]]:
+        applied: list[tuple[str, int]] = []
+        remaining = amount
+        for body in self._active_discounts([*item.discount_ids, *self.discount_ids], at):
+            coupon_obj = self.world.coupons[body["source"]["coupon"]]
+            if coupon_obj["duration"] == "once" and any(
+                    did == body["id"] for inv in self.world.invoices
+                    for line in inv["lines"]["data"] for did in line["discounts"]):
+                continue
+            off = _discount_amount(coupon_obj, remaining)
+            if off:
+                applied.append((body["id"], off))
+                remaining -= off
+        return applied
+
+    def _cycle_line(self, item: _ItemState, start: int, end: int, *, amount: int | None = None,
+                    quantity: int | None = -1) -> JSON:
+        price_obj = self.world.prices[item.price_id]
+        qty = item.quantity if quantity == -1 else quantity
+        if amount is None:
+            billed_qty = item.usage if qty is None else qty
+            amount = invoiced_amount(price_obj, billed_qty, self.currency)
+        return invoice_line(
+            self.world.new_id("il"), invoice="", subscription=self.id, subscription_item=item.id,
+            price_id=item.price_id, product_id=price_obj["product"],
+            quantity=qty if qty is not None else item.usage,
+            period_start=start, period_end=end, amount=amount, currency=self.currency,
+            discount_amounts=self._line_discounts(item, start, amount) if amount > 0 else (),
+            unit_amount_decimal=price_obj.get("unit_amount_decimal"), livemode=self.world.livemode)
+
+    def _invoice(self, at: int, reason: str, lines: list[JSON], *, status: str | None = None) -> JSON:
+        status = status or self.invoice_status
+        if self.pause_collection_body is not None and reason == "subscription_cycle":
+            status = {"void": "void", "keep_as_draft": "draft",
+                      "mark_uncollectible": "uncollectible"}[self.pause_collection_body["behavior"]]
+        iid = self.world.new_id("in")
+        for line in lines:
+            line["invoice"] = iid
+        return self.world.add_invoice(invoice(
+            iid, self.customer_id, lines=lines, subscription=self.id, status=status,
+            billing_reason=reason, currency=self.currency, created=at,
+            livemode=self.world.livemode))
+
+    def _proration_lines(self, item: _ItemState, at: int, *, old: tuple[str, int | None] | None,
+                         new: tuple[str, int | None] | None) -> list[JSON]:
+        """Stripe's pair: a negative line for the unused old state, a positive one for the new."""
+        span = item.period_end - item.period_start
+        share = Fraction(item.period_end - at, span) if span > 0 else Fraction(0)
+        lines = []
+        for sign, state in ((-1, old), (1, new)):
+            if state is None:
+                continue
+            price_id, qty = state
+            full = invoiced_amount(self.world.prices[price_id], qty or 0, self.currency)
+            amount = sign * round(full * share)
+            line = invoice_line(
+                self.world.new_id("il"), invoice="", subscription=self.id, subscription_item=item.id,
+                price_id=price_id, product_id=self.world.prices[price_id]["product"], quantity=qty,
+                period_start=at, period_end=item.period_end, amount=amount, currency=self.currency,
+                proration=True, invoice_item=self.world.new_id("ii"), livemode=self.world.livemode)
+            lines.append(line)
+        return lines
+
+    # time ----------------------------------------------------------------------
+    def advance(self, to: int) -> None:
+        """Renew (or end) every period whose end is on or before ``to``."""
+        while self.items and self.ended_at is None and self.status not in {"paused", "incomplete_expired"}:
+            boundary = min(item.period_end for item in self.items)
+            if self.cancel_at is not None and self.cancel_at <= to and self.cancel_at <= boundary:
+                self._end(self.cancel_at)
+                return
+            if boundary > to:
+                return
+            if self.status == "trialing" and self.trial_end is not None and boundary >= self.trial_end:
+                if self.trial_outcome == "paused":
+                    self.status = "paused"
+                    self.paused_at = self.trial_end
+                    return
+                self.status = "incomplete" if self.trial_outcome == "incomplete" else "active"
+                status = "open" if self.trial_outcome == "incomplete" else None
+            else:
+                status = None
+            new_end = self._next_end(boundary)
+            lines = []
+            for item in self.items:
+                recurring = self.world.prices[item.price_id]["recurring"]
+                if item.quantity is None and recurring.get("usage_type") == "metered":
+                    # Usage is billed in arrears for the period that just closed.
+                    lines.append(self._cycle_line(item, item.period_start, item.period_end))
+                    item.usage = 0
+                item.period_start, item.period_end = boundary, new_end
+                if not (item.quantity is None and recurring.get("usage_type") == "metered"):
+                    lines.append(self._cycle_line(item, boundary, new_end))
+            self._invoice(boundary, "subscription_cycle", lines, status=status)
+            if self.invoice_status == "open" and self.status == "active":
+                self.status = "past_due"
+            if status == "open":
+                return
+
+    def _end(self, at: int) -> None:
+        self.status = "canceled"
+        self.ended_at = at
+        if self.canceled_at is None:
+            self.canceled_at = at
+
+    # operations ----------------------------------------------------------------
+    def _prepare(self, at: int) -> None:
+        self.world.advance(at)
+
+    def change_quantity(self, item_id: str, quantity: int, *, at: int, prorate: bool = True) -> None:
+        """Seat change at ``at``: proration lines (negative old, positive new) on a new invoice."""
+        self._prepare(at)
+        item = self._item(item_id)
+        if prorate:
+            self._invoice(at, "subscription_update", self._proration_lines(
+                item, at, old=(item.price_id, item.quantity), new=(item.price_id, quantity)))
+        item.quantity = quantity
+
+    def change_price(self, item_id: str, price_id: str, *, at: int, quantity: int | None = None,
+                     prorate: bool = True) -> None:
+        """Plan or price change of one item at ``at`` (same billing interval)."""
+        self._prepare(at)
+        item = self._item(item_id)
+        new_qty = item.quantity if quantity is None else quantity
+        if prorate:
+            self._invoice(at, "subscription_update", self._proration_lines(
+                item, at, old=(item.price_id, item.quantity), new=(price_id, new_qty)))
+        item.price_id = price_id
+        item.quantity = self._qty(price_id, new_qty)
+
+    def add_item(self, price_id: str, quantity: int | None = 1, *, at: int, prorate: bool = True) -> str:
+        self._prepare(at)
+        ref = self.items[0]
+        item = _ItemState(self.world.new_id("si"), price_id, self._qty(price_id, quantity),
+                          ref.period_start, ref.period_end, at)
+        self.items.append(item)
+        if prorate:
+            self._invoice(at, "subscription_update",
+                          self._proration_lines(item, at, old=None, new=(price_id, item.quantity)))
+        return item.id
+
+    def remove_item(self, item_id: str, *, at: int, prorate: bool = True) -> None:
+        self._prepare(at)
+        item = self._item(item_id)
+        if prorate:
+            self._invoice(at, "subscription_update",
+                          self._proration_lines(item, at, old=(item.price_id, item.quantity), new=None))
+        self.items.remove(item)
+        self.removed_items.append(item)
+
+    def record_usage(self, item_id: str, quantity: int, *, at: int) -> None:
+        """Metered usage within the current period (billed at the next renewal)."""
+        self._prepare(at)
+        self._item(item_id).usage += quantity
+
+    def add_discount(self, coupon_id: str, *, at: int, item_id: str | None = None,
+                     _advance: bool = True) -> str:
+        """Attach a coupon from ``at`` (to the subscription, or to ``item_id``)."""
+        if _advance:
+            self._prepare(at)
+        coupon_obj = self.world.coupons[coupon_id]
+        end = None
+        if coupon_obj["duration"] == "repeating":
+            end = add_interval(at, "month", coupon_obj["duration_in_months"])
+        did = self.world.new_id("di")
+        self.world.discounts[did] = discount(
+            did, coupon_id, customer=self.customer_id, start=at, end=end,
+            subscription=self.id if item_id is None else None, subscription_item=item_id)
+        if item_id is None:
+            self.discount_ids.append(did)
+        else:
+            self._item(item_id).discount_ids.append(did)
+        return did
+
+    def remove_discount(self, discount_id: str, *, at: int) -> None:
+        self._prepare(at)
+        if discount_id in self.discount_ids:
+            self.discount_ids.remove(discount_id)
+        for item in self.items:
+            if discount_id in item.discount_ids:
+                item.discount_ids.remove(discount_id)
+
+    def cancel_at_period_end(self, *, at: int) -> None:
+        """Ask to cancel at the end of the current period (Stripe also sets ``cancel_at``)."""
+        self._prepare(at)
+        self.cancel_at_period_end_flag = True
+        self.canceled_at = at
+        self.cancel_at = min(item.period_end for item in self.items)
+
+    def schedule_cancel(self, cancel_at: int, *, at: int) -> None:
+        """Ask at ``at`` to cancel at ``cancel_at``."""
+        self._prepare(at)
+        self.cancel_at = cancel_at
+        self.canceled_at = at
+
+    def undo_cancel(self, *, at: int) -> None:
+        """Take back a scheduled cancellation before it takes effect."""
+        self._prepare(at)
+        self.cancel_at = None
+        self.cancel_at_period_end_flag = False
+        self.canceled_at = None
+
+    def cancel_now(self, *, at: int) -> None:
+        self._prepare(at)
+        self._end(at)
+
+    def pause(self, *, at: int) -> None:
+        """Status ``paused`` (no invoices, no new periods) from ``at``."""
+        self._prepare(at)
+        self.status = "paused"
+        self.paused_at = at
+
+    def resume(self, *, at: int) -> None:
+        """Resume a paused subscription: a new period starts at ``at`` (new anchor)."""
+        self.world.advance(at)
+        self.status = "active"
+        self.paused_at = None
+        self.anchor_day = datetime.fromtimestamp(at, tz=UTC).day
+        end = self._next_end(at)
+        for item in self.items:
+            item.period_start, item.period_end = at, end
+        self._invoice(at, "subscription_cycle", [self._cycle_line(i, at, end) for i in self.items])
+
+    def pause_collection(self, *, at: int, behavior: str = "void", resumes_at: int | None = None) -> None:
+        """``pause_collection``: status unchanged, cycle invoices void / draft / uncollectible."""
+        self._prepare(at)
+        self.pause_collection_body = {"behavior": behavior, "resumes_at": resumes_at}
+
+    def resume_collection(self, *, at: int) -> None:
+        self._prepare(at)
+        self.pause_collection_body = None
+
+    def fail_payments(self, *, at: int) -> None:
+        """From ``at`` cycle invoices stay ``open``; the subscription turns ``past_due``."""
+        self._prepare(at)
+        self.invoice_status = "open"
+
+    def mark_unpaid(self, *, at: int) -> None:
+        """Dunning gave up: status ``unpaid`` (invoices stay open)."""
+        self._prepare(at)
+        self.status = "unpaid"
+
+    def to_stripe(self) -> JSON:
+        """The subscription as ``GET /v1/subscriptions/{id}`` would show it now."""
+        now = self.world.now
+        items = [
+            subscription_item(
+                item.id, self.world.prices[item.price_id], subscription=self.id,
+                quantity=item.quantity, current_period_start=item.period_start,
+                current_period_end=item.period_end, created=item.created,
+                discounts=[d["id"] for d in self._active_discounts(item.discount_ids, now)])
+            for item in self.items
+        ]
+        return subscription(
+            self.id, self.customer_id, items, status=self.status, currency=self.currency,
+            start_date=self.start_date, created=self.created, billing_cycle_anchor=self.anchor,
+            trial_start=self.trial_start, trial_end=self.trial_end, cancel_at=self.cancel_at,
+            cancel_at_period_end=self.cancel_at_period_end_flag, canceled_at=self.canceled_at,
+            ended_at=self.ended_at, paused_at=self.paused_at if self.status == "paused" else None,
+            pause_collection=copy.deepcopy(self.pause_collection_body),
+            discounts=[d["id"] for d in self._active_discounts(self.discount_ids, now)],
+            livemode=self.world.livemode)
