@@ -59,7 +59,7 @@ class LocalRateLimiter:
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.global_rate = _check_rate("global rate", global_rate)
         self.endpoint_rate = _check_rate("endpoint rate", endpoint_rate)
-        self.burst = max(1, int(burst))
+        self.burst = max(0, int(burst))
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -74,8 +74,8 @@ class LocalRateLimiter:
             g_tat = max(self._tat.get("*", now), now)
             e_key = "e:" + endpoint
             e_tat = max(self._tat.get(e_key, now), now)
-            wait = max(g_tat - now - (self.burst - 1) * g_interval,
-                       e_tat - now - (self.burst - 1) * e_interval, 0.0)
+            wait = max(g_tat - now - self.burst * g_interval,
+                       e_tat - now - self.burst * e_interval, 0.0)
             if wait > 0:
                 return wait
             self._tat["*"] = g_tat + g_interval
@@ -105,7 +105,7 @@ local g_tat = tonumber(redis.call('GET', KEYS[1]) or now)
 local e_tat = tonumber(redis.call('GET', KEYS[2]) or now)
 if g_tat < now then g_tat = now end
 if e_tat < now then e_tat = now end
-local wait = math.max(g_tat - now - (burst - 1) * gi, e_tat - now - (burst - 1) * ei, 0)
+local wait = math.max(g_tat - now - burst * gi, e_tat - now - burst * ei, 0)
 if wait > 0 then return wait end
 redis.call('SET', KEYS[1], string.format('%d', g_tat + gi), 'PX', ttl)
 redis.call('SET', KEYS[2], string.format('%d', e_tat + ei), 'PX', ttl)
@@ -123,7 +123,7 @@ class RedisRateLimiter:
 
         self.global_rate = _check_rate("global rate", global_rate)
         self.endpoint_rate = _check_rate("endpoint rate", endpoint_rate)
-        self.burst = max(1, int(burst))
+        self.burst = max(0, int(burst))
         self.prefix = prefix
         self._sleep = sleep
         self._redis: Any = redis.Redis.from_url(redis_url)
@@ -132,7 +132,7 @@ class RedisRateLimiter:
     def acquire(self, endpoint: str) -> float:
         g_interval = int(1_000_000 / self.global_rate)
         e_interval = int(1_000_000 / self.endpoint_rate)
-        ttl_ms = max(1000, 2 * max(g_interval, e_interval) // 1000 * self.burst)
+        ttl_ms = max(1000, 2 * max(g_interval, e_interval) * (self.burst + 1) // 1000)
         keys = [f"{self.prefix}:global", f"{self.prefix}:endpoint:{endpoint}"]
         waited = 0.0
         while True:

@@ -899,6 +899,12 @@ def mark_deleted(session: Session, kind: str, object_id: str, *, state_at: int) 
 # --------------------------------------------------------------------------- bulk loading
 
 
+class JsonText(str):
+    """A JSON column value already serialised (``bulk_insert`` passes it through)."""
+
+    __slots__ = ()
+
+
 def bulk_insert(session: Session, table: Table, columns: Sequence[str],
                 rows: Iterable[Sequence[Any]], *, batch: int = 50_000) -> int:
     """Plain INSERT of many tuples through the driver: ``executemany`` on SQLite, ``COPY``
@@ -926,8 +932,9 @@ def bulk_insert(session: Session, table: Table, columns: Sequence[str],
         for row in chunk:
             values = list(row)
             for i in json_at:
-                if values[i] is not None:
-                    values[i] = json.dumps(values[i], separators=(",", ":"), default=str)
+                value = values[i]
+                if value is not None and type(value) is not JsonText:
+                    values[i] = json.dumps(value, separators=(",", ":"), default=str)
             if dialect == "sqlite":
                 for i in time_at:
                     if values[i] is not None:

@@ -242,16 +242,25 @@ def waterfall_svg(row: Mapping[str, Any], currency: str) -> str:
     closing = _num(row.get("closing_mrr"))
     steps.append(("closing", 0.0, closing if closing is not None else running, COLOURS["closing"]))
     high = max(max(s, e) for _, s, e, _ in steps) or 1.0
-    step = _nice_step(high)
+    # Movements are small next to the MRR: start the axis near the lowest level so they
+    # stay visible (the axis labels and a note say where it starts).
+    levels = [e for _, _, e, _ in steps] + [s for _, s, _, _ in steps[1:-1]]
+    moved = sum(abs(e - s) for _, s, e, _ in steps[1:-1])
+    low = max(0.0, min(levels) - max(moved * 1.5, high * 0.02))
+    step = _nice_step(high - low)
+    low = math.floor(low / step) * step
     high = math.ceil(high / step) * step
     plot_h = height - bottom - top
     slot = (width - left - 10) / len(steps)
 
     def y(value: float) -> float:
-        return top + plot_h - value / high * plot_h
+        return top + plot_h - (max(value, low) - low) / (high - low) * plot_h
 
     parts = [_svg_open(width, height, "waterfall", f"MRR waterfall {row.get('month')}")]
-    tick = 0.0
+    if low > 0:
+        parts.append(f'<text class="axis" x="{left}" y="{top - 6}">axis starts at '
+                     f'{_short_money(low)}</text>')
+    tick = low
     while tick <= high + 1e-9:
         parts.append(f'<line class="grid" x1="{left}" x2="{width - 10}" y1="{y(tick):.1f}" '
                      f'y2="{y(tick):.1f}"/><text class="axis" x="{left - 6}" y="{y(tick) + 4:.1f}" '
@@ -402,15 +411,17 @@ def retention_svg(monthly: Sequence[Mapping[str, Any]], t12m: Sequence[Mapping[s
         ("NRR (T12M)", [_num(r.get("nrr")) for r in t12m], COLOURS["t12m_nrr"], True),
     ]
     present = [v for _, values, _, _ in series for v in values if v is not None]
-    low = min(present + [85.0])
-    high = max(present + [135.0])
+    # Small early cohorts can give extreme percentages: the axis stops at 0 and 200 and a
+    # value beyond is drawn on the edge as a triangle (its tooltip has the real value).
+    low = max(min(present + [85.0]), 0.0)
+    high = min(max(present + [135.0]), 200.0)
     low = math.floor(low / 5) * 5
     high = math.ceil(high / 5) * 5
     plot_h = height - bottom - top
     slot = (width - left - right) / max(len(months), 1)
 
     def y(value: float) -> float:
-        return top + (high - value) / (high - low) * plot_h
+        return top + (high - min(max(value, low), high)) / (high - low) * plot_h
 
     def x_of(i: int) -> float:
         return left + i * slot + slot / 2
@@ -432,9 +443,18 @@ def retention_svg(monthly: Sequence[Mapping[str, Any]], t12m: Sequence[Mapping[s
         points = [None if v is None else (x_of(i), y(v)) for i, v in enumerate(values)]
         parts.append(_polyline(points, colour, dashed))
         for i, point in enumerate(points):
-            if point is not None:
+            value = values[i]
+            if point is None or value is None:
+                continue
+            tip = _tip(f"{months[i]} {label}: {_pct(value, 3)}")
+            if low <= value <= high:
                 parts.append(f'<circle class="dot" cx="{point[0]:.1f}" cy="{point[1]:.1f}" r="3" '
-                             f'fill="{colour}"{_tip(f"{months[i]} {label}: {_pct(values[i], 3)}")}/>')
+                             f'fill="{colour}"{tip}/>')
+            else:  # off the axis: a triangle on the edge, pointing out
+                cx, cy = point
+                tip_y = cy - 7 if value > high else cy + 7
+                parts.append(f'<path class="dot" d="M{cx - 5:.1f},{cy:.1f} L{cx + 5:.1f},{cy:.1f} '
+                             f'L{cx:.1f},{tip_y:.1f} Z" fill="{colour}"{tip}/>')
     parts.append(_x_labels(months, x_of, height - bottom + 18))
     legend_x = left
     for label, _, colour, dashed in series:

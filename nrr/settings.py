@@ -96,10 +96,21 @@ class AlertSettings(BaseModel):
 
 
 class ScheduleSettings(BaseModel):
-    sync_every_minutes: int = 15
+    sync_every_minutes: float = Field(default=15, gt=0)
     nightly_recompute_hour: int = 2
     snapshot_day: int = 1
     snapshot_hour: int = 1
+
+
+class WorkerSettings(BaseModel):
+    """Celery worker tuning (config file ``[worker]``); defaults suit one account."""
+
+    # A lock's lease; its holder renews it every third of this while it works.
+    lock_ttl_seconds: float = Field(default=120, gt=0)
+    # An unacknowledged task (its worker died) is delivered again after this (Redis broker).
+    visibility_timeout_seconds: int = Field(default=7200, ge=1)
+    # Time limits of the long tasks (sync, backfill, recompute); short tasks get a tenth.
+    soft_time_limit_seconds: int = Field(default=3600, ge=1)
 
 
 class Settings(BaseSettings):
@@ -131,6 +142,7 @@ class Settings(BaseSettings):
     policies: Policies = Field(default_factory=Policies)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     @model_validator(mode="after")
     def _apply_alert_overrides(self) -> Settings:

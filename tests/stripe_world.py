@@ -353,6 +353,10 @@ def _discount_amount(coupon_obj: JSON, amount: int) -> int:
 # --------------------------------------------------------------------------- the world
 
 
+class SubscriptionEnded(RuntimeError):
+    """An operation was asked of a subscription that had already ended."""
+
+
 @dataclass
 class _ItemState:
     id: str
@@ -379,6 +383,9 @@ class World:
         self.invoices: list[JSON] = []
         self.now = 0
         self._ids = itertools.count(1)
+        self.events: list[JSON] = []
+        # Percent of tax included in the amounts of tax-inclusive prices (per price id).
+        self.inclusive_tax_percent: dict[str, Decimal] = {}
 
     def new_id(self, prefix: str) -> str:
         return f"{prefix}_{next(self._ids):05d}"
@@ -403,6 +410,31 @@ class World:
         kwargs.setdefault("livemode", self.livemode)
         body = coupon(cid, **kwargs)
         self.coupons[cid] = body
+        return body
+
+    def add_customer_discount(self, customer_id: str, coupon_id: str, *, at: int) -> str:
+        """A customer-level discount (``customer.discount``), applied after subscription ones."""
+        self.advance(at)
+        coupon_obj = self.coupons[coupon_id]
+        end = None
+        if coupon_obj["duration"] == "repeating":
+            end = add_interval(at, "month", coupon_obj["duration_in_months"])
+        did = self.new_id("di")
+        body = discount(did, coupon_id, customer=customer_id, start=at, end=end)
+        self.discounts[did] = body
+        self.customers[customer_id]["discount"] = copy.deepcopy(body)
+        return did
+
+    def add_event(self, event_type: str, obj: JSON, *, at: int, customer_id: str,
+                  previous_attributes: JSON | None = None) -> JSON:
+        """Record an event the worker would have seen (``/v1/events`` shape)."""
+        data: JSON = {"object": copy.deepcopy(obj)}
+        if previous_attributes is not None:
+            data["previous_attributes"] = copy.deepcopy(previous_attributes)
+        body = {"id": self.new_id("evt"), "object": "event", "type": event_type, "created": at,
+                "livemode": self.livemode, "api_version": "2026-10-28.endive", "data": data,
+                "_customer": customer_id}
+        self.events.append(body)
         return body
 
     def subscribe(self, customer_id: str, items: Sequence[tuple[str, int | None]], *, at: int,
@@ -449,6 +481,7 @@ class World:
             "discounts": [copy.deepcopy(d) for d in self.discounts.values()],
             "subscriptions": self.subscriptions(),
             "invoices": copy.deepcopy(self.invoices),
+            "events": [{k: v for k, v in e.items() if k != "_customer"} for e in self.events],
         }
 
     def customer_objects(self, customer_id: str) -> dict[str, list[JSON]]:
@@ -461,6 +494,8 @@ class World:
             "discounts": [d for d in everything["discounts"] if d["customer"] == customer_id],
             "subscriptions": [s for s in everything["subscriptions"] if s["customer"] == customer_id],
             "invoices": [i for i in everything["invoices"] if i["customer"] == customer_id],
+            "events": [{k: v for k, v in e.items() if k != "_customer"}
+                       for e in self.events if e["_customer"] == customer_id],
         }
 
     def customer_data(self, customer_id: str) -> CustomerData:
@@ -517,8 +552,10 @@ class SubscriptionLife:
                 self._cycle_line(item, at, trial_end, amount=0) for item in self.items],
                 status="paid")
         else:
+            # Metered usage is billed in arrears: nothing for it on the first invoice.
             self._invoice(at, "subscription_create", [
-                self._cycle_line(item, at, period_end) for item in self.items],
+                self._cycle_line(item, at, period_end) for item in self.items
+                if item.quantity is not None or not self._metered(item.price_id)],
                 status=first_invoice_status)
 
     # helpers -----------------------------------------------------------------
@@ -526,9 +563,12 @@ class SubscriptionLife:
     def item_ids(self) -> list[str]:
         return [item.id for item in self.items]
 
-    def _qty(self, price_id: str, quantity: int | None) -> int | None:
+    def _metered(self, price_id: str) -> bool:
         recurring = self.world.prices[price_id].get("recurring") or {}
-        return None if recurring.get("usage_type") == "metered" else quantity
+        return bool(recurring.get("usage_type") == "metered")
+
+    def _qty(self, price_id: str, quantity: int | None) -> int | None:
+        return None if self._metered(price_id) else quantity
 
     def _interval(self) -> tuple[str, int]:
         recurring = self.world.prices[self.items[0].price_id]["recurring"]
@@ -555,7 +595,9 @@ class SubscriptionLife:
     def _line_discounts(self, item: _ItemState, at: int, amount: int) -> list[tuple[str, int]]:
         applied: list[tuple[str, int]] = []
         remaining = amount
-        for body in self._active_discounts([*item.discount_ids, *self.discount_ids], at):
+        customer_discount = (self.world.customers.get(self.customer_id) or {}).get("discount")
+        customer_ids = [customer_discount["id"]] if customer_discount else []
+        for body in self._active_discounts([*item.discount_ids, *self.discount_ids, *customer_ids], at):
             coupon_obj = self.world.coupons[body["source"]["coupon"]]
             if coupon_obj["duration"] == "once" and any(
                     did == body["id"] for inv in self.world.invoices
@@ -574,13 +616,22 @@ class SubscriptionLife:
         if amount is None:
             billed_qty = item.usage if qty is None else qty
             amount = invoiced_amount(price_obj, billed_qty, self.currency)
+        taxes: list[JSON] = []
+        percent = self.world.inclusive_tax_percent.get(item.price_id)
+        if percent is not None and price_obj.get("tax_behavior") == "inclusive" and amount > 0:
+            net = (Decimal(amount) / (1 + percent / 100)).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
+            taxes.append({"amount": amount - int(net), "tax_behavior": "inclusive",
+                          "taxable_amount": int(net), "type": "tax_rate_details",
+                          "tax_rate_details": {"tax_rate": "txr_vat"},
+                          "taxability_reason": "standard_rated"})
         return invoice_line(
             self.world.new_id("il"), invoice="", subscription=self.id, subscription_item=item.id,
             price_id=item.price_id, product_id=price_obj["product"],
             quantity=qty if qty is not None else item.usage,
             period_start=start, period_end=end, amount=amount, currency=self.currency,
             discount_amounts=self._line_discounts(item, start, amount) if amount > 0 else (),
-            unit_amount_decimal=price_obj.get("unit_amount_decimal"), livemode=self.world.livemode)
+            unit_amount_decimal=price_obj.get("unit_amount_decimal"), taxes=taxes,
+            livemode=self.world.livemode)
 
     def _invoice(self, at: int, reason: str, lines: list[JSON], *, status: str | None = None) -> JSON:
         status = status or self.invoice_status
@@ -659,7 +710,10 @@ class SubscriptionLife:
 
     # operations ----------------------------------------------------------------
     def _prepare(self, at: int) -> None:
+        """Bill up to ``at``; an operation on a subscription that has ended by then is an error."""
         self.world.advance(at)
+        if self.ended_at is not None:
+            raise SubscriptionEnded(f"{self.id} ended at {self.ended_at}; nothing can change at {at}")
 
     def change_quantity(self, item_id: str, quantity: int, *, at: int, prorate: bool = True) -> None:
         """Seat change at ``at``: proration lines (negative old, positive new) on a new invoice."""
@@ -726,8 +780,13 @@ class SubscriptionLife:
             self._item(item_id).discount_ids.append(did)
         return did
 
-    def remove_discount(self, discount_id: str, *, at: int) -> None:
+    def remove_discount(self, discount_id: str, *, at: int, seen: bool = False) -> None:
+        """Remove a discount before its end; ``seen=True`` records the ``customer.discount.deleted``
+        event (the worker watched it), otherwise only the invoices show it."""
         self._prepare(at)
+        if seen:
+            self.world.add_event("customer.discount.deleted", self.world.discounts[discount_id], at=at,
+                                 customer_id=self.customer_id)
         if discount_id in self.discount_ids:
             self.discount_ids.remove(discount_id)
         for item in self.items:

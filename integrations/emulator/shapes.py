@@ -23,7 +23,8 @@ INCLUDABLE: dict[str, tuple[str, ...]] = {"price": ("tiers", "currency_options")
 def public_view(obj: Any) -> Any:
     """A deep copy of ``obj`` without the includable fields (as Stripe renders it)."""
     if isinstance(obj, dict):
-        hidden = INCLUDABLE.get(obj.get("object", ""), ())
+        kind = obj.get("object")
+        hidden = INCLUDABLE.get(kind, ()) if isinstance(kind, str) else ()
         return {k: public_view(v) for k, v in obj.items() if k not in hidden}
     if isinstance(obj, list):
         return [public_view(v) for v in obj]

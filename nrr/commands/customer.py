@@ -11,7 +11,6 @@ from nrr.commands.common import (
     OutputFormat,
     UsageError,
     emit_json,
-    emit_rows,
     engine,
     handle_errors,
     settings,
@@ -19,18 +18,39 @@ from nrr.commands.common import (
 )
 
 
-def _history_rows(document: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"month": h["month"], "opening_mrr": h["opening_mrr"], "closing_mrr": h["closing_mrr"],
-             "movement": h["movement"] or "", "amount": h["amount"] if h["movement"] else "",
-             "fx_impact": h["fx_impact"], "plan": h["segment"]["plan"],
-             "causes": ", ".join(h["causes"])} for h in document["history"]]
+def _amount(value: Any, places: int) -> str:
+    return "-" if value is None else f"{value:,.{places}f}"
 
 
-def _ledger_rows(document: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"effective_at": e["effective_at"], "cause": e["cause"],
-             "subscription": e["subscription_id"], "item": e["subscription_item_id"],
-             "currency": e["currency"], "mrr_before": e["mrr_before"], "mrr_after": e["mrr_after"],
-             "change": e["change"], "stripe_ids": e["stripe_ids"]} for e in document["ledger"]]
+def _print_tables(document: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from nrr.domain.money import minor_exponent
+
+    cur = document["currency"]
+    places = minor_exponent(cur)
+    history = Table(title=f"MRR history ({cur.upper()})")
+    for name, justify in (("month", "left"), ("opening", "right"), ("closing", "right"),
+                          ("movement", "left"), ("amount", "right"), ("causes", "left")):
+        history.add_column(name, justify=justify, no_wrap=name in {"month", "movement"})  # type: ignore[arg-type]
+    for h in document["history"]:
+        history.add_row(h["month"], _amount(h["opening_mrr"], places),
+                        _amount(h["closing_mrr"], places), h["movement"] or "",
+                        _amount(h["amount"], places) if h["movement"] else "",
+                        ", ".join(h["causes"]))
+    stdout.print(history)
+    ledger = Table(title="Ledger: every change and its cause (subscription currency)")
+    for name, justify in (("effective_at", "left"), ("cause", "left"),
+                          ("subscription", "left"), ("before", "right"), ("after", "right"),
+                          ("change", "right")):
+        ledger.add_column(name, justify=justify, no_wrap=name == "cause")  # type: ignore[arg-type]
+    for e in document["ledger"]:
+        entry_places = minor_exponent(e["currency"])
+        ledger.add_row(e["effective_at"], e["cause"], e["subscription_id"] or "",
+                       f"{_amount(e['mrr_before'], entry_places)} {e['currency'].upper()}",
+                       _amount(e["mrr_after"], entry_places),
+                       _amount(e["change"], entry_places))
+    stdout.print(ledger)
 
 
 def register(app: typer.Typer) -> None:
@@ -57,17 +77,13 @@ def register(app: typer.Typer) -> None:
         if output is OutputFormat.json:
             emit_json(document)
             return
+        from nrr.domain.money import minor_exponent
+
         who = ", ".join(str(v) for v in (document["name"], document["email"], document["country"])
                         if v)
         deleted = " (deleted in Stripe)" if document["deleted"] else ""
         stdout.print(f"{customer_id}: {who or 'not in the mirror'}{deleted}; first paid "
                      f"{document['first_paid_month'] or 'never'}; MRR now "
-                     f"{document['current_mrr'] if document['current_mrr'] is not None else 0} "
+                     f"{_amount(document['current_mrr'] or 0, minor_exponent(document['currency']))} "
                      f"{document['currency'].upper()}", highlight=False, markup=False)
-        emit_rows(_history_rows(document), output,
-                  title=f"MRR history ({document['currency'].upper()})",
-                  columns=["month", "opening_mrr", "closing_mrr", "movement", "amount",
-                           "fx_impact", "plan", "causes"])
-        emit_rows(_ledger_rows(document), output, title="Ledger: every change and its cause",
-                  columns=["effective_at", "cause", "subscription", "item", "currency",
-                           "mrr_before", "mrr_after", "change", "stripe_ids"])
+        _print_tables(document)

@@ -34,6 +34,10 @@ MONTHLY_COLUMNS = ["opening_mrr", "new", "reactivation", "expansion", "contracti
                    "customers_new", "customers_reactivated", "customers_churned",
                    "customers_closing", "arr", "logo_churn_rate", "revenue_churn_rate",
                    "quick_ratio", "arpa", "partial"]
+# The table of several segments or months keeps to the columns that fit a terminal.
+MONTHLY_TABLE_COLUMNS = ["opening_mrr", "new", "reactivation", "expansion", "contraction",
+                         "churn", "closing_mrr", "nrr", "grr", "band"]
+T12M_TABLE_COLUMNS = ["cohort_opening_mrr", "cohort_closing_mrr", "nrr", "grr", "band"]
 T12M_COLUMNS = ["first_month", "cohort_opening_mrr", "cohort_closing_mrr", "expansion",
                 "contraction", "churn", "nrr", "grr", "band", "customers_cohort",
                 "customers_paying", "customers_churned", "logo_churn_rate", "partial"]
@@ -53,52 +57,85 @@ def flat_row(report: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _percent(value: Any) -> Any:
-    return "" if value is None else f"{value:.3f}"
+HEADERS = {
+    "opening_mrr": "opening", "reactivation": "react.", "expansion": "expan.",
+    "contraction": "contr.", "closing_mrr": "closing", "nrr": "NRR %", "grr": "GRR %",
+    "cohort_opening_mrr": "cohort opening", "cohort_closing_mrr": "cohort closing",
+}
+PERCENT_KEYS = {"nrr", "grr", "logo_churn_rate", "revenue_churn_rate"}
+AMOUNT_KEYS = {"opening_mrr", "new", "reactivation", "expansion", "contraction", "churn",
+               "closing_mrr", "fx_impact", "arr", "arpa", "cohort_opening_mrr",
+               "cohort_closing_mrr", "mrr"}
 
 
-def _table_row(row: dict[str, Any]) -> dict[str, Any]:
-    shown = dict(row)
-    for key in ("nrr", "grr", "logo_churn_rate", "revenue_churn_rate"):
-        if key in shown:
-            shown[key] = _percent(shown[key])
-    return shown
+def _shown(key: str, value: Any, places: int) -> str:
+    if value is None:
+        return "-"
+    if key in PERCENT_KEYS:
+        return f"{value:.3f}"
+    if key in AMOUNT_KEYS:
+        return f"{value:,.{places}f}"
+    return str(value)
+
+
+def _print_table(title: str, rows: list[dict[str, Any]], columns: list[str], places: int,
+                 *, key_column: str | None = None) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        numeric = column in AMOUNT_KEYS or column in PERCENT_KEYS
+        table.add_column(HEADERS.get(column, column), justify="right" if numeric else "left",
+                         no_wrap=column == key_column)
+    for row in rows:
+        table.add_row(*[_shown(c, row.get(c), places) for c in columns])
+    stdout.print(table)
 
 
 def _print_context(document: dict[str, Any], fmt: OutputFormat) -> None:
     """Policies, definitions and notes after a table (stdout) or beside a CSV (stderr)."""
-    to_stderr = fmt is OutputFormat.csv
     lines = []
     policies = document.get("policies") or {}
     if policies:
         lines.append("policies: " + ", ".join(f"{k}={v}" for k, v in policies.items()))
-    for name, definition in (document.get("definitions") or {}).items():
-        lines.append(f"{name}: {definition['formula']} (cohort: {definition['cohort']})")
-    reasons = {f"{key}: {value}" for key, value in _reasons(document)}
-    lines.extend(sorted(reasons))
+    definitions = document.get("definitions") or {}
+    for name in ("nrr", "grr", "nrr_t12m", "grr_t12m"):
+        if name in definitions:
+            lines.append(f"{name}: {definitions[name]['formula']} "
+                         f"(cohort: {definitions[name]['cohort']})")
+    lines.extend(_reasons(document))
     lines.extend(f"note: {note}" for note in document.get("notes") or [])
     for line in lines:
-        if to_stderr:
+        if fmt is OutputFormat.csv:
             typer.echo(line, err=True)
         else:
             stdout.print(line, highlight=False, markup=False)
 
 
-def _reasons(document: dict[str, Any]) -> list[tuple[str, str]]:
-    found = [(key, value) for key, value in document.items()
-             if key in {"nrr_reason", "grr_reason"} and value]
-    for child in [document.get("total") or {}, *(document.get("segments") or []),
-                  *(document.get("months") or [])]:
+def _reasons(document: dict[str, Any], where: str | None = None) -> list[str]:
+    found = []
+    if document.get("nrr_reason"):
+        label = document.get("segment") or where or document.get("month")
+        found.append(f"{label}: NRR and GRR are null: {document['nrr_reason']}")
+    if document.get("total"):
+        found.extend(_reasons(document["total"], "total"))
+    for child in [*(document.get("segments") or []), *(document.get("months") or [])]:
         found.extend(_reasons(child))
     return found
 
 
 def render(document: dict[str, Any], fmt: OutputFormat) -> None:
+    from nrr.domain.money import minor_exponent
+
     if fmt is OutputFormat.json:
         emit_json(document)
         return
+    places = minor_exponent(document["currency"])
     period = document.get("period", "monthly")
     columns = MONTHLY_COLUMNS if period == "monthly" else T12M_COLUMNS
+    if fmt is OutputFormat.table and ("months" in document or "segments" in document):
+        columns = MONTHLY_TABLE_COLUMNS if period == "monthly" else T12M_TABLE_COLUMNS
+    key_column = None
     if "months" in document:  # a series
         rows = [flat_row(report.get("total", report)) for report in document["months"]]
         if document.get("dimension"):
@@ -107,25 +144,29 @@ def render(document: dict[str, Any], fmt: OutputFormat) -> None:
             columns = ["month", "segment", *columns]
         else:
             columns = ["month", *columns]
-        title = f"{period} retention {document['from']} to {document['to']} " \
-                f"({document['currency'].upper()})"
+        key_column = "month"
+        title = (f"{period} retention {document['from']} to {document['to']} "
+                 f"({document['currency'].upper()})")
     elif "segments" in document:
         rows = [flat_row(segment) for segment in document["segments"]]
         rows.append({**flat_row(document["total"]), "segment": "total"})
         columns = ["segment", *columns]
-        title = f"{period} retention {document['month']} by {document['dimension']} " \
-                f"({document['currency'].upper()})"
+        key_column = "segment"
+        title = (f"{period} retention {document['month']} by {document['dimension']} "
+                 f"({document['currency'].upper()})")
     else:
         row = flat_row(document)
+        title = f"{period} retention {document['month']} ({document['currency'].upper()})"
         if fmt is OutputFormat.csv:
             rows, columns = [row], ["month", *columns]
         else:
-            rows = [{"metric": key, "value": _table_row(row).get(key)} for key in columns]
-            columns = ["metric", "value"]
-        title = f"{period} retention {document['month']} ({document['currency'].upper()})"
-    if fmt is OutputFormat.table and columns != ["metric", "value"]:
-        rows = [_table_row(r) for r in rows]
-    emit_rows(rows, fmt, title=title, columns=columns)
+            rows = [{"metric": key, "value": _shown(key, row.get(key), places)}
+                    for key in columns]
+            columns, key_column = ["metric", "value"], "metric"
+    if fmt is OutputFormat.csv:
+        emit_rows(rows, fmt, columns=columns)
+    else:
+        _print_table(title, rows, columns, places, key_column=key_column)
     _print_context(document, fmt)
 
 

@@ -144,6 +144,25 @@ def select_state_lines(lines: Iterable[InvoiceLine]) -> list[InvoiceLine]:
     return kept
 
 
+def mark_gaps(lines: Iterable[InvoiceLine]) -> list[InvoiceLine]:
+    """Every line, with ``follows_gap`` set on cycle lines, reading ``lines`` as complete."""
+    by_item: dict[str | None, list[InvoiceLine]] = {}
+    marked: list[InvoiceLine] = []
+    for line in lines:
+        if line.proration:
+            marked.append(line)
+        else:
+            by_item.setdefault(line.subscription_item_id, []).append(line)
+    for item_lines in by_item.values():
+        item_lines.sort(key=_cycle_order)
+        previous: InvoiceLine | None = None
+        for line in item_lines:
+            gap = previous is not None and previous.period_end != line.period_start
+            marked.append(line if line.follows_gap == gap else replace(line, follows_gap=gap))
+            previous = line
+    return marked
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -386,24 +405,27 @@ def _status_windows(sub: Subscription, data: CustomerData, sub_lines: Sequence[I
     return windows, end
 
 
-def _cause(before: _ItemState | None, after: _ItemState | None, prices: Mapping[str, Price],
-           sub_started: bool, sub_ended_before: bool) -> str:
+def _cause(before: _ItemState | None, after: _ItemState | None, prices: Mapping[str, Price], *,
+           sub_started: bool, sub_ended_before: bool, item_earlier: bool, item_later: bool) -> str:
+    """The ledger cause of an item's change (``item_earlier``/``item_later``: the item has
+    service segments before / after this instant, so a missing segment here is a gap)."""
     was = before is not None and before.status == "active"
     now = after is not None and after.status == "active"
     if not was and now:
-        assert after is not None
         if before is not None and before.status == "trialing":
             return "trial_conversion"
         if before is not None and before.status in ("paused", "collection_paused", "unpaid", "past_due"):
+            return "resume"
+        if before is None and item_earlier:
             return "resume"
         if sub_ended_before:
             return "reactivation"
         return "plan_change" if sub_started else "new_subscription"
     if was and not now:
-        if after is None or after.status in ("canceled", "ended"):
-            return "cancellation" if after is not None else "plan_change"
-        if after.status == "trialing":
-            return "pause"
+        if after is None:
+            return "pause" if item_later else "plan_change"
+        if after.status == "canceled":
+            return "cancellation"
         return "pause"
     if before is None or after is None:
         return "new_subscription" if not sub_started else "plan_change"
@@ -420,7 +442,7 @@ def _cause(before: _ItemState | None, after: _ItemState | None, prices: Mapping[
     if set(before.discounts) - set(after.discounts):
         return "discount_end"
     if before.status != after.status:
-        return "pause" if not now else "resume"
+        return "cancellation" if after.status == "canceled" else ("resume" if now else "pause")
     return "price_change"
 
 
@@ -606,7 +628,10 @@ def _subscription_history(sub: Subscription, sub_lines: Sequence[InvoiceLine], d
             if before is None and after is not None and after.status == "canceled":
                 states[view.item_id] = after
                 continue
-            cause = _cause(before, after, data.prices, sub_started, sub_ended_before)
+            cause = _cause(before, after, data.prices, sub_started=sub_started,
+                           sub_ended_before=sub_ended_before,
+                           item_earlier=any(seg.end <= at for seg in view.segments),
+                           item_later=any(seg.start > at for seg in view.segments))
             source = after.seg if after is not None and after.seg is not None else (before.seg if before else None)
             stripe_ids: dict[str, Any] = {"subscription": sub.id}
             if source is not None and source.line is not None and source.start == at:
@@ -694,7 +719,35 @@ def customer_history(data: CustomerData, policies: Policies | None = None, *,
         intervals.extend(sub_intervals)
         ledger.extend(sub_ledger)
     ledger.sort(key=lambda c: (c.effective_at, c.subscription_id or "", c.subscription_item_id or ""))
-    return CustomerHistory(customer.id, _points(intervals), tuple(ledger), tuple(intervals), tuple(skips))
+    points = _points(intervals)
+    ledger = _mark_reactivations(ledger, points)
+    return CustomerHistory(customer.id, points, tuple(ledger), tuple(intervals), tuple(skips))
+
+
+def _mark_reactivations(ledger: list[LedgerChange], points: Mapping[str, Sequence[tuple[int, int]]]
+                        ) -> list[LedgerChange]:
+    """A new subscription of a customer who paid before and pays nothing just before it
+    is the customer's reactivation."""
+    first_paid = min((at for steps in points.values() for at, mrr in steps if mrr > 0), default=None)
+    if first_paid is None:
+        return ledger
+    result = []
+    for change in ledger:
+        if (change.cause == "new_subscription" and change.mrr_after_micro > 0
+                and change.effective_at > first_paid
+                and not any(_value_at(steps, change.effective_at - 1) > 0 for steps in points.values())):
+            change = replace(change, cause="reactivation")
+        result.append(change)
+    return result
+
+
+def _value_at(steps: Sequence[tuple[int, int]], at: int) -> int:
+    value = 0
+    for effective_at, mrr in steps:
+        if effective_at > at:
+            break
+        value = mrr
+    return value
 
 
 def _points(intervals: Sequence[ItemInterval]) -> dict[str, tuple[tuple[int, int], ...]]:

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from nrr.domain.history import mark_gaps
 from nrr.domain.records import (
     Coupon,
     CurrencyOption,
@@ -471,6 +472,8 @@ def parse_invoice_line(obj: Any, *, invoice_id: str | None = None, invoice_statu
         pricing = _dict(obj, "pricing") or {}
         price_details = _dict(pricing, "price_details") or {}
         price_id = _ref(price_details.get("price"), "pricing.price_details.price")
+        if price_id is None:
+            raise _Bad("subscription item line without pricing.price_details.price")
         period = _dict(obj, "period")
         if period is None:
             raise _Bad("missing period")
@@ -658,6 +661,9 @@ def customer_data_from_stripe(customer_id: str, objects: Mapping[str, Any], *,
             skips.append(parsed)
         else:
             customer = parsed
+            single = raw.get("discount")
+            if isinstance(single, Mapping) and isinstance(single.get("id"), str):
+                found_discounts[single["id"]] = single
     if customer is None:
         customer = Customer(id=customer_id, deleted=True)
 
@@ -742,7 +748,8 @@ def customer_data_from_stripe(customer_id: str, objects: Mapping[str, Any], *,
         customer=customer,
         subscriptions=tuple(subscriptions),
         invoices=invoices,
-        lines=tuple(lines),
+        # These are all the lines known: mark where service has gaps (history module doc).
+        lines=tuple(mark_gaps(lines)),
         discounts=discounts,
         prices=prices,
         coupons=coupons,

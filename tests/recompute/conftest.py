@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from integrations.stripe_mirror import store_objects
+from nrr.logs import configure_logging
 from nrr.settings import Settings, load_settings
 
 # The World's kinds in the order a backfill stores them (discounts are expanded objects).
@@ -39,3 +40,23 @@ def session(db_engine: Engine) -> Iterator[Session]:
     with Session(db_engine, expire_on_commit=False) as session:
         yield session
         session.rollback()
+
+
+def cli(args: list[str], env: dict[str, str]) -> Any:
+    """Run ``nrr`` through typer's CliRunner; logging is pointed back at the live stderr after
+    (the CLI binds the logger to the runner's stream, which is closed when it returns)."""
+    from typer.testing import CliRunner
+
+    from nrr.cli import app
+
+    try:
+        return CliRunner().invoke(app, args, env=env)
+    finally:
+        configure_logging("INFO")
+
+
+@pytest.fixture(autouse=True)
+def _logging_to_live_stderr() -> Iterator[None]:
+    configure_logging("INFO")
+    yield
+    configure_logging("INFO")

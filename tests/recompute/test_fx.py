@@ -10,14 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from typer.testing import CliRunner
 
 from models.derived import ExchangeRate
-from nrr.cli import app
 from nrr.db import make_engine
 from nrr.services.fx import MissingRate, RateBook, RateFileError, parse_rates_csv
-
-runner = CliRunner()
+from tests.recompute.conftest import cli
 
 
 def flat(text: str) -> str:
@@ -35,19 +32,19 @@ def test_fx_import_upserts_and_lists(db_url: str, tmp_path: Path) -> None:
     env = {"DATABASE_URL": db_url, "NRR_REPORTING_CURRENCY": "usd"}
     first = write(tmp_path, "date,currency,rate\n2026-01-01,EUR,1.08\n2026-02-01,eur,1.10\n"
                             "2026-01-01,jpy,0.0067\n")
-    result = runner.invoke(app, ["fx", "import", str(first), "--format", "json"], env=env)
+    result = cli(["fx", "import", str(first), "--format", "json"], env=env)
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document["imported"] == 3 and document["currencies"] == ["eur", "jpy"]
     again = write(tmp_path, "date,currency,rate\n2026-02-01,eur,1.12\n")
-    assert runner.invoke(app, ["fx", "import", str(again)], env=env).exit_code == 0
+    assert cli(["fx", "import", str(again)], env=env).exit_code == 0
     engine = make_engine(db_url)
     with Session(engine) as session:
         rates = {(r.date, r.currency): r.rate for r in session.scalars(select(ExchangeRate))}
     engine.dispose()
     assert rates == {(date(2026, 1, 1), "eur"): "1.08", (date(2026, 2, 1), "eur"): "1.12",
                      (date(2026, 1, 1), "jpy"): "0.0067"}
-    listed = runner.invoke(app, ["fx", "list", "--currency", "eur", "--format", "json"], env=env)
+    listed = cli(["fx", "list", "--currency", "eur", "--format", "json"], env=env)
     assert listed.exit_code == 0, listed.output
     assert [r["rate"] for r in json.loads(listed.stdout)] == ["1.08", "1.12"]
 
@@ -55,15 +52,15 @@ def test_fx_import_upserts_and_lists(db_url: str, tmp_path: Path) -> None:
 def test_fx_import_names_the_bad_row_and_imports_nothing(db_url: str, tmp_path: Path) -> None:
     env = {"DATABASE_URL": db_url}
     path = write(tmp_path, "date,currency,rate\n2026-01-01,eur,1.08\n2026-01-01,gbp,-1\n")
-    result = runner.invoke(app, ["fx", "import", str(path)], env=env)
+    result = cli(["fx", "import", str(path)], env=env)
     assert result.exit_code == 2
     assert "row 3: rate '-1' must be a positive number" in flat(result.stderr)
-    listed = runner.invoke(app, ["fx", "list", "--format", "json"], env=env)
+    listed = cli(["fx", "list", "--format", "json"], env=env)
     assert json.loads(listed.stdout) == []
 
 
 def test_fx_import_of_a_missing_file_is_a_usage_error(sqlite_url: str, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["fx", "import", str(tmp_path / "nope.csv")],
+    result = cli(["fx", "import", str(tmp_path / "nope.csv")],
                            env={"DATABASE_URL": sqlite_url})
     assert result.exit_code == 2 and "nope.csv: no such file" in flat(result.stderr)
 
@@ -98,13 +95,13 @@ def test_rate_book_takes_the_latest_rate_on_or_before_the_day() -> None:
 
 def test_db_upgrade_and_check(tmp_path: Path) -> None:
     env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}"}
-    before = runner.invoke(app, ["db", "check", "--format", "json"], env=env)
+    before = cli(["db", "check", "--format", "json"], env=env)
     assert before.exit_code == 1
     assert json.loads(before.stdout)["at_head"] is False
-    upgraded = runner.invoke(app, ["db", "upgrade", "--format", "json"], env=env)
+    upgraded = cli(["db", "upgrade", "--format", "json"], env=env)
     assert upgraded.exit_code == 0, upgraded.output
     assert json.loads(upgraded.stdout)["after"] == json.loads(upgraded.stdout)["head"]
-    after = runner.invoke(app, ["db", "check", "--format", "json"], env=env)
+    after = cli(["db", "check", "--format", "json"], env=env)
     assert after.exit_code == 0, after.output
     assert json.loads(after.stdout) | {"current": None, "head": None} == {
         "current": None, "head": None, "at_head": True, "differences": []}

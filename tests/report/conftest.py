@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from models.derived import CustomerMonthFact
 from nrr.domain.money import MICRO
+from nrr.logs import configure_logging
 from nrr.settings import Settings, load_settings
 
 
@@ -98,7 +99,43 @@ def run_cli(db_url: str) -> Callable[..., CliResult]:
         runner = CliRunner()
         full_env = {"DATABASE_URL": db_url, "NRR_CONFIG": "", "NRR_METRIC_CATALOGUE": "",
                     "NRR_REPORTING_CURRENCY": "usd", "NRR_TIMEZONE": "UTC", **(env or {})}
-        result = runner.invoke(app, list(args), env=full_env, catch_exceptions=False)
+        try:
+            result = runner.invoke(app, list(args), env=full_env, catch_exceptions=False)
+        finally:
+            # The CLI binds structlog to the runner's temporary stderr, closed after invoke;
+            # later logs in the same process (the pipeline) must go to the real stderr.
+            configure_logging()
         return CliResult(result.exit_code, result.stdout, result.stderr)
 
     return run
+
+
+# The World's kinds in the order a backfill stores them.
+WORLD_KINDS = {"customers": "customer", "products": "product", "prices": "price",
+               "coupons": "coupon", "subscriptions": "subscription", "invoices": "invoice",
+               "discounts": "discount"}
+
+
+@pytest.fixture
+def load_world(db_url: str, db_engine: Engine) -> Callable[..., Any]:
+    """Run the real pipeline: World objects -> store_objects -> recompute, committed."""
+
+    def load(world: Any, *, now: int) -> Any:
+        from datetime import UTC, datetime
+
+        from integrations.stripe_mirror import store_objects
+        from nrr.services.recompute import recompute
+
+        world.advance(now)
+        objects = world.objects()
+        with Session(db_engine, expire_on_commit=False) as session:
+            for key, kind in WORLD_KINDS.items():
+                stored = store_objects(session, kind, objects.get(key, []), state_at=now)
+                assert stored.skipped == 0, f"{kind}: quarantined"
+            result = recompute(session, load_settings({"DATABASE_URL": db_url}),
+                               now=datetime.fromtimestamp(now, tz=UTC))
+            session.commit()
+        assert result.skipped == 0, result
+        return result
+
+    return load

@@ -30,7 +30,8 @@ def _fast_sdk_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stripe._http_client.HTTPClient, "MAX_DELAY", 0.002)
 
 
-def make_settings(database_url: str = "sqlite:///:memory:", **extra: str) -> Settings:
+def make_settings(database_url: str = "sqlite:///:memory:", **extra: str | None) -> Settings:
+    """Settings for tests; an ``extra`` value of None removes that variable."""
     env = {
         "DATABASE_URL": database_url,
         "STRIPE_API_KEY": "rk_test_abc123",
@@ -39,7 +40,11 @@ def make_settings(database_url: str = "sqlite:///:memory:", **extra: str) -> Set
         "NRR_STRIPE_RATE_LIMIT": "1000",
         "NRR_STRIPE_ENDPOINT_RATE_LIMIT": "1000",
     }
-    env.update(extra)
+    for key, value in extra.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     return load_settings(env)
 
 

@@ -57,6 +57,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('customer_month_facts', schema=None) as batch_op:
         batch_op.create_index('ix_customer_month_facts_customer', ['customer_id'], unique=False)
+        batch_op.create_index('ix_customer_month_facts_month_movement', ['month', 'movement', 'opening_mrr_micro', 'closing_mrr_micro', 'fx_impact_micro'], unique=False)
 
     op.create_table('dirty_customers',
     sa.Column('customer_id', sa.String(length=255), nullable=False),
@@ -433,6 +434,7 @@ def downgrade() -> None:
     op.drop_table('exchange_rates')
     op.drop_table('dirty_customers')
     with op.batch_alter_table('customer_month_facts', schema=None) as batch_op:
+        batch_op.drop_index('ix_customer_month_facts_month_movement')
         batch_op.drop_index('ix_customer_month_facts_customer')
 
     op.drop_table('customer_month_facts')

@@ -1,0 +1,1127 @@
+"""A generated Stripe account with realistic histories, in the current API shape.
+
+:func:`generate_account` simulates every subscription month by month the way Stripe bills
+it (renewal invoices in advance, metered usage in arrears, mid-period seat and plan changes
+with immediate proration invoices, coupons, trials, dunning, pauses and cancellations) and
+records the events of the last 30 days with each object in the state of that moment.
+:meth:`EmulatedAccount.apply_changes` then makes further realistic changes, for tests of an
+incremental sync.
+
+Everything is deterministic for a ``seed`` and ``now``.
+"""
+
+from __future__ import annotations
+
+import calendar
+import copy
+import math
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fractions import Fraction
+from typing import Any
+
+from integrations.emulator import shapes
+from integrations.emulator.shapes import public_view
+
+DAY = 86_400
+HOUR = 3_600
+EVENT_WINDOW = 30 * DAY
+
+KINDS = ("customers", "products", "prices", "coupons", "subscriptions", "invoices", "events")
+
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+COUNTRIES = (("US", 50), ("GB", 15), ("DE", 12), ("FR", 8), ("JP", 10), ("CA", 5))
+CURRENCY_OF = {"US": "usd", "CA": "usd", "GB": "gbp", "DE": "eur", "FR": "eur", "JP": "jpy"}
+CURRENCIES = ("usd", "eur", "gbp", "jpy")
+
+_WORDS_A = ("Acme", "Blue", "Bright", "Cloud", "Delta", "Echo", "Fjord", "Granite", "Harbor",
+            "Iron", "Juniper", "Kite", "Lumen", "Maple", "Nimbus", "Orbit", "Pine", "Quartz",
+            "River", "Summit", "Tidal", "Umber", "Vector", "Willow", "Yonder", "Zephyr")
+_WORDS_B = ("Labs", "Works", "Systems", "Analytics", "Studio", "Logistics", "Health",
+            "Finance", "Robotics", "Media", "Foods", "Energy", "Retail", "Software")
+
+
+def add_months(ts: int, n: int, anchor_day: int | None = None) -> int:
+    """``ts`` moved by ``n`` calendar months (UTC), the day clamped to the month's end."""
+    d = datetime.fromtimestamp(ts, UTC)
+    years, month0 = divmod(d.month - 1 + n, 12)
+    year, month = d.year + years, month0 + 1
+    day = min(anchor_day or d.day, calendar.monthrange(year, month)[1])
+    return int(d.replace(year=year, month=month, day=day).timestamp())
+
+
+def _round_half_even(value: Fraction) -> int:
+    return round(value)
+
+
+def _convert(usd_minor: int, currency: str) -> int:
+    """A list price in ``currency`` for a USD list price (round numbers, jpy zero-decimal)."""
+    if currency == "usd":
+        return usd_minor
+    if currency == "eur":
+        return int(round(usd_minor * 0.92 / 100.0)) * 100
+    if currency == "gbp":
+        return int(round(usd_minor * 0.8 / 100.0)) * 100
+    if currency == "jpy":
+        return int(round(usd_minor * 1.5 / 100.0)) * 100
+    raise ValueError(f"unknown currency {currency}")
+
+
+class _Ids:
+    """Deterministic Stripe-looking ids; for one prefix, later ids sort after earlier ones."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._counter = 0
+
+    def new(self, prefix: str) -> str:
+        self._counter += 1
+        n, digits = self._counter, []
+        for _ in range(7):
+            n, r = divmod(n, 62)
+            digits.append(_ALPHABET[r])
+        tail = "".join(self._rng.choice(_ALPHABET) for _ in range(9))
+        return f"{prefix}_{''.join(reversed(digits))}{tail}"
+
+
+def amount_for(price: dict[str, Any], quantity: int | None, currency: str) -> int:
+    """What ``price`` charges for ``quantity`` per period in ``currency`` (minor units)."""
+    qty = 0 if quantity is None else quantity
+    source = price if currency == price["currency"] else price["currency_options"][currency]
+    if price["billing_scheme"] == "per_unit":
+        transform = price.get("transform_quantity")
+        if transform:
+            ratio = Fraction(qty, transform["divide_by"])
+            qty = math.ceil(ratio) if transform["round"] == "up" else math.floor(ratio)
+        return int(source["unit_amount"]) * qty
+    tiers = source["tiers"]
+    if price["tiers_mode"] == "volume":
+        for t in tiers:
+            if t["up_to"] is None or qty <= t["up_to"]:
+                return (t["unit_amount"] or 0) * qty + (t["flat_amount"] or 0)
+        return 0
+    total, below = 0, 0
+    for t in tiers:
+        top = t["up_to"] if t["up_to"] is not None else max(qty, below)
+        n = min(qty, top) - below
+        if n <= 0:
+            break
+        total += n * (t["unit_amount"] or 0) + (t["flat_amount"] or 0)
+        below = top
+    return total
+
+
+@dataclass
+class _SubState:
+    """The simulation's view of one subscription (what Stripe keeps internally)."""
+
+    sub_id: str
+    customer_id: str
+    currency: str
+    months: int
+    anchor: int
+    k: int
+    period_start: int
+    period_end: int
+    done: bool = False
+    trial_outcome: str | None = None
+    unpaid: bool = False
+    open_invoice: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    last_lines: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+class EmulatedAccount:
+    """A Stripe account's objects by kind, as plain dicts in the current API shape.
+
+    ``customers``, ``products``, ``prices``, ``coupons``, ``subscriptions``, ``invoices``
+    and ``events`` map ids to objects (stored with every includable field: a price's
+    ``tiers`` and ``currency_options``; the server leaves them out unless expanded). An
+    invoice embeds its first 10 lines (``lines.has_more`` beyond); ``invoice_lines`` holds
+    every line of each invoice. ``discounts`` holds every discount ever created (they cannot
+    be listed, only expanded). ``deleted_customers`` holds deleted customers' last state.
+    """
+
+    def __init__(self, *, now: int, livemode: bool = False, seed: int = 0) -> None:
+        self.now = int(now)
+        self.livemode = livemode
+        self.seed = seed
+        self.customers: dict[str, dict[str, Any]] = {}
+        self.products: dict[str, dict[str, Any]] = {}
+        self.prices: dict[str, dict[str, Any]] = {}
+        self.coupons: dict[str, dict[str, Any]] = {}
+        self.subscriptions: dict[str, dict[str, Any]] = {}
+        self.invoices: dict[str, dict[str, Any]] = {}
+        self.events: dict[str, dict[str, Any]] = {}
+        self.discounts: dict[str, dict[str, Any]] = {}
+        self.invoice_lines: dict[str, list[dict[str, Any]]] = {}
+        self.deleted_customers: dict[str, dict[str, Any]] = {}
+        self.lock = threading.RLock()
+        self.version = 0
+        self._rng = random.Random(seed)
+        self._engine = _Engine(self, self._rng)
+
+    # -- reading -----------------------------------------------------------------------
+    def store(self, kind: str) -> dict[str, dict[str, Any]]:
+        if kind not in KINDS:
+            raise KeyError(kind)
+        store: dict[str, dict[str, Any]] = getattr(self, kind)
+        return store
+
+    def lookup(self, object_id: str) -> dict[str, Any] | None:
+        """Any object by id (for expansion), deleted customers as their deleted stub."""
+        for store in (self.customers, self.prices, self.products, self.discounts,
+                      self.subscriptions, self.invoices, self.coupons, self.events):
+            if object_id in store:
+                return store[object_id]
+        if object_id in self.deleted_customers:
+            return {"id": object_id, "object": "customer", "deleted": True}
+        return None
+
+    def lines_of(self, invoice_id: str) -> list[dict[str, Any]]:
+        return self.invoice_lines.get(invoice_id, [])
+
+    def counts(self) -> dict[str, int]:
+        out = {kind: len(self.store(kind)) for kind in KINDS}
+        out["invoice_lines"] = sum(len(v) for v in self.invoice_lines.values())
+        out["discounts"] = len(self.discounts)
+        out["deleted_customers"] = len(self.deleted_customers)
+        return out
+
+    def status_counts(self) -> dict[str, int]:
+        """Subscriptions by status (handy in tests and the demo)."""
+        return dict(Counter(s["status"] for s in self.subscriptions.values()))
+
+    def events_since(self, created_after: int) -> list[dict[str, Any]]:
+        return sorted((e for e in self.events.values() if e["created"] > created_after),
+                      key=lambda e: (e["created"], e["id"]))
+
+    # -- changing ----------------------------------------------------------------------
+    def apply_changes(self, k: int, *, now: int | None = None,
+                      rng: random.Random | None = None) -> list[dict[str, Any]]:
+        """Make ``k`` realistic changes and return the new events, oldest first.
+
+        Changes happen at instants spread over (current ``now``, new ``now``]; the new
+        ``now`` defaults to ``k + 1`` seconds later. Renewals that fall due before the new
+        ``now`` are billed too (and their events returned).
+        """
+        with self.lock:
+            return self._engine.apply_changes(k, now=now, rng=rng)
+
+    def advance(self, to: int) -> list[dict[str, Any]]:
+        """Move the account's clock to ``to``, billing every renewal that falls due."""
+        with self.lock:
+            return self._engine.apply_changes(0, now=to, rng=None)
+
+
+class _Engine:
+    """Simulates Stripe's billing on an :class:`EmulatedAccount`."""
+
+    def __init__(self, account: EmulatedAccount, rng: random.Random) -> None:
+        self.a = account
+        self.rng = rng
+        self.ids = _Ids(random.Random(rng.random()))
+        self.states: dict[str, _SubState] = {}
+        self.catalog: dict[tuple[str, str, str], str] = {}
+        self.coupon_ids: list[str] = []
+        self.pending: list[tuple[int, int, str, dict[str, Any], dict[str, Any] | None]] = []
+        self.seq = 0
+        self.addon_prices: list[str] = []
+
+    # -- events ------------------------------------------------------------------------
+    def in_window(self, t: int) -> bool:
+        return self.a.now - EVENT_WINDOW < t <= self.a.now
+
+    def emit(self, type_: str, obj: dict[str, Any], t: int,
+             previous: dict[str, Any] | None = None) -> None:
+        if not self.in_window(t):
+            return
+        self.seq += 1
+        self.pending.append((t, self.seq, type_, public_view(obj),
+                             None if previous is None else public_view(previous)))
+
+    def before(self, obj: dict[str, Any], t: int) -> dict[str, Any] | None:
+        return copy.deepcopy(obj) if self.in_window(t) else None
+
+    def updated(self, type_: str, obj: dict[str, Any], t: int,
+                before: dict[str, Any] | None) -> None:
+        if before is None:
+            return
+        prev = shapes.previous_attributes(before, obj)
+        if prev:
+            self.emit(type_, obj, t, prev)
+
+    def flush_events(self) -> list[dict[str, Any]]:
+        self.pending.sort(key=lambda p: (p[0], p[1]))
+        out = []
+        for t, _, type_, obj, prev in self.pending:
+            ev = shapes.event(id=self.ids.new("evt"), type=type_, created=t, obj=obj,
+                              livemode=self.a.livemode, previous_attributes=prev)
+            self.a.events[ev["id"]] = ev
+            out.append(ev)
+        self.pending = []
+        self.a.version += 1
+        return out
+
+    # -- catalog -----------------------------------------------------------------------
+    def add_product(self, name: str, t: int, unit_label: str | None = None) -> str:
+        pid = self.ids.new("prod")
+        self.a.products[pid] = shapes.product(id=pid, name=name, created=t,
+                                              livemode=self.a.livemode, unit_label=unit_label)
+        self.emit("product.created", self.a.products[pid], t)
+        return pid
+
+    def add_price(self, key: tuple[str, str, str], t: int, **kw: Any) -> str:
+        pid = self.ids.new("price")
+        obj = shapes.price(id=pid, created=t, livemode=self.a.livemode, **kw)
+        self.a.prices[pid] = obj
+        self.catalog[key] = pid
+        product = self.a.products[obj["product"]]
+        if product["default_price"] is None and obj["active"]:
+            product["default_price"] = pid
+        self.emit("price.created", obj, t)
+        return pid
+
+    def build_catalog(self, t: int) -> None:
+        lm = self.a.livemode
+        starter = self.add_product("Starter", t)
+        team = self.add_product("Team", t, unit_label="seat")
+        business = self.add_product("Business", t, unit_label="seat")
+        enterprise = self.add_product("Enterprise", t, unit_label="seat")
+        api = self.add_product("API requests", t, unit_label="request")
+        for cur in CURRENCIES:
+            for interval, mult in (("month", 1), ("year", 10)):
+                self.add_price(("starter", interval, cur), t, product=starter, currency=cur,
+                               interval=interval, unit_amount=_convert(2900, cur) * mult,
+                               nickname=f"Starter {interval}ly {cur}")
+                self.add_price(("team", interval, cur), t, product=team, currency=cur,
+                               interval=interval, unit_amount=_convert(1500, cur) * mult,
+                               nickname=f"Team per seat {interval}ly {cur}")
+                self.add_price(("business", interval, cur), t, product=business, currency=cur,
+                               interval=interval, tiers_mode="graduated",
+                               nickname=f"Business graduated {interval}ly {cur}",
+                               tiers=[shapes.tier(10, _convert(3000, cur) * mult),
+                                      shapes.tier(50, _convert(2500, cur) * mult),
+                                      shapes.tier(None, _convert(2000, cur) * mult)])
+                self.add_price(("enterprise", interval, cur), t, product=enterprise,
+                               currency=cur, interval=interval, tiers_mode="volume",
+                               nickname=f"Enterprise volume {interval}ly {cur}",
+                               tiers=[shapes.tier(100, _convert(4000, cur) * mult,
+                                                  _convert(50000, cur) * mult),
+                                      shapes.tier(None, _convert(3500, cur) * mult,
+                                                  _convert(50000, cur) * mult)])
+        for cur in ("usd", "eur"):
+            self.add_price(("api", "month", cur), t, product=api, currency=cur,
+                           unit_amount=_convert(200, cur), usage_type="metered",
+                           meter=self.ids.new("mtr"),
+                           transform_quantity={"divide_by": 1000, "round": "up"},
+                           nickname=f"API per 1000 requests {cur}")
+        # One usd price with currency options, used by some eur / gbp customers.
+        self.add_price(("starter_multi", "month", "usd"), t, product=starter, currency="usd",
+                       unit_amount=2900, nickname="Starter monthly (multi-currency)",
+                       lookup_key="starter_monthly_multi",
+                       currency_options={"eur": {"unit_amount": 2700},
+                                         "gbp": {"unit_amount": 2300},
+                                         "jpy": {"unit_amount": 4300}})
+        # A legacy Team price used by early customers (deactivated within the last 30 days).
+        self.add_price(("team_legacy", "month", "usd"), t, product=team, currency="usd",
+                       unit_amount=1000, nickname="Team per seat (2024 price)")
+        for i in range(1, 13):
+            prod = self.add_product(f"Add-on {i}", t)
+            self.addon_prices.append(self.add_price(
+                (f"addon{i}", "month", "usd"), t, product=prod, currency="usd",
+                unit_amount=500 + 100 * i, nickname=f"Add-on {i} monthly"))
+        specs: list[tuple[str, str, str, float | None, int | None, str | None, int | None]] = [
+            ("WELCOME25", "Welcome 25% for 3 months", "repeating", 25.0, None, None, 3),
+            ("LOYAL10", "Loyalty 10% forever", "forever", 10.0, None, None, None),
+            ("HALFOFF", "Half off the first invoice", "once", 50.0, None, None, None),
+            ("USD50ONCE", "$50 off once", "once", None, 5000, "usd", None),
+            ("EUR20X6", "EUR 20 off for 6 months", "repeating", None, 2000, "eur", 6),
+            ("JPY1000", "JPY 1000 off forever", "forever", None, 1000, "jpy", None),
+        ]
+        for cid, name, duration, pct, amount, coupon_cur, months in specs:
+            self.a.coupons[cid] = shapes.coupon(id=cid, name=name, created=t, livemode=lm,
+                                                duration=duration, percent_off=pct,
+                                                amount_off=amount, currency=coupon_cur,
+                                                duration_in_months=months)
+            self.coupon_ids.append(cid)
+
+    def late_catalog_changes(self) -> None:
+        """Catalog events within the last 30 days: a new price, a new coupon, a retired
+        legacy price."""
+        now = self.a.now
+        t1 = now - 20 * DAY + self.rng.randint(0, DAY)
+        team = self.a.prices[self.catalog[("team", "month", "usd")]]["product"]
+        self.add_price(("team_2026", "month", "usd"), t1, product=team, currency="usd",
+                       unit_amount=1700, nickname="Team per seat (2026 price)",
+                       lookup_key="team_monthly_2026")
+        t2 = now - 12 * DAY + self.rng.randint(0, DAY)
+        self.set_price_active(self.catalog[("team_legacy", "month", "usd")], False, t2)
+        t3 = now - 8 * DAY + self.rng.randint(0, DAY)
+        self.a.coupons["SPRING15"] = shapes.coupon(
+            id="SPRING15", name="Spring 15% for 2 months", created=t3,
+            livemode=self.a.livemode, duration="repeating", percent_off=15.0,
+            duration_in_months=2)
+        self.coupon_ids.append("SPRING15")
+        self.emit("coupon.created", self.a.coupons["SPRING15"], t3)
+
+    def set_price_active(self, price_id: str, active: bool, t: int) -> None:
+        price = self.a.prices[price_id]
+        before = self.before(price, t)
+        price["active"] = active
+        self.updated("price.updated", price, t, before)
+        for sub in self.a.subscriptions.values():
+            for item in sub["items"]["data"]:
+                if item["price"]["id"] == price_id:
+                    item["price"]["active"] = active
+                    item["plan"]["active"] = active
+
+    # -- customers ---------------------------------------------------------------------
+    def new_customer(self, t: int) -> dict[str, Any]:
+        rng = self.rng
+        country = rng.choices([c for c, _ in COUNTRIES], [w for _, w in COUNTRIES])[0]
+        cid = self.ids.new("cus")
+        name = f"{rng.choice(_WORDS_A)} {rng.choice(_WORDS_B)} {len(self.a.customers) + 1}"
+        slug = name.lower().replace(" ", "-")
+        prefix = "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(4)) + \
+            f"{rng.randint(0, 9999):04d}"
+        cust = shapes.customer(id=cid, created=t, email=f"billing@{slug}.example",
+                               name=name, country=country, livemode=self.a.livemode,
+                               invoice_prefix=prefix)
+        self.a.customers[cid] = cust
+        self.emit("customer.created", cust, t)
+        return cust
+
+    def delete_customer(self, cid: str, t: int) -> None:
+        cust = self.a.customers.pop(cid)
+        for state in self.states.values():
+            if state.customer_id == cid and not state.done:
+                self.cancel_now(state, t, reason="cancellation_requested")
+        self.a.deleted_customers[cid] = cust
+        self.emit("customer.deleted", cust, t)
+
+    def update_customer_email(self, cid: str, t: int) -> None:
+        cust = self.a.customers[cid]
+        before = self.before(cust, t)
+        local = self.rng.choice(("finance", "accounts", "ap", "billing-team"))
+        cust["email"] = f"{local}@{cust['email'].split('@', 1)[1]}"
+        self.updated("customer.updated", cust, t, before)
+
+    # -- subscriptions -----------------------------------------------------------------
+    def price_key(self, price_id: str) -> tuple[str, str, str]:
+        for key, pid in self.catalog.items():
+            if pid == price_id:
+                return key
+        raise KeyError(price_id)
+
+    def subscribe(self, cust: dict[str, Any], t: int, lines: list[tuple[str, int | None]],
+                  *, months: int, trial_days: int = 0, trial_outcome: str | None = None,
+                  coupon: str | None = None, fail_first: bool = False) -> _SubState:
+        currency = CURRENCY_OF[cust["address"]["country"]]
+        if cust["currency"] is None:
+            before = self.before(cust, t)
+            cust["currency"] = currency
+            self.updated("customer.updated", cust, t, before)
+        currency = cust["currency"]
+        sid = self.ids.new("sub")
+        trial_end = t + trial_days * DAY if trial_days else None
+        anchor = trial_end if trial_end else t
+        period_end = trial_end if trial_end else add_months(anchor, months)
+        items = []
+        for price_id, qty in lines:
+            items.append(shapes.subscription_item(
+                id=self.ids.new("si"), subscription=sid, price_obj=self.a.prices[price_id],
+                quantity=qty, created=t, period_start=t, period_end=period_end))
+        status = "trialing" if trial_end else ("incomplete" if fail_first else "active")
+        sub = shapes.subscription(
+            id=sid, customer=cust["id"], currency=currency, created=t, start_date=t,
+            billing_cycle_anchor=anchor, items=items, livemode=self.a.livemode,
+            status=status, trial_start=t if trial_end else None, trial_end=trial_end,
+            trial_end_behavior="pause" if trial_outcome == "pause" else "create_invoice")
+        self.a.subscriptions[sid] = sub
+        state = _SubState(sub_id=sid, customer_id=cust["id"], currency=currency,
+                          months=months, anchor=anchor, k=0 if trial_end else 1,
+                          period_start=t, period_end=period_end, trial_outcome=trial_outcome)
+        self.states[sid] = state
+        if coupon:
+            self.attach_discount(state, coupon, t, emit=False)
+        self.emit("customer.subscription.created", sub, t)
+        specs = []
+        for item in items:
+            price = item["price"]
+            if price["recurring"]["usage_type"] == "metered":
+                continue
+            amount = 0 if trial_end else amount_for(price, item["quantity"], currency)
+            desc = (f"Trial period for {self.product_name(price)}" if trial_end
+                    else f"{item['quantity']} × {self.product_name(price)}")
+            specs.append(dict(item=item, amount=amount, period=(t, period_end),
+                              proration=False, description=desc))
+        outcome = "fail" if fail_first else "paid"
+        inv = self.make_invoice(state, t, "subscription_create", specs, outcome=outcome,
+                                finalize_delay=0)
+        if fail_first:
+            expire = t + 23 * HOUR
+            if expire <= self.a.now:
+                self.void_invoice(inv, expire)
+                before = self.before(sub, expire)
+                sub["status"] = "incomplete_expired"
+                sub["ended_at"] = expire
+                self.updated("customer.subscription.updated", sub, expire, before)
+                state.done = True
+            else:
+                state.open_invoice = inv["id"]
+        return state
+
+    def product_name(self, price: dict[str, Any]) -> str:
+        return str(self.a.products[price["product"]]["name"])
+
+    def sub_items(self, state: _SubState) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.a.subscriptions[state.sub_id]["items"]["data"]
+        return items
+
+    def active_discounts(self, sub: dict[str, Any], t: int) -> list[dict[str, Any]]:
+        out = []
+        for did in sub["discounts"]:
+            d = self.a.discounts[did]
+            if d["start"] <= t and (d["end"] is None or t < d["end"]):
+                out.append(d)
+        return out
+
+    def attach_discount(self, state: _SubState, coupon_id: str, t: int,
+                        emit: bool = True) -> None:
+        sub = self.a.subscriptions[state.sub_id]
+        coupon = self.a.coupons[coupon_id]
+        end = (add_months(t, coupon["duration_in_months"])
+               if coupon["duration"] == "repeating" else None)
+        did = self.ids.new("di")
+        disc = shapes.discount(id=did, coupon_id=coupon_id, customer=state.customer_id,
+                               start=t, end=end, subscription=state.sub_id)
+        self.a.discounts[did] = disc
+        before = self.before(sub, t) if emit else None
+        sub["discounts"] = [*sub["discounts"], did]
+        before_coupon = self.before(coupon, t)
+        coupon["times_redeemed"] += 1
+        self.updated("coupon.updated", coupon, t, before_coupon)
+        self.emit("customer.discount.created", disc, t)
+        self.updated("customer.subscription.updated", sub, t, before)
+
+    def drop_discounts(self, state: _SubState, t: int, used_once: list[str]) -> None:
+        """Remove once-discounts just used and repeating ones that have ended."""
+        sub = self.a.subscriptions[state.sub_id]
+        keep = []
+        gone = []
+        for did in sub["discounts"]:
+            d = self.a.discounts[did]
+            if did in used_once or (d["end"] is not None and d["end"] <= t):
+                gone.append(d)
+            else:
+                keep.append(did)
+        if not gone:
+            return
+        before = self.before(sub, t)
+        sub["discounts"] = keep
+        for d in gone:
+            self.emit("customer.discount.deleted", d, t)
+        self.updated("customer.subscription.updated", sub, t, before)
+
+    # -- invoices ----------------------------------------------------------------------
+    def make_invoice(self, state: _SubState, t: int, reason: str, specs: list[dict[str, Any]],
+                     *, outcome: str, finalize_delay: int = HOUR,
+                     inv_period: tuple[int, int] | None = None) -> dict[str, Any]:
+        """Create, finalise and settle one subscription invoice.
+
+        ``outcome``: ``paid``, ``fail`` (finalised, first attempt failed, left open),
+        ``void`` (voided on finalisation, as ``pause_collection[behavior]=void`` does), or
+        ``draft`` (never finalised: an unpaid subscription's invoices).
+        """
+        cust = self.a.customers[state.customer_id]
+        sub = self.a.subscriptions[state.sub_id]
+        iid = self.ids.new("in")
+        period = inv_period or (t, t)
+        inv = shapes.invoice(id=iid, customer=cust, subscription=state.sub_id,
+                             currency=state.currency, created=t, billing_reason=reason,
+                             period_start=period[0], period_end=period[1], number="",
+                             livemode=self.a.livemode)
+        inv["number"] = None
+        lines = []
+        for spec in specs:
+            item = spec["item"]
+            price = item["price"]
+            line = shapes.invoice_line(
+                id=self.ids.new("il"), invoice=iid, subscription=state.sub_id,
+                subscription_item=item["id"], price_obj=price, currency=state.currency,
+                amount=spec["amount"], quantity=spec.get("quantity", item["quantity"]),
+                period_start=spec["period"][0], period_end=spec["period"][1],
+                proration=spec["proration"], description=spec["description"],
+                livemode=self.a.livemode,
+                invoice_item=self.ids.new("ii") if spec["proration"] else None,
+                credited=spec.get("credited"))
+            if spec.get("price") is not None:
+                line["pricing"]["price_details"] = {"price": spec["price"]["id"],
+                                                    "product": spec["price"]["product"]}
+                line["pricing"]["unit_amount_decimal"] = spec["price"]["unit_amount_decimal"]
+            lines.append(line)
+            if not spec["proration"]:
+                state.last_lines[item["id"]] = (iid, line["id"])
+        used_once = []
+        totals: dict[str, int] = {}
+        for disc in self.active_discounts(sub, t):
+            coupon = self.a.coupons[disc["source"]["coupon"]]
+            if coupon["amount_off"] is not None and coupon["currency"] != state.currency:
+                continue
+            budget = coupon["amount_off"]
+            for line in lines:
+                if not line["discountable"] or line["amount"] <= 0:
+                    continue
+                already = sum(x["amount"] for x in line["discount_amounts"])
+                room = line["amount"] - already
+                if budget is None:
+                    off = min(room, _round_half_even(
+                        Fraction(line["amount"]) * Fraction(str(coupon["percent_off"])) / 100))
+                else:
+                    off = min(room, budget)
+                    budget -= off
+                if off > 0:
+                    line["discount_amounts"].append({"amount": off, "discount": disc["id"]})
+                    totals[disc["id"]] = totals.get(disc["id"], 0) + off
+            inv["discounts"].append(disc["id"])
+            if coupon["duration"] == "once":
+                used_once.append(disc["id"])
+        for line in lines:
+            if not line["discount_amounts"]:
+                line["discount_amounts"] = []
+        self.a.invoice_lines[iid] = lines
+        inv["lines"]["data"] = lines[: shapes.EMBEDDED_LINES]
+        inv["lines"]["has_more"] = len(lines) > shapes.EMBEDDED_LINES
+        subtotal = sum(line["amount"] for line in lines)
+        discount_total = sum(totals.values())
+        inv["subtotal"] = inv["subtotal_excluding_tax"] = subtotal
+        inv["total"] = inv["total_excluding_tax"] = subtotal - discount_total
+        inv["total_discount_amounts"] = [{"amount": v, "discount": k} for k, v in totals.items()]
+        inv["amount_due"] = max(inv["total"], 0)
+        inv["amount_remaining"] = inv["amount_due"]
+        self.a.invoices[iid] = inv
+        before_sub = self.before(sub, t)
+        sub["latest_invoice"] = iid
+        self.emit("invoice.created", inv, t)
+        self.updated("customer.subscription.updated", sub, t, before_sub)
+        if used_once:
+            self.drop_discounts(state, t, used_once)
+        if outcome == "draft":
+            inv["auto_advance"] = False
+            return inv
+        fin = t + finalize_delay
+        inv["automatically_finalizes_at"] = fin
+        if fin > self.a.now:
+            return inv
+        self.finalize_invoice(inv, fin)
+        if outcome == "paid":
+            self.pay_invoice(inv, fin)
+        elif outcome == "fail":
+            self.fail_invoice(inv, fin)
+        elif outcome == "void":
+            self.void_invoice(inv, fin)
+        return inv
+
+    def finalize_invoice(self, inv: dict[str, Any], t: int) -> None:
+        cust = self.a.customers.get(inv["customer"]) or self.a.deleted_customers[inv["customer"]]
+        inv["number"] = f"{cust['invoice_prefix']}-{cust['next_invoice_sequence']:04d}"
+        cust["next_invoice_sequence"] += 1
+        inv["status"] = "open"
+        inv["automatically_finalizes_at"] = None
+        inv["status_transitions"]["finalized_at"] = t
+        inv["effective_at"] = t
+        inv["ending_balance"] = 0
+        inv["webhooks_delivered_at"] = t
+        self.emit("invoice.finalized", inv, t)
+
+    def pay_invoice(self, inv: dict[str, Any], t: int) -> None:
+        inv["status"] = "paid"
+        inv["attempted"] = True
+        inv["attempt_count"] = max(inv["attempt_count"], 1) if inv["amount_due"] else 0
+        inv["amount_paid"] = inv["amount_due"]
+        inv["amount_remaining"] = 0
+        inv["next_payment_attempt"] = None
+        inv["auto_advance"] = False
+        inv["status_transitions"]["paid_at"] = t
+        self.emit("invoice.paid", inv, t)
+
+    def fail_invoice(self, inv: dict[str, Any], t: int) -> None:
+        inv["attempted"] = True
+        inv["attempt_count"] += 1
+        inv["next_payment_attempt"] = t + 3 * DAY
+        inv["last_finalization_error"] = None
+        self.emit("invoice.payment_failed", inv, t)
+
+    def void_invoice(self, inv: dict[str, Any], t: int) -> None:
+        inv["status"] = "void"
+        inv["amount_remaining"] = 0
+        inv["next_payment_attempt"] = None
+        inv["auto_advance"] = False
+        inv["status_transitions"]["voided_at"] = t
+        self.emit("invoice.voided", inv, t)
+
+    def uncollectible(self, inv: dict[str, Any], t: int) -> None:
+        inv["status"] = "uncollectible"
+        inv["next_payment_attempt"] = None
+        inv["auto_advance"] = False
+        inv["status_transitions"]["marked_uncollectible_at"] = t
+        self.emit("invoice.marked_uncollectible", inv, t)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def renew(self, state: _SubState, t: int, outcome: str = "paid") -> dict[str, Any]:
+        """Start the next period at ``t`` (the end of the current one) and bill it."""
+        sub = self.a.subscriptions[state.sub_id]
+        before = self.before(sub, t)
+        prev_start, prev_end = state.period_start, state.period_end
+        state.k += 1
+        anchor_day = datetime.fromtimestamp(state.anchor, UTC).day
+        state.period_start = t
+        state.period_end = add_months(state.anchor, state.k * state.months
+                                      if state.k else state.months, anchor_day)
+        if state.period_end <= t:  # safety for odd anchors
+            state.period_end = add_months(t, state.months)
+        specs = []
+        for item in sub["items"]["data"]:
+            price = item["price"]
+            item["current_period_start"] = state.period_start
+            item["current_period_end"] = state.period_end
+            if price["recurring"]["usage_type"] == "metered":
+                usage = state.usage.pop(item["id"], 0)
+                specs.append(dict(item=item, amount=amount_for(price, usage, state.currency),
+                                  quantity=usage, period=(prev_start, prev_end),
+                                  proration=False,
+                                  description=f"{usage} requests × {self.product_name(price)}"))
+                state.usage[item["id"]] = self.rng.randint(1_000, 400_000)
+            else:
+                specs.append(dict(item=item, amount=amount_for(price, item["quantity"],
+                                                               state.currency),
+                                  period=(state.period_start, state.period_end),
+                                  proration=False,
+                                  description=f"{item['quantity']} × {self.product_name(price)}"
+                                  ))
+        if sub["status"] == "trialing":
+            sub["status"] = "active"
+        self.updated("customer.subscription.updated", sub, t, before)
+        pause = sub["pause_collection"]
+        if pause is not None and pause["resumes_at"] is not None and pause["resumes_at"] <= t:
+            before = self.before(sub, t)
+            sub["pause_collection"] = None
+            self.updated("customer.subscription.updated", sub, t, before)
+            pause = None
+        if pause is not None:
+            outcome = "void"
+        if state.unpaid:
+            outcome = "draft"
+        return self.make_invoice(state, t, "subscription_cycle", specs, outcome=outcome,
+                                 inv_period=(prev_start, prev_end))
+
+    def cancel_now(self, state: _SubState, t: int, reason: str = "cancellation_requested"
+                   ) -> None:
+        sub = self.a.subscriptions[state.sub_id]
+        sub["status"] = "canceled"
+        sub["canceled_at"] = t
+        sub["ended_at"] = t
+        sub["cancel_at_period_end"] = False
+        sub["cancellation_details"] = {"comment": None, "feedback": self.feedback(),
+                                       "reason": reason}
+        state.done = True
+        self.emit("customer.subscription.deleted", sub, t)
+
+    def feedback(self) -> str | None:
+        return self.rng.choice((None, "too_expensive", "missing_features", "switched_service",
+                                "unused", "low_quality", "other"))
+
+    def schedule_cancel(self, state: _SubState, t: int) -> None:
+        sub = self.a.subscriptions[state.sub_id]
+        before = self.before(sub, t)
+        sub["cancel_at_period_end"] = True
+        sub["cancel_at"] = state.period_end
+        sub["canceled_at"] = t
+        sub["cancellation_details"] = {"comment": None, "feedback": self.feedback(),
+                                       "reason": "cancellation_requested"}
+        self.updated("customer.subscription.updated", sub, t, before)
+
+    def end_at_period_end(self, state: _SubState, t: int) -> None:
+        sub = self.a.subscriptions[state.sub_id]
+        sub["status"] = "canceled"
+        sub["ended_at"] = t
+        state.done = True
+        self.emit("customer.subscription.deleted", sub, t)
+
+    def pause_after_trial(self, state: _SubState, t: int) -> None:
+        sub = self.a.subscriptions[state.sub_id]
+        before = self.before(sub, t)
+        sub["status"] = "paused"
+        sub["status_details"] = {"paused": {
+            "subscription": {"type": "trial_end_without_payment_method"},
+            "transitioned_at": t, "type": "subscription"}}
+        self.emit("customer.subscription.paused", sub, t)
+        self.updated("customer.subscription.updated", sub, t, before)
+
+    def resume(self, state: _SubState, t: int) -> None:
+        sub = self.a.subscriptions[state.sub_id]
+        before = self.before(sub, t)
+        sub["status"] = "active"
+        sub["status_details"] = None
+        sub["billing_cycle_anchor"] = t
+        state.anchor = t
+        state.k = 0
+        state.period_start = t
+        state.period_end = t
+        self.emit("customer.subscription.resumed", sub, t)
+        self.updated("customer.subscription.updated", sub, t, before)
+        state.trial_outcome = None
+        self.renew(state, t)
+
+    def change_item(self, state: _SubState, item: dict[str, Any], t: int, *,
+                    quantity: int | None = None, price_id: str | None = None
+                    ) -> dict[str, Any]:
+        """A mid-period seat or plan change, billed at once with proration lines
+        (``proration_behavior=always_invoice``)."""
+        sub = self.a.subscriptions[state.sub_id]
+        before = self.before(sub, t)
+        old_price, old_qty = item["price"], item["quantity"]
+        new_price = self.a.prices[price_id] if price_id else old_price
+        new_qty = quantity if quantity is not None else old_qty
+        ps, pe = state.period_start, state.period_end
+        remaining = Fraction(pe - t, pe - ps)
+        credit = -_round_half_even(amount_for(old_price, old_qty, state.currency) * remaining)
+        charge = _round_half_even(amount_for(new_price, new_qty, state.currency) * remaining)
+        when = datetime.fromtimestamp(t, UTC).strftime("%d %b %Y")
+        credited = None
+        if item["id"] in state.last_lines:
+            inv_id, line_id = state.last_lines[item["id"]]
+            credited = {"invoice": inv_id, "invoice_line_items": [line_id]}
+        old_snapshot = copy.deepcopy(old_price)
+        item["price"] = copy.deepcopy(new_price)
+        item["plan"] = shapes.plan_of(new_price)
+        item["quantity"] = new_qty
+        self.updated("customer.subscription.updated", sub, t, before)
+        specs = [
+            dict(item=item, price=old_snapshot, quantity=old_qty, amount=credit,
+                 period=(t, pe), proration=True, credited=credited,
+                 description=f"Unused time on {old_qty} × {self.product_name(old_snapshot)}"
+                             f" after {when}"),
+            dict(item=item, price=new_price, quantity=new_qty, amount=charge,
+                 period=(t, pe), proration=True,
+                 description=f"Remaining time on {new_qty} × {self.product_name(new_price)}"
+                             f" after {when}"),
+        ]
+        inv = self.make_invoice(state, t, "subscription_update", specs, outcome="paid",
+                                finalize_delay=0)
+        inv["parent"]["subscription_details"]["subscription_proration_date"] = t
+        return inv
+
+    # -- whole histories -----------------------------------------------------------------
+    def random_instant(self, start: int, end: int) -> int | None:
+        end = min(end, self.a.now)
+        if end - start < 2 * HOUR:
+            return None
+        return self.rng.randint(start + HOUR, end - HOUR)
+
+    def start_subscription(self, cust: dict[str, Any], t: int) -> _SubState:
+        rng = self.rng
+        currency = cust["currency"] or CURRENCY_OF[cust["address"]["country"]]
+        months = 12 if rng.random() < 0.2 else 1
+        interval = "year" if months == 12 else "month"
+        plan = rng.choices(("starter", "team", "business", "enterprise"), (30, 40, 20, 10))[0]
+        qty: int | None
+        if plan == "starter":
+            qty = 1
+        elif plan == "team":
+            qty = rng.randint(2, 25)
+        elif plan == "business":
+            qty = rng.randint(5, 80)
+        else:
+            qty = rng.randint(50, 180)
+        price_id = self.catalog[(plan, interval, currency)]
+        if plan == "starter" and interval == "month" and currency != "usd" \
+                and rng.random() < 0.3:
+            price_id = self.catalog[("starter_multi", "month", "usd")]
+        if plan == "team" and interval == "month" and currency == "usd" \
+                and t < self.a.now - 300 * DAY and rng.random() < 0.4:
+            price_id = self.catalog[("team_legacy", "month", "usd")]
+        lines: list[tuple[str, int | None]] = [(price_id, qty)]
+        if months == 1 and currency in ("usd", "eur") and rng.random() < 0.15:
+            lines.append((self.catalog[("api", "month", currency)], None))
+        if months == 1 and currency == "usd" and rng.random() < 0.04:
+            lines.extend((p, rng.randint(1, 3)) for p in self.addon_prices)
+        trial_days = 14 if rng.random() < 0.2 else 0
+        trial_outcome = None
+        if trial_days:
+            trial_outcome = rng.choices(("convert", "cancel", "pause"), (70, 15, 15))[0]
+        coupon = None
+        if rng.random() < 0.15:
+            coupon = self.pick_coupon(currency)
+        fail_first = not trial_days and rng.random() < 0.02
+        state = self.subscribe(cust, t, lines, months=months, trial_days=trial_days,
+                               trial_outcome=trial_outcome, coupon=coupon,
+                               fail_first=fail_first)
+        for item in self.sub_items(state):
+            if item["price"]["recurring"]["usage_type"] == "metered":
+                state.usage[item["id"]] = rng.randint(1_000, 400_000)
+        return state
+
+    def pick_coupon(self, currency: str) -> str | None:
+        options = [c for c in self.coupon_ids
+                   if self.a.coupons[c]["currency"] in (None, currency)]
+        return self.rng.choice(options) if options else None
+
+    def run(self, state: _SubState, until: int) -> None:
+        """Bill ``state`` period after period up to ``until``, with random mid-period
+        changes, dunning, pauses and cancellations."""
+        rng = self.rng
+        sub = self.a.subscriptions[state.sub_id]
+        while not state.done and sub["status"] not in ("paused", "incomplete"):
+            ps, pe = state.period_start, state.period_end
+            if sub["status"] in ("active", "past_due") and not sub["cancel_at_period_end"]:
+                self.mid_period_changes(state, ps, pe, until)
+                if state.done:
+                    return
+            if pe > until:
+                return
+            if sub["cancel_at_period_end"]:
+                self.end_at_period_end(state, pe)
+                return
+            if sub["status"] == "trialing":
+                if state.trial_outcome == "cancel":
+                    self.cancel_now(state, pe, reason="cancellation_requested")
+                    return
+                if state.trial_outcome == "pause":
+                    self.pause_after_trial(state, pe)
+                    if rng.random() < 0.4:
+                        back = pe + rng.randint(5, 60) * DAY
+                        if back <= until:
+                            self.resume(state, back)
+                            continue
+                    return
+            if state.unpaid:
+                self.renew(state, pe)
+                continue
+            fails = rng.random() < 0.025 and sub["pause_collection"] is None
+            inv = self.renew(state, pe, outcome="fail" if fails else "paid")
+            if fails and inv["status"] == "open":
+                self.dunning(state, inv, pe, until)
+
+    def dunning(self, state: _SubState, inv: dict[str, Any], t: int, until: int) -> None:
+        rng = self.rng
+        sub = self.a.subscriptions[state.sub_id]
+        before = self.before(sub, t + HOUR)
+        sub["status"] = "past_due"
+        self.updated("customer.subscription.updated", sub, t + HOUR, before)
+        if rng.random() < 0.7:
+            when = t + rng.randint(2, 10) * DAY
+            if when <= until and when < state.period_end:
+                self.fail_invoice(inv, when - DAY)
+                self.pay_invoice(inv, when)
+                before = self.before(sub, when)
+                sub["status"] = "active"
+                self.updated("customer.subscription.updated", sub, when, before)
+            return
+        give_up = t + 15 * DAY
+        if give_up > until:
+            return
+        if rng.random() < 0.3:
+            before = self.before(sub, give_up)
+            sub["status"] = "unpaid"
+            state.unpaid = True
+            self.updated("customer.subscription.updated", sub, give_up, before)
+        else:
+            self.uncollectible(inv, give_up)
+            self.cancel_now(state, give_up, reason="payment_failed")
+
+    def mid_period_changes(self, state: _SubState, ps: int, pe: int, until: int) -> None:
+        rng = self.rng
+        sub = self.a.subscriptions[state.sub_id]
+        scale = 6 if state.months == 12 else 1
+        if sub["status"] != "active":
+            return
+        planned: list[tuple[int, str]] = []
+        for kind, p in (("seats", 0.07), ("plan", 0.025), ("coupon", 0.02),
+                        ("cancel_now", 0.008), ("cancel_later", 0.018), ("pause", 0.006)):
+            if rng.random() < p * scale:
+                t = self.random_instant(ps, min(pe, until))
+                if t is not None:
+                    planned.append((t, kind))
+        for t, kind in sorted(planned):
+            if state.done or sub["cancel_at_period_end"]:
+                return
+            self.change(state, kind, t)
+
+    def change(self, state: _SubState, kind: str, t: int) -> bool:
+        """One change of ``kind`` at ``t``; False when it does not apply to this
+        subscription."""
+        rng = self.rng
+        sub = self.a.subscriptions[state.sub_id]
+        licensed = [i for i in sub["items"]["data"]
+                    if i["price"]["recurring"]["usage_type"] == "licensed"]
+        if kind == "seats":
+            seat_items = [i for i in licensed if self.price_key(i["price"]["id"])[0]
+                          in ("team", "business", "enterprise", "team_legacy", "team_2026")]
+            if not seat_items:
+                return False
+            item = rng.choice(seat_items)
+            delta = rng.choice((-3, -2, -1, 1, 1, 2, 3, 5, 10))
+            new_qty = max(1, int(item["quantity"]) + delta)
+            if new_qty == item["quantity"]:
+                return False
+            self.change_item(state, item, t, quantity=new_qty)
+            return True
+        if kind == "plan":
+            item = licensed[0]
+            key = self.price_key(item["price"]["id"])
+            ladder = ["starter", "team", "business", "enterprise"]
+            base = {"team_legacy": "team", "team_2026": "team",
+                    "starter_multi": "starter"}.get(key[0], key[0])
+            if base not in ladder:
+                return False
+            pos = ladder.index(base)
+            up = pos < 3 and (pos == 0 or rng.random() < 0.7)
+            target = ladder[pos + 1] if up else ladder[pos - 1]
+            interval = "year" if state.months == 12 else "month"
+            price_id = self.catalog[(target, interval, state.currency)]
+            qty = int(item["quantity"] or 1)
+            if target == "starter":
+                qty = 1
+            elif target in ("team", "business") and qty == 1:
+                qty = rng.randint(2, 8)
+            elif target == "enterprise":
+                qty = max(qty, 50)
+            self.change_item(state, item, t, quantity=qty, price_id=price_id)
+            return True
+        if kind == "coupon":
+            if sub["discounts"]:
+                return False
+            coupon = self.pick_coupon(state.currency)
+            if coupon is None:
+                return False
+            self.attach_discount(state, coupon, t)
+            return True
+        if kind == "cancel_now":
+            self.cancel_now(state, t)
+            return True
+        if kind == "cancel_later":
+            self.schedule_cancel(state, t)
+            return True
+        if kind == "pause":
+            if state.months != 1:
+                return False
+            before = self.before(sub, t)
+            sub["pause_collection"] = {"behavior": "void",
+                                       "resumes_at": add_months(state.period_end, 1)}
+            self.updated("customer.subscription.updated", sub, t, before)
+            return True
+        raise ValueError(f"unknown change {kind!r}")
+
+    def simulate_customer(self, t0: int) -> None:
+        rng = self.rng
+        cust = self.new_customer(t0)
+        t = t0 + rng.randint(60, 2 * DAY)
+        if t >= self.a.now:
+            return
+        state = self.start_subscription(cust, t)
+        self.run(state, self.a.now)
+        if rng.random() < 0.08:
+            t2 = self.random_instant(t, self.a.now)
+            if t2 is not None:
+                extra = self.start_subscription(cust, t2)
+                self.run(extra, self.a.now)
+        sub = self.a.subscriptions[state.sub_id]
+        if state.done and sub["ended_at"] is not None:
+            if rng.random() < 0.15:
+                back = sub["ended_at"] + rng.randint(20, 200) * DAY
+                if back < self.a.now:
+                    again = self.start_subscription(cust, back)
+                    self.run(again, self.a.now)
+                    return
+            if rng.random() < 0.06 and not any(
+                    not s.done for s in self.states.values() if s.customer_id == cust["id"]):
+                when = sub["ended_at"] + rng.randint(1, 120) * DAY
+                if when < self.a.now:
+                    self.delete_customer(cust["id"], when)
+
+    # -- incremental changes -------------------------------------------------------------
+    def due_renewals(self, until: int) -> None:
+        for state in list(self.states.values()):
+            if not state.done:
+                self.run(state, until)
+
+    def apply_changes(self, k: int, *, now: int | None,
+                      rng: random.Random | None) -> list[dict[str, Any]]:
+        if rng is not None:
+            saved, self.rng = self.rng, rng
+        try:
+            start = self.a.now
+            end = int(now) if now is not None else start + k + 1
+            if end < start:
+                raise ValueError("now cannot move backwards")
+            self.a.now = end
+            self.due_renewals(end)
+            kinds = ("seats", "plan", "cancel_now", "cancel_later", "new_customer", "coupon",
+                     "customer_email")
+            weights = (30, 15, 8, 10, 20, 10, 7)
+            done = 0
+            attempts = 0
+            while done < k and attempts < k * 20 + 20:
+                attempts += 1
+                t = start + 1 + (done * max(1, end - start - 1)) // max(k, 1)
+                t = min(t, end)
+                kind = self.rng.choices(kinds, weights)[0]
+                if self.one_change(kind, t):
+                    done += 1
+            return self.flush_events()
+        finally:
+            if rng is not None:
+                self.rng = saved
+
+    def one_change(self, kind: str, t: int) -> bool:
+        if kind == "new_customer":
+            cust = self.new_customer(t)
+            self.start_subscription(cust, t)
+            return True
+        if kind == "customer_email":
+            if not self.a.customers:
+                return False
+            cid = self.rng.choice(sorted(self.a.customers))
+            self.update_customer_email(cid, t)
+            return True
+        live = [s for s in self.states.values() if not s.done
+                and self.a.subscriptions[s.sub_id]["status"] == "active"
+                and not self.a.subscriptions[s.sub_id]["cancel_at_period_end"]
+                and s.period_start < t < s.period_end]
+        if not live:
+            return False
+        state = self.rng.choice(live)
+        return self.change(state, kind, t)
+
+
+def generate_account(*, seed: int = 0, customers: int = 300, months: int = 24,
+                     now: int | None = None, livemode: bool = False) -> EmulatedAccount:
+    """A Stripe account with ``customers`` customers and ``months`` months of history up to
+    ``now`` (Unix seconds, default the current time), deterministic for ``seed`` and
+    ``now``."""
+    if customers < 0 or months < 1:
+        raise ValueError("customers must be >= 0 and months >= 1")
+    now = int(time.time()) if now is None else int(now)
+    account = EmulatedAccount(now=now, livemode=livemode, seed=seed)
+    engine = account._engine
+    rng = engine.rng
+    start = add_months(now, -months)
+    engine.build_catalog(start - 30 * DAY)
+    span = now - start
+    for i in range(customers):
+        # A third of the customers already exist in the first months; the rest join evenly.
+        if i < customers // 3:
+            t0 = start + rng.randint(0, max(1, span // 8))
+        else:
+            t0 = start + rng.randint(0, max(1, span - DAY))
+        engine.simulate_customer(t0)
+    engine.late_catalog_changes()
+    engine.flush_events()
+    return account

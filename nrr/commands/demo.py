@@ -1,0 +1,145 @@
+"""``nrr demo``: the whole pipeline on a bundled demo Stripe account (what ``make demo`` runs)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from nrr.commands.common import (
+    CommandFailed,
+    OutputFormat,
+    UsageError,
+    emit_json,
+    emit_rows,
+    handle_errors,
+    stderr,
+    stdout,
+)
+
+COLUMNS = ["month", "opening_mrr", "new", "reactivation", "expansion", "contraction", "churn",
+           "closing_mrr", "nrr", "grr", "band", "customers"]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo_command)
+
+
+@handle_errors
+def demo_command(
+    output_dir: Path = typer.Option(Path("demo-output"), "--output", "-o",
+                                    help="Folder for the demo's SQLite database and report.html "
+                                         "(created if missing; the demo database in it is "
+                                         "replaced on every run)."),
+    customers: int = typer.Option(300, "--customers", min=1, max=100_000,
+                                  help="Customers in the generated demo account."),
+    months: int = typer.Option(24, "--months", min=2, max=120,
+                               help="Months of history in the generated demo account."),
+    seed: int = typer.Option(20240101, "--seed",
+                             help="Seed of the demo account generator (same seed, same day: "
+                                  "same numbers)."),
+    database_url: str | None = typer.Option(
+        None, "--database-url",
+        help="Write to this database instead of a fresh SQLite file in the output folder. "
+             "DATABASE_URL from the environment is never used by the demo."),
+    output: OutputFormat = typer.Option(OutputFormat.table, "--format",
+                                        help="Output format of the retention table: table, json "
+                                             "or csv (progress always goes to stderr)."),
+) -> None:
+    """Run the whole pipeline on a bundled demo Stripe account: no keys, no servers.
+
+    Starts the local Stripe emulator on 127.0.0.1 with a generated account (hundreds of
+    customers, two years of history), then runs the worker's own tasks in this process:
+    sync, recompute, the snapshot of every closed month and the alerts (sent to
+    SLACK_WEBHOOK_URL when set, printed otherwise). Prints the month-by-month retention
+    table and writes a self-contained HTML report (OUTPUT/report.html).
+    """
+    from nrr.demo import DemoError, DemoOptions, run_demo
+
+    started = time.monotonic()
+    _quiet_logs()
+
+    def progress(message: str) -> None:
+        stderr.print(f"[dim]{time.monotonic() - started:6.1f}s[/dim] {message}", highlight=False)
+
+    options = DemoOptions(output=output_dir, customers=customers, months=months, seed=seed,
+                          database_url=database_url)
+    try:
+        if output is OutputFormat.table:
+            result = run_demo(options, progress=progress)
+        else:  # keep stdout for exactly one document; printed alerts go to stderr
+            with redirect_stdout(sys.stderr):
+                result = run_demo(options, progress=progress)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    except DemoError as exc:
+        raise CommandFailed(str(exc)) from None
+
+    document = result.as_dict()
+    if output is OutputFormat.json:
+        emit_json(document)
+        progress(f"report: {result.report_path}")
+        return
+    rows = [_row(month) for month in result.months]
+    emit_rows(rows, output, title=f"Net revenue retention, demo account "
+                                  f"({result.first_month} to {result.months[-1]['month']}, "
+                                  f"{document['months'][0]['currency'].upper()})",
+              columns=COLUMNS)
+    if output is OutputFormat.csv:
+        progress(f"report: {result.report_path}")
+        return
+    stdout.print(f"\nAlerts for {result.last_closed_month}: {_alerts_line(result.alerts)}",
+                 highlight=False)
+    stdout.print(f"Finished in {result.elapsed_seconds:.1f} s "
+                 f"({', '.join(f'{k} {v:.1f} s' for k, v in result.steps.items())}).",
+                 highlight=False)
+    stdout.print(f"\n[bold]Report:[/bold] {result.report_path}", highlight=False)
+    stdout.print("[bold]Next:[/bold]", highlight=False)
+    for line in document["next_steps"][1:]:
+        stdout.print(f"  - {line}", highlight=False, soft_wrap=True)
+
+
+def _quiet_logs() -> None:
+    """Progress lines tell the story; info logs (and the stripe SDK's request log) would
+    bury them. NRR_LOG_LEVEL set by the user wins."""
+    import logging
+    import os
+
+    from nrr.logs import configure_logging
+
+    if "NRR_LOG_LEVEL" not in os.environ:
+        configure_logging("WARNING")
+    logging.getLogger("stripe").setLevel(logging.WARNING)
+
+
+def _percent(value: Any) -> str:
+    return "" if value is None else f"{float(value):.2f}"
+
+
+def _row(month: dict[str, Any]) -> dict[str, Any]:
+    customers = month.get("customers") or {}
+    return {
+        "month": month["month"] + (" (partial)" if month.get("partial") else ""),
+        "opening_mrr": f"{month['opening_mrr']:,.2f}",
+        "new": f"{month['new']:,.2f}",
+        "reactivation": f"{month['reactivation']:,.2f}",
+        "expansion": f"{month['expansion']:,.2f}",
+        "contraction": f"{month['contraction']:,.2f}",
+        "churn": f"{month['churn']:,.2f}",
+        "closing_mrr": f"{month['closing_mrr']:,.2f}",
+        "nrr": _percent(month.get("nrr")),
+        "grr": _percent(month.get("grr")),
+        "band": month.get("band") or "",
+        "customers": customers.get("closing", ""),
+    }
+
+
+def _alerts_line(alerts: dict[str, Any]) -> str:
+    if not alerts:
+        return "none"
+    shown = {k: v for k, v in alerts.items() if isinstance(v, (int, float, str)) and v != ""}
+    return ", ".join(f"{k} {v}" for k, v in shown.items()) or "evaluated"

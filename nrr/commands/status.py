@@ -1,0 +1,70 @@
+"""``nrr status``: what the worker has done lately."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from nrr.commands.common import (
+    OutputFormat,
+    UsageError,
+    emit_json,
+    emit_rows,
+    engine,
+    handle_errors,
+    settings,
+    stdout,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("status")(status_command)
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+@handle_errors
+def status_command(
+    output: OutputFormat = typer.Option(OutputFormat.table, "--format",
+                                        help="Output format: table or json."),
+) -> None:
+    """Show the last sync per resource, the event cursor's age, the queue depth, the last
+    snapshot, the last alert, quarantined objects and the last recompute."""
+    from nrr.db import session_scope
+    from nrr.services.status import worker_status
+
+    if output is OutputFormat.csv:
+        raise UsageError("--format csv is not available for status: use table or json")
+    cfg = settings()
+    with session_scope(engine(cfg)) as session:
+        document = worker_status(session, cfg)
+    if output is OutputFormat.json:
+        emit_json(document)
+        return
+    emit_rows(document["sync"], output, title="Sync per resource",
+              columns=["resource", "phase", "objects_synced", "finished_at", "last_error"])
+    cursor = document["event_cursor"]
+    queue = document["queue"]
+    snap = document["last_snapshot"] or {}
+    alert = document["last_alert"] or {}
+    run = document["last_recompute"] or {}
+    rows = [
+        {"item": "event cursor", "value": f"{_fmt(cursor['at'])} "
+                                          f"(age {_fmt(cursor['age_seconds'])} s)"},
+        {"item": f"queue ({queue['broker']})", "value": _fmt(queue["depth"])},
+        {"item": "last snapshot", "value": (f"{snap['month']} {snap['period']} v{snap['version']} "
+                                            f"at {snap['created_at']}" if snap else "-")},
+        {"item": "last alert", "value": (f"{alert['kind']} {alert['rule']} {alert['month']} "
+                                         f"{alert['status']} at {alert['created_at']}"
+                                         if alert else "-")},
+        {"item": "quarantined objects", "value": str(document["quarantined"])},
+        {"item": "customers to recompute", "value": str(document["dirty_customers"])},
+        {"item": "last recompute", "value": (f"{run['kind']} {run['customers']} customers, "
+                                             f"finished {_fmt(run['finished_at'])}"
+                                             if run else "-")},
+    ]
+    emit_rows(rows, output, title="Worker status", columns=["item", "value"])
+    stdout.print(f"checked at {document['checked_at']}", highlight=False)

@@ -1,0 +1,103 @@
+"""What the worker has done lately: one document for ``nrr status``.
+
+Last sync per resource (``sync_state``), the event cursor's age, the queue depth (Redis
+list length with ``REDIS_URL``, else the embedded broker's message files), the last
+snapshot, the last alert (``alert_deliveries``), quarantined objects, customers waiting
+for a recompute and the last recompute. A service: reads only, never commits.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models.derived import AlertDelivery, RecomputeRun, RetentionSnapshot
+from models.mirror import DirtyCustomer, QuarantinedObject, SyncState
+from nrr.settings import Settings
+
+EVENTS_RESOURCE = "events"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _sync_rows(session: Session) -> list[dict[str, Any]]:
+    rows = session.scalars(select(SyncState).order_by(SyncState.resource)).all()
+    return [{"resource": r.resource, "phase": r.phase, "objects_synced": r.objects_synced,
+             "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
+             "last_error": r.last_error} for r in rows]
+
+
+def _event_cursor(session: Session, now: datetime) -> dict[str, Any]:
+    cursor = session.scalar(select(SyncState.event_cursor)
+                            .where(SyncState.resource == EVENTS_RESOURCE))
+    if cursor is None:
+        return {"created": None, "at": None, "age_seconds": None}
+    return {"created": int(cursor),
+            "at": datetime.fromtimestamp(int(cursor), UTC).isoformat(),
+            "age_seconds": max(0, int(now.timestamp()) - int(cursor))}
+
+
+def _last_snapshot(session: Session) -> dict[str, Any] | None:
+    row = session.scalars(select(RetentionSnapshot)
+                          .order_by(RetentionSnapshot.created_at.desc(),
+                                    RetentionSnapshot.id.desc()).limit(1)).first()
+    if row is None:
+        return None
+    return {"month": row.month, "period": row.period, "dimension": row.dimension,
+            "segment": row.segment, "version": row.version, "created_at": _iso(row.created_at),
+            "reason": row.reason}
+
+
+def _last_alert(session: Session) -> dict[str, Any] | None:
+    row = session.scalars(select(AlertDelivery)
+                          .order_by(AlertDelivery.created_at.desc(), AlertDelivery.id.desc())
+                          .limit(1)).first()
+    if row is None:
+        return None
+    return {"rule": row.rule, "kind": row.kind, "month": row.month, "segment": row.segment,
+            "status": row.status, "created_at": _iso(row.created_at),
+            "sent_at": _iso(row.sent_at), "last_error": row.last_error}
+
+
+def _last_recompute(session: Session) -> dict[str, Any] | None:
+    row = session.scalars(select(RecomputeRun)
+                          .order_by(RecomputeRun.started_at.desc(), RecomputeRun.id.desc())
+                          .limit(1)).first()
+    if row is None:
+        return None
+    return {"kind": row.kind, "started_at": _iso(row.started_at),
+            "finished_at": _iso(row.finished_at), "customers": row.customers,
+            "skipped": row.skipped}
+
+
+def _count(session: Session, model: Any) -> int:
+    return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def worker_status(session: Session, settings: Settings, *, now: datetime | None = None,
+                  with_queue: bool = True) -> dict[str, Any]:
+    """The status document (plain JSON types)."""
+    moment = now or datetime.now(UTC)
+    queue: dict[str, Any] = {"broker": "redis" if settings.redis_url else "embedded",
+                             "depth": None}
+    if with_queue:
+        from worker.broker import QUEUE, queue_depth
+
+        queue["name"] = QUEUE
+        queue["depth"] = queue_depth(settings)
+    return {
+        "checked_at": moment.isoformat(),
+        "sync": _sync_rows(session),
+        "event_cursor": _event_cursor(session, moment),
+        "queue": queue,
+        "last_snapshot": _last_snapshot(session),
+        "last_alert": _last_alert(session),
+        "quarantined": _count(session, QuarantinedObject),
+        "dirty_customers": _count(session, DirtyCustomer),
+        "last_recompute": _last_recompute(session),
+    }

@@ -1,0 +1,124 @@
+"""Item MRR rules: tiers, transform_quantity, currency_options, currencies, tax, metered."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+from nrr.domain.fx import Rate, RateTable
+from tests.normalise.conftest import facts, major, mrr
+from tests.stripe_world import World, tier, ts
+
+TIERS = [tier(5, unit_amount=1_000, flat_amount=500), tier(10, unit_amount=800),
+         tier(None, unit_amount=500, flat_amount=300)]
+
+
+def _subscribed(quantity: int | None, *, sub_currency: str | None = None, **price: object) -> World:
+    world = World()
+    world.add_customer("cus_1")
+    world.add_price("price_1", **price)  # type: ignore[arg-type]
+    world.subscribe("cus_1", [("price_1", quantity)], at=ts(2025, 1, 1), currency=sub_currency)
+    world.advance(ts(2025, 3, 1))
+    return world
+
+
+def test_graduated_tiers_charge_each_tier_plus_its_flat_amount() -> None:
+    world = _subscribed(12, billing_scheme="tiered", tiers_mode="graduated", tiers=TIERS)
+    # 5 x 10 + 5 flat, 5 x 8, 2 x 5 + 3 flat
+    assert mrr(world, ts(2025, 1, 10)) == Decimal("108.00")
+
+
+def test_volume_tiers_charge_every_unit_at_the_holding_tier() -> None:
+    world = _subscribed(12, billing_scheme="tiered", tiers_mode="volume", tiers=TIERS)
+    assert mrr(world, ts(2025, 1, 10)) == Decimal("63.00")  # 12 x 5 + 3 flat
+    world = _subscribed(4, billing_scheme="tiered", tiers_mode="volume", tiers=TIERS)
+    assert mrr(world, ts(2025, 1, 10)) == Decimal("45.00")  # 4 x 10 + 5 flat
+
+
+def test_transform_quantity_divides_then_rounds_up() -> None:
+    world = _subscribed(25, unit_amount=2_000, transform_quantity=(10, "up"))
+    assert mrr(world, ts(2025, 1, 10)) == Decimal(60)
+
+
+def test_transform_quantity_divides_then_rounds_down() -> None:
+    world = _subscribed(25, unit_amount=2_000, transform_quantity=(10, "down"))
+    assert mrr(world, ts(2025, 1, 10)) == Decimal(40)
+
+
+def test_unit_amount_decimal_keeps_fractions_of_a_cent() -> None:
+    world = _subscribed(3, unit_amount=None, unit_amount_decimal="33.3333")
+    assert mrr(world, ts(2025, 1, 10)) == Decimal("0.999999")
+
+
+def test_currency_options_price_the_subscription_currency() -> None:
+    world = _subscribed(1, sub_currency="eur", unit_amount=10_000, currency_options={"eur": {"unit_amount": 9_000}})
+    assert mrr(world, ts(2025, 1, 10), currency="eur") == Decimal(90)
+    assert mrr(world, ts(2025, 1, 10), currency="usd") == Decimal(0)
+
+
+def test_zero_decimal_currency_jpy() -> None:
+    world = _subscribed(1, currency="jpy", unit_amount=12_000, interval="year")
+    assert mrr(world, ts(2025, 1, 10), currency="jpy") == Decimal(1_000)  # 12,000 yen a year
+    rates = RateTable("usd", [Rate(date(2024, 12, 31), "jpy", Decimal("0.0067"))])
+    rows = facts(world, last_month="2025-01", rates=rates)
+    assert major(rows["2025-01"].closing_mrr_micro) == Decimal("6.70")
+
+
+def test_three_decimal_currency_kwd() -> None:
+    world = _subscribed(1, currency="kwd", unit_amount=12_000, interval="year")
+    # 12.000 KWD a year is 1.000 KWD a month (minor unit 1/1000).
+    assert mrr(world, ts(2025, 1, 10), currency="kwd") == Decimal(1)
+    rates = RateTable("usd", [Rate(date(2025, 1, 1), "kwd", Decimal("3.25"))])
+    rows = facts(world, last_month="2025-01", rates=rates)
+    assert major(rows["2025-01"].closing_mrr_micro) == Decimal("3.25")
+
+
+def test_interval_count_two_years() -> None:
+    world = _subscribed(1, unit_amount=240_000, interval="year", interval_count=2)
+    assert mrr(world, ts(2025, 1, 10)) == Decimal(100)
+
+
+def test_day_interval() -> None:
+    world = _subscribed(1, unit_amount=100, interval="day")
+    assert mrr(world, ts(2025, 1, 10)) == Decimal("30.41666667")  # 1.00 x 365 / 12
+
+
+def test_tax_inclusive_price_takes_the_tax_out() -> None:
+    world = World()
+    world.add_customer("cus_1")
+    world.add_price("price_1", unit_amount=12_000, tax_behavior="inclusive")
+    world.inclusive_tax_percent["price_1"] = Decimal(20)
+    world.subscribe("cus_1", [("price_1", 1)], at=ts(2025, 1, 1))
+    world.advance(ts(2025, 2, 1))
+    assert mrr(world, ts(2025, 1, 10)) == Decimal(100)
+
+
+def test_tax_exclusive_price_is_mrr_as_is() -> None:
+    world = _subscribed(1, unit_amount=12_000, tax_behavior="exclusive")
+    assert mrr(world, ts(2025, 1, 10)) == Decimal(120)
+
+
+def _metered() -> World:
+    world = World()
+    world.add_customer("cus_1")
+    world.add_price("price_base", unit_amount=2_000)
+    world.add_price("price_api", unit_amount=10, usage_type="metered")
+    sub = world.subscribe("cus_1", [("price_base", 1), ("price_api", None)], at=ts(2025, 1, 1))
+    sub.record_usage(sub.item_ids[1], 500, at=ts(2025, 1, 20))
+    sub.record_usage(sub.item_ids[1], 300, at=ts(2025, 2, 20))
+    world.advance(ts(2025, 3, 15))
+    return world
+
+
+def test_metered_excluded_by_default() -> None:
+    world = _metered()
+    data = world.customer_data("cus_1")
+    assert [it.quantity for it in data.subscriptions[0].items] == [1, None]
+    assert mrr(world, ts(2025, 2, 10)) == Decimal(20)
+
+
+def test_metered_invoiced_uses_last_closed_usage_period() -> None:
+    world = _metered()
+    assert mrr(world, ts(2025, 1, 25), metered="invoiced") == Decimal(20)  # nothing closed yet
+    assert mrr(world, ts(2025, 2, 10), metered="invoiced") == Decimal(70)  # 20 + January: 500 x 0.10
+    assert mrr(world, ts(2025, 3, 10), metered="invoiced") == Decimal(50)  # 20 + February: 300 x 0.10

@@ -1,0 +1,1 @@
+"""The background worker: Celery app, thin tasks, beat schedule, locks, event dispatch."""

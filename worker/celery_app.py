@@ -1,0 +1,92 @@
+"""The Celery application: ``celery -A worker.celery_app worker`` or ``nrr worker``.
+
+Broker: ``REDIS_URL`` when set. Without it the worker runs on an embedded broker that needs
+no server: kombu's filesystem transport in a folder next to the SQLite database (or
+``./nrr-broker`` for other databases), so one machine works with nothing to install and
+nothing ever connects to a default Redis address.
+
+Every task: JSON only, acknowledged after it finished (``acks_late``) and given back to the
+queue when its worker dies (``reject_on_worker_lost``), one message prefetched at a time,
+results ignored. Retry policies and time limits are set per task in :mod:`worker.tasks`.
+Logs are structlog events on stderr with the task id and name bound; secrets are redacted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from celery import Celery
+from celery.signals import task_postrun, task_prerun
+
+from nrr.logs import configure_logging
+from nrr.settings import Settings, load_settings
+from worker.broker import QUEUE, broker_folder, state_dir
+
+TASK_MODULES = ["worker.tasks"]
+
+
+def broker_options(settings: Settings) -> tuple[str, dict[str, Any]]:
+    """The broker URL and transport options for ``settings``."""
+    if settings.redis_url:
+        return settings.redis_url, {
+            "visibility_timeout": settings.worker.visibility_timeout_seconds,
+        }
+    folder = broker_folder(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    return "filesystem://", {
+        "data_folder_in": str(folder),
+        "data_folder_out": str(folder),
+        "store_processed": False,
+    }
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app configured from ``settings`` (tests build one per database)."""
+    from worker.schedule import beat_schedule
+
+    broker, transport_options = broker_options(settings)
+    app = Celery("nrr", broker=broker, include=TASK_MODULES, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        event_serializer="json",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        result_backend=None,
+        task_default_queue=QUEUE,
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        timezone=settings.timezone,
+        enable_utc=True,
+        beat_schedule=beat_schedule(settings),
+        beat_schedule_filename=str(state_dir(settings) / "celerybeat-schedule"),
+        task_soft_time_limit=settings.worker.soft_time_limit_seconds,
+        task_time_limit=settings.worker.soft_time_limit_seconds + 60,
+    )
+    return app
+
+
+def _bind_task(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(task_id=task_id, task=getattr(task, "name", None))
+
+
+def _unbind_task(**_: Any) -> None:
+    structlog.contextvars.clear_contextvars()
+
+
+task_prerun.connect(_bind_task, weak=False)
+task_postrun.connect(_unbind_task, weak=False)
+
+settings = load_settings()
+configure_logging(settings.log_level)
+state_dir(settings).mkdir(parents=True, exist_ok=True)
+app = make_celery(settings)
+app.set_current()
+celery = app

@@ -1,0 +1,210 @@
+"""Thin tasks: each opens what it needs, calls one service, and queues its follow-up.
+
+Every task is safe to run twice (``acks_late`` redelivers a task whose worker died):
+syncs resume from their stored cursors and upsert by Stripe id, events are applied once
+(``processed_at``), recomputes rebuild the same rows, snapshots are no-ops for the same
+content and alert deliveries are deduplicated. Syncs and recomputes of one account hold an
+account lock (:mod:`worker.locks`). Follow-up tasks are sent only after the transaction
+that triggered them committed (after ``session_scope`` exited).
+
+Chain: sync -> recompute of the touched customers -> snapshot of the last closed month
+(no-op unless history changed) -> alert evaluation.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import Task
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import OperationalError
+
+from models.mirror import SyncState
+from nrr.db import make_engine, session_scope
+from nrr.logs import get_logger
+from nrr.settings import Settings
+from worker.celery_app import app
+from worker.celery_app import settings as app_settings
+from worker.locks import RECOMPUTE_LOCK, SYNC_LOCK, account_lock
+
+log = get_logger(__name__)
+
+LONG = app_settings.worker.soft_time_limit_seconds
+SHORT = max(60, LONG // 10)
+_TRANSIENT: tuple[type[BaseException], ...] = (OperationalError, ConnectionError, TimeoutError)
+
+
+def _stripe_transient() -> tuple[type[BaseException], ...]:
+    try:
+        from integrations.stripe_client import StripeUnavailable
+    except ImportError:
+        return _TRANSIENT
+    return (*_TRANSIENT, StripeUnavailable)
+
+
+SYNC_RETRY = _stripe_transient()
+
+_engines: dict[tuple[int, str], Engine] = {}
+
+
+def _settings() -> Settings:
+    return app_settings
+
+
+def _engine() -> Engine:
+    """One engine per worker process (never shared across a fork)."""
+    key = (os.getpid(), app_settings.database_url)
+    if key not in _engines:
+        _engines[key] = make_engine(app_settings.database_url)
+    return _engines[key]
+
+
+def _backfill_in_progress(engine: Engine) -> bool:
+    with session_scope(engine) as session:
+        phases = set(session.scalars(select(SyncState.phase)))
+    return "running" in phases or "waiting" in phases
+
+
+def _sync(full: bool, reason: str) -> dict[str, Any] | None:
+    """Run one sync under the account's sync lock; None when another sync holds it."""
+    from integrations.stripe_sync import run_sync
+
+    settings, engine = _settings(), _engine()
+    with account_lock(SYNC_LOCK, settings, engine) as acquired:
+        if not acquired:
+            log.info("task.skipped", reason="another sync of this account is running")
+            return None
+        log.info("sync.started", full=full, reason=reason)
+        result = run_sync(engine, settings, full=full)
+    # run_sync committed each page itself; only now queue the follow-up.
+    if result.customer_ids or result.mode != "events":
+        recompute.apply_async(kwargs={"scope": "dirty", "reason": f"after {result.mode} sync"})
+    return result.as_dict()
+
+
+@app.task(name="nrr.sync", bind=True, autoretry_for=SYNC_RETRY, retry_backoff=30,
+          retry_backoff_max=900, retry_jitter=True, max_retries=5,
+          soft_time_limit=LONG, time_limit=LONG + 60)
+def sync(self: Task, full: bool = False) -> dict[str, Any] | None:
+    """Incremental sync (events since the cursor; resumes an unfinished backfill)."""
+    return _sync(full, "schedule" if not full else "full")
+
+
+@app.task(name="nrr.backfill", bind=True, autoretry_for=SYNC_RETRY, retry_backoff=30,
+          retry_backoff_max=900, retry_jitter=True, max_retries=5,
+          soft_time_limit=LONG, time_limit=LONG + 60)
+def backfill(self: Task, restart: bool = False) -> dict[str, Any] | None:
+    """List every object: resumes an unfinished backfill, else starts one.
+
+    ``restart`` re-lists from the beginning, except when a backfill is already under way
+    (a redelivered task after its worker died resumes instead of starting over).
+    """
+    full = restart and not _backfill_in_progress(_engine())
+    outcome = _sync(full, "backfill")
+    if outcome is None:
+        # The holder may be a worker that died; its lease expires, then this runs.
+        raise self.retry(countdown=_settings().worker.lock_ttl_seconds, max_retries=20)
+    return outcome
+
+
+_readers: dict[int, Any] = {}
+
+
+def _reader(settings: Settings) -> Any:
+    """The process's Stripe reader (to fetch objects an event refers to), if a key is set."""
+    if settings.stripe_api_key is None:
+        return None
+    if os.getpid() not in _readers:
+        from integrations.stripe_client import StripeReader
+
+        _readers[os.getpid()] = StripeReader(settings)
+    return _readers[os.getpid()]
+
+
+@app.task(name="nrr.process_event", bind=True, autoretry_for=SYNC_RETRY, retry_backoff=2,
+          retry_backoff_max=300, retry_jitter=True, max_retries=8,
+          soft_time_limit=SHORT, time_limit=SHORT + 30)
+def process_event(self: Task, event_id: str) -> list[str]:
+    """Apply one recorded Stripe event, then recompute the customers it touched."""
+    from integrations.stripe_sync import process_stored_event
+    from nrr.services.recompute import recompute as recompute_customers
+
+    settings, engine = _settings(), _engine()
+    try:
+        touched = process_stored_event(engine, settings, event_id, client=_reader(settings))
+    except LookupError as exc:
+        log.warning("task.skipped", event_id=event_id, reason=str(exc))
+        return []
+    if not touched:
+        return []
+    with account_lock(RECOMPUTE_LOCK, settings, engine, blocking=True,
+                      timeout=SHORT / 2) as acquired:
+        if acquired:
+            with session_scope(engine) as session:
+                recompute_customers(session, settings, customer_ids=sorted(touched))
+            return sorted(touched)
+    # The customers stay marked dirty; a dirty recompute picks them up.
+    log.info("event.recompute_deferred", event_id=event_id, reason="a recompute is running")
+    recompute.apply_async(kwargs={"scope": "dirty", "reason": f"event {event_id}"},
+                          countdown=5)
+    return sorted(touched)
+
+
+@app.task(name="nrr.recompute", bind=True, autoretry_for=_TRANSIENT, retry_backoff=10,
+          retry_backoff_max=600, retry_jitter=True, max_retries=5,
+          soft_time_limit=LONG, time_limit=LONG + 60)
+def recompute(self: Task, scope: str = "dirty", customer_ids: list[str] | None = None,
+              reason: str | None = None, follow_up: bool = True) -> dict[str, Any] | None:
+    """Recompute ``all`` customers, the ``dirty`` ones, or ``customer_ids``."""
+    from nrr.services import recompute as service
+
+    if scope not in ("all", "dirty", "customers"):
+        log.error("task.rejected", reason=f"unknown scope {scope!r}: use all, dirty or customers")
+        return None
+    settings, engine = _settings(), _engine()
+    with account_lock(RECOMPUTE_LOCK, settings, engine) as acquired:
+        if not acquired:
+            # The running recompute may have read the mirror before the latest changes.
+            log.info("task.deferred", reason="another recompute of this account is running")
+            raise self.retry(countdown=min(30.0, settings.worker.lock_ttl_seconds),
+                             max_retries=40)
+        with session_scope(engine) as session:
+            if scope == "all":
+                result = service.recompute(session, settings)
+            elif scope == "dirty":
+                result = service.recompute_dirty(session, settings)
+            else:
+                result = service.recompute(session, settings, customer_ids=customer_ids or [])
+    if follow_up:
+        snapshot.apply_async(kwargs={"reason": reason or f"after {scope} recompute"})
+    return result.as_dict()
+
+
+@app.task(name="nrr.snapshot", bind=True, autoretry_for=_TRANSIENT, retry_backoff=10,
+          retry_backoff_max=600, max_retries=5, soft_time_limit=SHORT, time_limit=SHORT + 30)
+def snapshot(self: Task, month: str | None = None, reason: str | None = None,
+             follow_up: bool = True) -> dict[str, Any]:
+    """Take the retention snapshot of ``month`` (default: the month that just closed)."""
+    from nrr.services.snapshots import last_closed_month, take_snapshots
+
+    settings, engine = _settings(), _engine()
+    month = month or last_closed_month(settings)
+    with session_scope(engine) as session:
+        result = take_snapshots(session, settings, month, reason=reason)
+    if follow_up:
+        evaluate_alerts.apply_async(kwargs={"month": month})
+    return result.as_dict()
+
+
+@app.task(name="nrr.evaluate_alerts", bind=True, autoretry_for=_TRANSIENT, retry_backoff=10,
+          retry_backoff_max=600, max_retries=5, soft_time_limit=SHORT, time_limit=SHORT + 30)
+def evaluate_alerts(self: Task, month: str | None = None) -> dict[str, Any]:
+    """Evaluate the alert rules for ``month`` and deliver what is pending (exactly once)."""
+    from nrr.services.alerts import evaluate_alerts as evaluate
+
+    result = evaluate(_engine(), _settings(), month)
+    return {"month": month, "created": len(result.created)}
+
+
+from worker.dispatch import dispatch_event  # noqa: E402,F401 - `nrr serve` imports it from here
