@@ -128,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  ledger entries:      {full['ledger_entries']:,}")
     print(f"  monthly facts:       {full['facts']:,}")
     print(f"  peak RSS:            {full['max_rss_kib'] / 1024:.0f} MiB")
+    print("  time split:          " + ", ".join(
+        f"{name} {seconds:.1f} s" for name, seconds in sorted(full["timings"].items())))
     print(f"  lines/s:             {lines / full_s:,.0f}")
     print(f"incremental ({changed:,} changed): {inc_s:.2f} s = {100 * inc_s / full_s:.1f} % of full"
           f" (peak RSS {incremental['max_rss_kib'] / 1024:.0f} MiB)")

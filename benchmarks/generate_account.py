@@ -476,6 +476,7 @@ def change_customers(session: Session, total_customers: int, *, fraction: float 
     lines: list[tuple[Any, ...]] = []
     updates: list[dict[str, Any]] = []
     synced = datetime.fromtimestamp(now, tz=UTC)
+    run = time.time_ns()  # repeated benchmark runs on one database add new invoices
     for item_id, sub_id, cid, qty, pid, p_start, p_end in chosen:
         at = min(max(now - 3600, p_start + 1), p_end - 1)
         new_qty = qty + 1
@@ -483,7 +484,7 @@ def change_customers(session: Session, total_customers: int, *, fraction: float 
         currency = parts[-1]
         unit = unit_amount(parts[1], parts[2], currency)
         length = max(p_end - p_start, 1)
-        inv = f"in_{item_id}_chg{now}"
+        inv = f"in_{item_id}_chg{run}"
         credit = -round(unit * qty * (p_end - at) / length)
         charge = round(unit * new_qty * (p_end - at) / length)
         invoices.append((inv, False, at, now, {"id": inv, "object": "invoice"}, synced, cid,

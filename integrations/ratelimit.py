@@ -6,8 +6,9 @@ endpoint. We stay under both on purpose instead of bouncing off 429s.
 The algorithm is GCRA (the generic cell rate algorithm: one "theoretical arrival time"
 per key, ``interval = 1 / rate``). A request may go when both its global key and its
 endpoint key allow it; it then books one interval on both. ``burst`` requests may go
-ahead of schedule (default 1: one request of slack absorbs the sleeper's wake-up delay
-without letting the long-run rate exceed the limit).
+ahead of schedule (default 0: requests are evenly spaced, so no one-second window ever
+holds more than the rate). :func:`limiter_for` paces at ``PACING`` (95 %) of Stripe's
+limits, so network jitter between us and Stripe cannot push a window over.
 
 With ``REDIS_URL`` set the state lives in Redis and one Lua script checks and books both
 keys atomically, so every worker process shares the same budget; the clock is Redis'
@@ -27,6 +28,7 @@ from nrr.settings import Settings
 LIVE_RATE = 100.0
 TEST_RATE = 25.0
 ENDPOINT_RATE = 25.0
+PACING = 0.95
 
 
 class RateLimiter(Protocol):
@@ -54,7 +56,7 @@ def _check_rate(name: str, rate: float) -> float:
 class LocalRateLimiter:
     """In-process GCRA limiter shared by the threads of one process."""
 
-    def __init__(self, global_rate: float, endpoint_rate: float, *, burst: int = 1,
+    def __init__(self, global_rate: float, endpoint_rate: float, *, burst: int = 0,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.global_rate = _check_rate("global rate", global_rate)
@@ -76,7 +78,7 @@ class LocalRateLimiter:
             e_tat = max(self._tat.get(e_key, now), now)
             wait = max(g_tat - now - self.burst * g_interval,
                        e_tat - now - self.burst * e_interval, 0.0)
-            if wait > 0:
+            if wait > 1e-9:  # below a nanosecond is float rounding, not a real wait
                 return wait
             self._tat["*"] = g_tat + g_interval
             self._tat[e_key] = e_tat + e_interval
@@ -117,7 +119,7 @@ class RedisRateLimiter:
     """GCRA limiter whose state lives in Redis, shared by every process using ``prefix``."""
 
     def __init__(self, redis_url: str, global_rate: float, endpoint_rate: float, *,
-                 burst: int = 1, prefix: str = "nrr:stripe-rate",
+                 burst: int = 0, prefix: str = "nrr:stripe-rate",
                  sleep: Callable[[float], None] = time.sleep) -> None:
         import redis
 
@@ -148,8 +150,8 @@ class RedisRateLimiter:
 
 def limiter_for(settings: Settings) -> RateLimiter:
     """The limiter the settings ask for: Redis-shared with ``REDIS_URL``, in-process otherwise."""
-    global_rate = global_rate_for(settings)
-    endpoint_rate = float(settings.stripe_endpoint_rate_limit)
+    global_rate = global_rate_for(settings) * PACING
+    endpoint_rate = float(settings.stripe_endpoint_rate_limit) * PACING
     if settings.redis_url:
         return RedisRateLimiter(settings.redis_url, global_rate, endpoint_rate)
     return LocalRateLimiter(global_rate, endpoint_rate)

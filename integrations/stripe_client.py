@@ -19,8 +19,8 @@ SDK objects never leave this module: pages and objects are plain dicts (``to_dic
 
 from __future__ import annotations
 
+import logging
 import random
-import re
 import threading
 import time
 from collections import Counter
@@ -39,6 +39,9 @@ log = get_logger(__name__)
 
 PINNED_API_VERSION: str = stripe.api_version
 
+# The SDK logs every request at INFO through ``logging``; our own log says what matters.
+logging.getLogger("stripe").setLevel(logging.WARNING)
+
 # What a restricted key needs (Developers > API keys > Create restricted key), all "Read".
 READ_PERMISSIONS = {
     "customers": "Customers",
@@ -56,8 +59,6 @@ RESTRICTED_KEY_HELP = (
     + ", ".join(sorted(set(READ_PERMISSIONS.values())))
     + " (and nothing else), and set it as STRIPE_API_KEY"
 )
-
-_ID_SEGMENT = re.compile(r"^[a-z]+_[A-Za-z0-9]+$")
 
 
 class StripeAccessDenied(Exception):
@@ -83,7 +84,8 @@ class Page:
 def endpoint_of(url: str) -> str:
     """``https://api.stripe.com/v1/invoices/in_1/lines?x`` -> ``/v1/invoices/{id}/lines``."""
     path = urlsplit(url).path
-    parts = [("{id}" if _ID_SEGMENT.match(part) and index > 1 else part)
+    # /v1/<collection>/<id>/<collection>/<id>: ids sit at the odd positions from 3 on.
+    parts = [("{id}" if index >= 3 and index % 2 == 1 else part)
              for index, part in enumerate(path.split("/"))]
     return "/".join(parts)
 

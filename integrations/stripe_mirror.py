@@ -244,6 +244,12 @@ def _base(obj: Mapping[str, Any], object_id: str, state_at: int, now: datetime) 
     }
 
 
+def _link(obj: Mapping[str, Any], key: str, links: Mapping[str, str | None]) -> str | None:
+    if key in obj:
+        return _id_of(obj.get(key), f"discount.{key}")
+    return links.get(f"{key}_id")
+
+
 def _discount_row(obj: Any, *, state_at: int, now: datetime, livemode: bool,
                   links: Mapping[str, str | None]) -> dict[str, Any] | None:
     """An expanded discount object as a row; a bare id gives None (nothing to store)."""
@@ -262,11 +268,13 @@ def _discount_row(obj: Any, *, state_at: int, now: datetime, livemode: bool,
         "raw": _plain(obj),
         "synced_at": now,
         "coupon_id": coupon_id,
+        # Where the discount is attached: its own fields say so; the object it was found
+        # on is only a fallback for shapes that lack the field (a customer-level discount
+        # seen on an invoice is not an invoice discount).
         "customer_id": _id_of(obj.get("customer"), "discount.customer") or links.get("customer_id"),
-        "subscription_id": _str(obj, "subscription") or links.get("subscription_id"),
-        "subscription_item_id": (_str(obj, "subscription_item")
-                                 or links.get("subscription_item_id")),
-        "invoice_id": _str(obj, "invoice") or links.get("invoice_id"),
+        "subscription_id": _link(obj, "subscription", links),
+        "subscription_item_id": _link(obj, "subscription_item", links),
+        "invoice_id": _link(obj, "invoice", links),
         "start": _int(obj, "start"),
         "end": _int(obj, "end"),
     }

@@ -261,13 +261,13 @@ def _stored_state_at(session: Session, kind: str, object_id: str) -> int | None:
 
 
 def apply_event(session: Session, settings: Settings, event: Mapping[str, Any], *,
-                client: StripeReader | None = None) -> set[str]:
+                client: StripeReader | None = None, refetch: bool = False) -> set[str]:
     """Apply one Stripe event to the mirror; returns the customers it touched.
 
     Deletions mark the object deleted; other events store ``data.object`` as of
     ``event.created``. When the payload cannot be trusted (API version, partial lists,
-    unexpanded discounts) or ties with the stored state's instant, the object is
-    re-fetched through ``client`` (when given) and stored as of the fetch. Never commits.
+    unexpanded discounts), ties with the stored state's instant, or ``refetch`` is set,
+    the object is re-fetched through ``client`` (when given). Never commits.
     """
     event_type = str(event.get("type") or "")
     created = event.get("created")
@@ -308,7 +308,7 @@ def apply_event(session: Session, settings: Settings, event: Mapping[str, Any], 
         return set()
     kind, _resource, _params = _OBJECT_KINDS[object_type]
 
-    reason = _needs_refetch(event, obj)
+    reason = "asked to re-fetch" if refetch else _needs_refetch(event, obj)
     if reason is None and client is not None:
         stored_at = _stored_state_at(session, kind, object_id)
         if stored_at is not None and stored_at == created:
@@ -331,7 +331,8 @@ def apply_event(session: Session, settings: Settings, event: Mapping[str, Any], 
 def _store_fetched(session: Session, client: StripeReader, object_type: str, object_id: str,
                    event_created: int) -> set[str]:
     kind, resource, params = _OBJECT_KINDS[object_type]
-    state_at = max(int(time.time()), event_created)
+    # The fetched state is at least as new as the event; later events still apply over it.
+    state_at = event_created
     fetched = client.retrieve(resource, object_id, params)
     if fetched is None:
         if kind == "subscription":
@@ -402,13 +403,18 @@ def process_stored_event(engine: Engine, settings: Settings, event_id: str, *,
 
 
 def _apply_recorded(session: Session, settings: Settings, row: StripeEvent, *,
-                    client: StripeReader | None) -> set[str]:
+                    client: StripeReader | None, superseded: bool = False,
+                    refetch: bool = False) -> set[str]:
     touched: set[str] = set()
-    if row.type in RELEVANT_EVENT_TYPES:
+    if superseded:
+        # A newer event of the same object comes later in this batch and carries a newer
+        # full state; the event stays recorded (raw kept) for the history.
+        pass
+    elif row.type in RELEVANT_EVENT_TYPES:
         try:
             # apply_event checks the event's shape before it writes anything, so a
             # rejected event leaves nothing half-applied.
-            touched = apply_event(session, settings, row.raw, client=client)
+            touched = apply_event(session, settings, row.raw, client=client, refetch=refetch)
         except ValueError as exc:
             _quarantine(session, "event", row.id, f"cannot apply {row.type}: {exc}", row.raw,
                         stage="events")
@@ -559,12 +565,15 @@ def _backfill_resource(engine: Engine, reader: StripeReader, resource: Resource,
                 progress(resource.name, 0, True)
             return outcome, touched
         cursor = row.cursor
+        # A listed object is at least as new as the newest event read before the backfill
+        # began; the events after that instant are applied over it, oldest first. (Stripe's
+        # clock, not ours: the two need not agree.)
+        state_at = _state(session, EVENTS_RESOURCE).event_cursor or int(time.time())
     if progress:
         progress(resource.name, 0, False)
     for page in reader.iter_pages(resource.name, resource.params, starting_after=cursor):
         if stop.is_set():
             raise SyncInterrupted(f"{resource.name}: stopped because another resource failed")
-        state_at = int(time.time())
         objects = page.data
         extra_lines: dict[str, list[dict[str, Any]]] = {}
         if resource.name == "subscriptions":
@@ -631,23 +640,60 @@ def _fetch_events(reader: StripeReader, since: int) -> list[dict[str, Any]]:
     return [event for _c, _p, event in sorted(seen.values(), key=lambda t: (t[0], t[1]))]
 
 
+def _object_key(event: Mapping[str, Any]) -> str | None:
+    obj = (event.get("data") or {}).get("object")
+    if isinstance(obj, Mapping) and isinstance(obj.get("id"), str):
+        return f"{obj.get('object')}:{obj['id']}:{event.get('type') in _DELETION_TYPES}"
+    return None
+
+
 def _apply_events(engine: Engine, settings: Settings, reader: StripeReader, result: SyncResult,
                   *, progress: ProgressCallback | None) -> None:
+    try:
+        _apply_events_since_cursor(engine, settings, reader, result, progress=progress)
+    except Exception as exc:
+        _record_error(engine, EVENTS_RESOURCE, f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _apply_events_since_cursor(engine: Engine, settings: Settings, reader: StripeReader,
+                               result: SyncResult, *,
+                               progress: ProgressCallback | None) -> None:
     with session_scope(engine) as session:
         cursor = _state(session, EVENTS_RESOURCE).event_cursor
     if cursor is None:
         return
     events = _fetch_events(reader, cursor)
     result.events_seen += len(events)
+    # Events carry full object states, so only the newest event of each object in the
+    # batch needs applying (deletions and discount events are objects of their own).
+    # When two events of one object share the newest second, only Stripe knows which
+    # state is newer: the object is re-fetched.
+    newest: dict[str, int] = {}
+    ties: set[str] = set()
+    for index, event in enumerate(events):
+        key = _object_key(event)
+        if key is None:
+            continue
+        previous = newest.get(key)
+        if previous is not None and events[previous].get("created") == event.get("created"):
+            ties.add(key)
+        elif previous is not None:
+            ties.discard(key)
+        newest[key] = index
     if progress:
         progress(EVENTS_RESOURCE, 0, False)
-    for event in events:
+    for index, event in enumerate(events):
+        key = _object_key(event)
+        superseded = key is not None and newest[key] != index
         with session_scope(engine) as session:
             record_event(session, event, source="events")
             row = session.get(StripeEvent, str(event["id"]))
             assert row is not None
             if row.processed_at is None:
-                result.customer_ids |= _apply_recorded(session, settings, row, client=reader)
+                result.customer_ids |= _apply_recorded(
+                    session, settings, row, client=reader, superseded=superseded,
+                    refetch=key in ties and not superseded)
                 result.events_applied += 1
             state = _state(session, EVENTS_RESOURCE)
             created = int(event.get("created") or 0)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from nrr.domain.months import add_months, current_month, month_range
+from nrr.logs import redact
 
 DEMO_SEED = 20240101
 DEMO_CUSTOMERS = 300
@@ -84,7 +85,7 @@ class DemoResult:
         return {
             "output": str(self.output),
             "report": str(self.report_path),
-            "database_url": self.database_url,
+            "database_url": redact(self.database_url),
             "emulator_url": self.emulator_url,
             "first_month": self.first_month,
             "last_closed_month": self.last_closed_month,
@@ -116,7 +117,8 @@ def demo_environment(values: dict[str, str]) -> Iterator[None]:
     """Set the demo's variables (and drop REDIS_URL) for the run, then restore the user's."""
     from nrr.settings import get_settings
 
-    saved = {name: os.environ.get(name) for name in _OVERRIDDEN}
+    names = set(_OVERRIDDEN) | set(values)
+    saved = {name: os.environ.get(name) for name in names}
     try:
         for name in _OVERRIDDEN:
             os.environ.pop(name, None)
@@ -130,6 +132,47 @@ def demo_environment(values: dict[str, str]) -> Iterator[None]:
             else:
                 os.environ[name] = value
         get_settings.cache_clear()
+
+
+@contextmanager
+def eager_worker(database_url: str, say: Progress, steps: dict[str, float]) -> Iterator[Any]:
+    """The worker's Celery app in eager mode: ``.apply()`` and the follow-ups each task queues
+    (sync -> recompute -> snapshot -> alerts) run in this process, with no broker. Each task's
+    start and end is reported to ``say`` and its time added to ``steps``."""
+    from celery.signals import task_postrun, task_prerun
+
+    from worker import celery_app
+
+    if celery_app.settings.database_url != database_url:
+        raise DemoError("the worker was loaded before the demo set its environment; "
+                        "run `nrr demo` in a fresh process")
+    started: dict[str, float] = {}
+
+    def before(task_id: str | None = None, task: Any = None, kwargs: Any = None,
+               **_: Any) -> None:
+        started[task_id or ""] = time.monotonic()
+        shown = {k: v for k, v in (kwargs or {}).items() if k in ("month", "scope", "full")}
+        say(f"task {task.name} {' '.join(f'{k}={v}' for k, v in shown.items())}".rstrip())
+
+    def after(task_id: str | None = None, task: Any = None, state: str | None = None,
+              **_: Any) -> None:
+        seconds = time.monotonic() - started.pop(task_id or "", time.monotonic())
+        name = task.name.removeprefix("nrr.")
+        steps[name] = steps.get(name, 0.0) + seconds
+        say(f"task {task.name} {str(state).lower()} in {seconds:.1f} s")
+
+    app = celery_app.app
+    saved = (app.conf.task_always_eager, app.conf.task_eager_propagates)
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    task_prerun.connect(before, weak=False)
+    task_postrun.connect(after, weak=False)
+    try:
+        yield app
+    finally:
+        task_prerun.disconnect(before)
+        task_postrun.disconnect(after)
+        app.conf.task_always_eager, app.conf.task_eager_propagates = saved
 
 
 def _fresh_sqlite(path: Path) -> str:
@@ -165,12 +208,6 @@ def demo_rates(first_month: str, last_month: str, reporting_currency: str,
     return rows
 
 
-def _run_task(task: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a Celery task in this process (eager) and return its result or raise its error."""
-    outcome = task.apply(args=args, kwargs=kwargs)
-    return outcome.get(propagate=True)
-
-
 def _as_dict(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
@@ -195,9 +232,10 @@ def run_demo(options: DemoOptions, *, progress: Progress | None = None) -> DemoR
     started = time.monotonic()
     steps: dict[str, float] = {}
 
-    def step(name: str, began: float) -> None:
+    def step(name: str, began: float, quiet: bool = False) -> None:
         steps[name] = time.monotonic() - began
-        say(f"{name} done in {steps[name]:.1f} s")
+        if not quiet:
+            say(f"{name} done in {steps[name]:.1f} s")
 
     output = options.output.expanduser()
     output.mkdir(parents=True, exist_ok=True)
@@ -220,7 +258,7 @@ def run_demo(options: DemoOptions, *, progress: Progress | None = None) -> DemoR
         # the emulator is local: no reason to pace requests like the real API
         "NRR_STRIPE_RATE_LIMIT": "10000",
     }):
-        say(f"local Stripe emulator at {server.url}; database {database_url}")
+        say(f"local Stripe emulator at {server.url}; database {redact(database_url)}")
         result = _pipeline(options, database_url, server.url, now, say, step)
     result.steps.update(steps)
     result.elapsed_seconds = time.monotonic() - started
@@ -228,25 +266,25 @@ def run_demo(options: DemoOptions, *, progress: Progress | None = None) -> DemoR
 
 
 def _pipeline(options: DemoOptions, database_url: str, emulator_url: str, now: datetime,
-              say: Progress, step: Callable[[str, float], None]) -> DemoResult:
+              say: Progress, step: Callable[..., None]) -> DemoResult:
     from sqlalchemy import func, select
 
     from integrations.emulator.generator import CURRENCIES
-    from models.derived import CustomerMonthFact
+    from models.derived import AlertDelivery, CustomerMonthFact, RetentionSnapshot
     from nrr.db import ready_engine, session_scope
     from nrr.html_report import render_html_report
     from nrr.services.fx import import_rates_file
     from nrr.services.report import report_series
     from nrr.settings import get_settings
-    from worker import tasks
 
     settings = get_settings()
+    output = options.output.expanduser().resolve()
     began = time.monotonic()
     engine = ready_engine(database_url)
     step("migrate", began)
 
     began = time.monotonic()
-    rates_path = options.output.expanduser().resolve() / RATES_NAME
+    rates_path = output / RATES_NAME
     this_month = current_month(settings.tz, now)
     rates = demo_rates(add_months(this_month, -options.months - 2), this_month,
                        settings.reporting_currency, CURRENCIES)
@@ -259,48 +297,50 @@ def _pipeline(options: DemoOptions, database_url: str, emulator_url: str, now: d
         f"(as `nrr fx import {rates_path.name}` would)")
     step("rates", began)
 
-    began = time.monotonic()
-    say("sync: full backfill from the emulator (worker task)")
-    sync = _as_dict(_run_task(tasks.sync_task, full=True))
-    step("sync", began)
+    steps: dict[str, float] = {}
+    say("alerts go to " + ("SLACK_WEBHOOK_URL" if settings.slack_webhook_url is not None
+                           else "this terminal (SLACK_WEBHOOK_URL is unset)"))
+    with eager_worker(database_url, say, steps):
+        from worker import tasks
 
-    began = time.monotonic()
-    say("recompute: MRR timeline, ledger and monthly facts (worker task)")
-    recompute = _as_dict(_run_task(tasks.recompute_task))
-    step("recompute", began)
-
+        # The worker's own chain: a full backfill, then the recompute of what it touched,
+        # the snapshot of the last closed month and the alerts, each queued by the task before.
+        sync = _as_dict(tasks.sync.apply(kwargs={"full": True}).get())
+        with session_scope(engine) as session:
+            first, last = session.execute(select(func.min(CustomerMonthFact.month),
+                                                 func.max(CustomerMonthFact.month))).one()
+        if first is None:
+            raise DemoError("the pipeline stored no monthly facts: see the log above")
+        last_closed = min(last, add_months(this_month, -1))
+        # History: a snapshot of every earlier closed month (as the monthly beat would have
+        # taken), then the alerts again so month-over-month rules see the month before.
+        for month in month_range(first, add_months(last_closed, -1)):
+            tasks.snapshot.apply(kwargs={"month": month, "follow_up": False}).get()
+        tasks.evaluate_alerts.apply(kwargs={"month": last_closed}).get()
+    for name, seconds in steps.items():
+        step(name, time.monotonic() - seconds, quiet=True)  # already reported per task
     with session_scope(engine) as session:
-        first, last = session.execute(
-            select(func.min(CustomerMonthFact.month), func.max(CustomerMonthFact.month))).one()
-    if first is None:
-        raise DemoError("the pipeline stored no monthly facts: see the log above")
-    last_closed = min(last, add_months(this_month, -1))
-    closed = month_range(first, last_closed)
+        snapshots = session.scalar(select(func.count(func.distinct(RetentionSnapshot.month))))
+        alerts = {"month": last_closed, "messages": {
+            status: count for status, count in session.execute(
+                select(AlertDelivery.status, func.count())
+                .where(AlertDelivery.month == last_closed).group_by(AlertDelivery.status))}}
+        recompute = {"customers": session.scalar(
+            select(func.count(func.distinct(CustomerMonthFact.customer_id)))),
+            "facts": session.scalar(select(func.count()).select_from(CustomerMonthFact))}
 
     began = time.monotonic()
-    say(f"snapshots: {len(closed)} closed months (worker task)")
-    for month in closed:
-        _run_task(tasks.snapshot_task, month)
-    step("snapshots", began)
-
-    began = time.monotonic()
-    say("alerts: " + ("to SLACK_WEBHOOK_URL" if settings.slack_webhook_url is not None
-                      else "SLACK_WEBHOOK_URL is unset, so they are printed"))
-    alerts = _as_dict(_run_task(tasks.alerts_task, last_closed))
-    step("alerts", began)
-
-    began = time.monotonic()
-    report_path = options.output.expanduser().resolve() / REPORT_NAME
+    report_path = output / REPORT_NAME
     with session_scope(engine) as session:
         series = report_series(session, settings, first, min(last, this_month), now=now)
         page = render_html_report(session, settings, now=now, title="NRR demo report")
     report_path.write_text(page, encoding="utf-8")
     step("report", began)
     return DemoResult(
-        output=options.output.expanduser().resolve(), report_path=report_path,
-        database_url=database_url, emulator_url=emulator_url, first_month=first,
-        last_closed_month=last_closed, months=list(series["months"]), snapshots=len(closed),
-        alerts=alerts, sync=sync, recompute=recompute)
+        output=output, report_path=report_path, database_url=database_url,
+        emulator_url=emulator_url, first_month=first, last_closed_month=last_closed,
+        months=list(series["months"]), snapshots=int(snapshots or 0), alerts=alerts, sync=sync,
+        recompute=recompute)
 
 
 __all__ = ["DemoError", "DemoOptions", "DemoResult", "next_steps", "run_demo"]

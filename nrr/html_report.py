@@ -30,6 +30,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.derived import CustomerMonthFact
+from models.mirror import StripePrice
 from nrr.domain.money import minor_exponent
 from nrr.domain.months import current_month, month_range
 from nrr.settings import Settings
@@ -112,6 +113,7 @@ def collect_report(session: Session, settings: Settings, *, months: Sequence[str
             by_segment = report.monthly_report(session, settings, focus, period="monthly",
                                                by=dimension, now=now)
             segments[dimension] = list(by_segment.get("segments") or [])
+        _label_plans(session, segments.get("plan", []))
         top = list(report.top_movements(session, settings, focus, kinds=MOVEMENTS,
                                         limit=top_limit))
     cohorts = report.cohort_table(session, settings, now=now) if month_list else {}
@@ -132,6 +134,19 @@ def collect_report(session: Session, settings: Settings, *, months: Sequence[str
         "definitions": _plain(_load_definitions(settings)),
         "customer_url": f"{dashboard}{'' if livemode else '/test'}/customers/",
     }
+
+
+def _label_plans(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Give plan segments (price ids) the price's nickname as a ``label`` for the page."""
+    ids = [str(r.get("segment")) for r in rows if r.get("segment")]
+    if not ids:
+        return
+    names = {price_id: nickname for price_id, nickname in session.execute(
+        select(StripePrice.id, StripePrice.nickname).where(StripePrice.id.in_(ids)))}
+    for row in rows:
+        nickname = names.get(str(row.get("segment")))
+        if nickname:
+            row["label"] = nickname
 
 
 def render_html_report(session: Session, settings: Settings, *, months: Sequence[str] | None = None,
@@ -467,10 +482,16 @@ def retention_svg(monthly: Sequence[Mapping[str, Any]], t12m: Sequence[Mapping[s
     return "".join(parts)
 
 
+def _segment_name(row: Mapping[str, Any]) -> str:
+    segment = str(row.get("segment") if row.get("segment") not in (None, "") else "(none)")
+    label = row.get("label")
+    return f"{label} · {segment}" if label and label != segment else segment
+
+
 def segment_bars_svg(dimension: str, rows: Sequence[Mapping[str, Any]], currency: str) -> str:
     """Closing MRR per segment as horizontal bars (largest first, at most 12)."""
     shown = sorted(rows, key=lambda r: -_row_value(r, "closing_mrr"))[:12]
-    width, left, bar_h = 560, 150, 22
+    width, left, bar_h = 600, 190, 22
     height = max(len(shown), 1) * (bar_h + 6) + 10
     high = max([_row_value(r, "closing_mrr") for r in shown] + [1.0])
     parts = [_svg_open(width, height, f"segments-{dimension}", f"Closing MRR by {dimension}")]
@@ -478,9 +499,10 @@ def segment_bars_svg(dimension: str, rows: Sequence[Mapping[str, Any]], currency
         value = _row_value(row, "closing_mrr")
         y = 5 + i * (bar_h + 6)
         bar_w = value / high * (width - left - 80)
-        name = str(row.get("segment") if row.get("segment") not in (None, "") else "(none)")
+        name = _segment_name(row)
+        short = str(row.get("label") or name)
         parts.append(f'<text class="axis" x="{left - 6}" y="{y + bar_h * 0.7:.1f}" '
-                     f'text-anchor="end">{_esc(name[:22])}</text>'
+                     f'text-anchor="end">{_esc(short[:24])}</text>'
                      f'<rect class="bar" x="{left}" y="{y}" width="{max(bar_w, 0.5):.1f}" '
                      f'height="{bar_h}" fill="{COLOURS["nrr"]}"'
                      f'{_tip(f"{name}: {_money(value, currency)} closing MRR")}/>'
@@ -570,28 +592,46 @@ def cohort_heatmap(cohorts: Any) -> str:
             f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
+def _change_text(key: str, before: Any, after: Any) -> str | None:
+    if before == after or (before in (None, [], {}) and after in (None, [], {})):
+        return None
+    if before in (None, [], {}):
+        return f"{key} {_short_value(after)}"
+    if after in (None, [], {}):
+        return f"{key} {_short_value(before)} removed"
+    return f"{key} {_short_value(before)} → {_short_value(after)}"
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _short_value(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
 def _causes_text(value: Any) -> str:
-    """Ledger causes as text, whatever shape the report gives (strings or entries)."""
+    """Ledger causes as one line each: cause, MRR change, what changed, the Stripe ids."""
     if value is None:
         return ""
     if isinstance(value, str):
         return value
     if isinstance(value, Mapping):
-        cause = value.get("cause") or value.get("kind") or ""
-        detail = []
-        before, after = value.get("before"), value.get("after")
-        if isinstance(before, Mapping) or isinstance(after, Mapping):
-            b = before if isinstance(before, Mapping) else {}
-            a = after if isinstance(after, Mapping) else {}
-            for key in ("price", "quantity", "status", "discount"):
-                if b.get(key) != a.get(key) and (b.get(key) is not None or a.get(key) is not None):
-                    detail.append(f"{key} {b.get(key)} → {a.get(key)}")
-        ids = value.get("stripe_ids")
-        if isinstance(ids, Mapping):
-            detail.extend(str(v) for v in ids.values() if v)
-        elif value.get("subscription_id"):
-            detail.append(str(value["subscription_id"]))
-        return f"{cause} ({', '.join(detail)})" if detail else str(cause)
+        cause = str(value.get("cause") or value.get("kind") or "")
+        change = _num(value.get("change"))
+        head = f"{cause} {change:+,.2f}" if change is not None else cause
+        before = _mapping(value.get("before"))
+        after = _mapping(value.get("after"))
+        changed = [text for key in ("price", "quantity", "discount", "status")
+                   if (text := _change_text(key, before.get(key), after.get(key)))]
+        ids = _mapping(value.get("stripe_ids"))
+        shown_ids = [str(v) for k, v in ids.items() if v and k != "price"]
+        if not shown_ids and value.get("subscription_id"):
+            shown_ids = [str(value["subscription_id"])]
+        text = head + (f": {', '.join(changed)}" if changed else "")
+        return text + (f" [{', '.join(dict.fromkeys(shown_ids))}]" if shown_ids else "")
     if isinstance(value, Iterable):
         return "; ".join(t for t in (_causes_text(v) for v in value) if t)
     return str(value)
@@ -615,7 +655,7 @@ def top_movements_table(rows: Sequence[Mapping[str, Any]], currency: str, custom
             _esc(_causes_text(row.get("causes", row.get("cause")))),
         ])
     return _table(["customer", "name", "movement", f"amount ({currency.upper()})", "why (ledger)"],
-                  body)
+                  body, "top")
 
 
 def segments_section(segments: Mapping[str, Sequence[Mapping[str, Any]]], currency: str) -> str:
@@ -623,7 +663,7 @@ def segments_section(segments: Mapping[str, Sequence[Mapping[str, Any]]], curren
     for dimension, rows in segments.items():
         ordered = sorted(rows, key=lambda r: -_row_value(r, "opening_mrr"))
         table_rows = [[
-            _esc(r.get("segment") if r.get("segment") not in (None, "") else "(none)"),
+            _esc(_segment_name(r)),
             _money(r.get("opening_mrr"), currency),
             _money(r.get("new"), currency),
             _money(r.get("reactivation"), currency),
@@ -697,6 +737,7 @@ table.data th,table.data td{border-bottom:1px solid #eceff1;padding:4px 8px;text
 table.data th{background:#f5f7f8;cursor:pointer;user-select:none}
 table.data td:first-child,table.data th:first-child{text-align:left}
 table.narrow td{text-align:left}
+table.top td:last-child{white-space:normal;text-align:left;min-width:420px;font-size:12px}
 table.heatmap{border-collapse:collapse;font-size:11px}
 table.heatmap th,table.heatmap td{padding:3px 5px;text-align:center;border:1px solid #fff}
 .scroll{overflow-x:auto}

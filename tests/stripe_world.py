@@ -30,9 +30,23 @@ Two layers:
                                 #  "products": [...]}
 
    Operations must be called in chronological order; each one first bills every period
-   that starts on or before its instant. :meth:`World.advance` bills up to an instant and
-   sets "now". Invoices are ``paid`` unless the subscription was told otherwise
+   that starts on or before its instant (an operation on a subscription that has ended by
+   then raises :class:`SubscriptionEnded`). :meth:`World.advance` bills up to an instant
+   and sets "now". Invoices are ``paid`` unless the subscription was told otherwise
    (:meth:`SubscriptionLife.fail_payments`, :meth:`SubscriptionLife.pause_collection`).
+
+   World: ``add_customer``, ``add_price``, ``add_coupon``, ``add_customer_discount``,
+   ``subscribe`` (trials, backdating, coupons, incomplete first invoice), ``add_event``,
+   ``advance``, ``objects``, ``customer_objects``, ``customer_data``;
+   ``inclusive_tax_percent[price_id]`` adds inclusive taxes to lines of tax-inclusive prices.
+   SubscriptionLife (``item_ids``, ``discount_ids``): ``change_quantity`` / ``change_price``
+   (proration lines; ``prorate=False`` none; ``seen=True`` records the
+   ``customer.subscription.updated`` event), ``add_item``, ``remove_item``,
+   ``record_usage`` (metered, billed in arrears), ``add_discount`` (subscription or item),
+   ``remove_discount`` (``seen=True``: ``customer.discount.deleted`` event),
+   ``cancel_at_period_end``, ``schedule_cancel``, ``undo_cancel``, ``cancel_now``,
+   ``pause`` / ``resume`` (status paused), ``pause_collection`` / ``resume_collection``,
+   ``fail_payments`` (open invoices, past_due), ``mark_unpaid``, ``to_stripe``.
    :meth:`World.customer_data` turns one customer's objects into the domain's
    :class:`nrr.domain.records.CustomerData` through :mod:`nrr.domain.stripe_shapes`.
 
@@ -106,11 +120,11 @@ def product(pid: str = "prod_1", *, name: str | None = None, livemode: bool = Fa
 
 def tier(up_to: int | None, *, unit_amount: int | None = None, flat_amount: int | None = None,
          unit_amount_decimal: str | None = None) -> JSON:
-    """A price tier (``up_to=None`` renders as ``"inf"`` like the API)."""
+    """A price tier as the API returns it (the last tier has ``up_to: null``; requests say "inf")."""
     unit_dec = unit_amount_decimal if unit_amount_decimal is not None else (
         None if unit_amount is None else str(unit_amount))
     return {
-        "up_to": up_to if up_to is not None else "inf",
+        "up_to": up_to,
         "unit_amount": unit_amount, "unit_amount_decimal": unit_dec,
         "flat_amount": flat_amount,
         "flat_amount_decimal": None if flat_amount is None else str(flat_amount),
@@ -326,16 +340,17 @@ def invoiced_amount(price_obj: JSON, quantity: int | None, currency: str | None 
         tiers = body.get("tiers") or []
         if price_obj.get("tiers_mode") == "volume":
             for t in tiers:
-                if t["up_to"] == "inf" or qty <= t["up_to"]:
+                if t["up_to"] in (None, "inf") or qty <= t["up_to"]:
                     total = _dec(t["unit_amount_decimal"]) * qty + _dec(t["flat_amount_decimal"])
                     break
         else:
             lower = 0
             for t in tiers:
-                upper = qty if t["up_to"] == "inf" else min(qty, t["up_to"])
+                unbounded = t["up_to"] in (None, "inf")
+                upper = qty if unbounded else min(qty, t["up_to"])
                 if upper > lower:
                     total += _dec(t["unit_amount_decimal"]) * (upper - lower) + _dec(t["flat_amount_decimal"])
-                lower = upper if t["up_to"] == "inf" else t["up_to"]
+                lower = upper if unbounded else t["up_to"]
                 if lower >= qty:
                     break
     else:
@@ -669,6 +684,11 @@ class SubscriptionLife:
     # time ----------------------------------------------------------------------
     def advance(self, to: int) -> None:
         """Renew (or end) every period whose end is on or before ``to``."""
+        if self.status == "incomplete":
+            # The first invoice was never paid: Stripe expires the subscription after 23 hours.
+            if self.trial_end is None and to >= self.created + 23 * 3_600:
+                self.status = "incomplete_expired"
+            return
         while self.items and self.ended_at is None and self.status not in {"paused", "incomplete_expired"}:
             boundary = min(item.period_end for item in self.items)
             if self.cancel_at is not None and self.cancel_at <= to and self.cancel_at <= boundary:
@@ -715,26 +735,40 @@ class SubscriptionLife:
         if self.ended_at is not None:
             raise SubscriptionEnded(f"{self.id} ended at {self.ended_at}; nothing can change at {at}")
 
-    def change_quantity(self, item_id: str, quantity: int, *, at: int, prorate: bool = True) -> None:
-        """Seat change at ``at``: proration lines (negative old, positive new) on a new invoice."""
+    def _seen_update(self, at: int, before: JSON) -> None:
+        """Record ``customer.subscription.updated`` with the old items in previous_attributes."""
+        self.world.add_event("customer.subscription.updated", self.to_stripe(), at=at,
+                             customer_id=self.customer_id, previous_attributes={"items": before["items"]})
+
+    def change_quantity(self, item_id: str, quantity: int, *, at: int, prorate: bool = True,
+                        seen: bool = False) -> None:
+        """Seat change at ``at``: proration lines (negative old, positive new) on a new invoice.
+        ``prorate=False`` makes no lines (the next cycle invoice shows it); ``seen=True`` records
+        the ``customer.subscription.updated`` event."""
         self._prepare(at)
         item = self._item(item_id)
+        before = self.to_stripe() if seen else None
         if prorate:
             self._invoice(at, "subscription_update", self._proration_lines(
                 item, at, old=(item.price_id, item.quantity), new=(item.price_id, quantity)))
         item.quantity = quantity
+        if before is not None:
+            self._seen_update(at, before)
 
     def change_price(self, item_id: str, price_id: str, *, at: int, quantity: int | None = None,
-                     prorate: bool = True) -> None:
+                     prorate: bool = True, seen: bool = False) -> None:
         """Plan or price change of one item at ``at`` (same billing interval)."""
         self._prepare(at)
         item = self._item(item_id)
+        before = self.to_stripe() if seen else None
         new_qty = item.quantity if quantity is None else quantity
         if prorate:
             self._invoice(at, "subscription_update", self._proration_lines(
                 item, at, old=(item.price_id, item.quantity), new=(price_id, new_qty)))
         item.price_id = price_id
         item.quantity = self._qty(price_id, new_qty)
+        if before is not None:
+            self._seen_update(at, before)
 
     def add_item(self, price_id: str, quantity: int | None = 1, *, at: int, prorate: bool = True) -> str:
         self._prepare(at)

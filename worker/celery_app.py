@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import beat_init, task_postrun, task_prerun, worker_init
 
 from nrr.logs import configure_logging
 from nrr.settings import Settings, load_settings
@@ -29,11 +29,17 @@ TASK_MODULES = ["worker.tasks"]
 def broker_options(settings: Settings) -> tuple[str, dict[str, Any]]:
     """The broker URL and transport options for ``settings``."""
     if settings.redis_url:
+        visibility = settings.worker.visibility_timeout_seconds
         return settings.redis_url, {
-            "visibility_timeout": settings.worker.visibility_timeout_seconds,
+            "visibility_timeout": visibility,
+            # Sweep for the tasks of dead workers a few times per visibility timeout.
+            "unacked_restore_interval": max(1, min(60, visibility // 4)),
+            "unacked_restore_throttle": 1,
+            "socket_timeout": 30,
+            "socket_connect_timeout": 10,
+            "health_check_interval": 30,
         }
     folder = broker_folder(settings)
-    folder.mkdir(parents=True, exist_ok=True)
     return "filesystem://", {
         "data_folder_in": str(folder),
         "data_folder_out": str(folder),
@@ -81,12 +87,24 @@ def _unbind_task(**_: Any) -> None:
     structlog.contextvars.clear_contextvars()
 
 
+def ensure_state_dirs(settings: Settings) -> None:
+    """Create the embedded broker's folder and the beat schedule's folder."""
+    state_dir(settings).mkdir(parents=True, exist_ok=True)
+    if not settings.redis_url:
+        broker_folder(settings).mkdir(parents=True, exist_ok=True)
+
+
+def _on_start(**_: Any) -> None:
+    configure_logging(settings.log_level)
+    ensure_state_dirs(settings)
+
+
 task_prerun.connect(_bind_task, weak=False)
 task_postrun.connect(_unbind_task, weak=False)
+worker_init.connect(_on_start, weak=False)
+beat_init.connect(_on_start, weak=False)
 
 settings = load_settings()
-configure_logging(settings.log_level)
-state_dir(settings).mkdir(parents=True, exist_ok=True)
 app = make_celery(settings)
 app.set_current()
 celery = app

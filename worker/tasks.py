@@ -186,12 +186,16 @@ def recompute(self: Task, scope: str = "dirty", customer_ids: list[str] | None =
 def snapshot(self: Task, month: str | None = None, reason: str | None = None,
              follow_up: bool = True) -> dict[str, Any]:
     """Take the retention snapshot of ``month`` (default: the month that just closed)."""
-    from nrr.services.snapshots import last_closed_month, take_snapshots
+    from nrr.services.snapshots import SnapshotError, last_closed_month, take_snapshots
 
     settings, engine = _settings(), _engine()
     month = month or last_closed_month(settings)
-    with session_scope(engine) as session:
-        result = take_snapshots(session, settings, month, reason=reason)
+    try:
+        with session_scope(engine) as session:
+            result = take_snapshots(session, settings, month, reason=reason)
+    except SnapshotError as exc:
+        log.info("task.skipped", month=month, reason=str(exc))
+        return {"month": month, "skipped": str(exc)}
     if follow_up:
         evaluate_alerts.apply_async(kwargs={"month": month})
     return result.as_dict()

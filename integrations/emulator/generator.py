@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import calendar
 import copy
+import heapq
 import math
 import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -203,20 +205,25 @@ class EmulatedAccount:
 
     # -- changing ----------------------------------------------------------------------
     def apply_changes(self, k: int, *, now: int | None = None,
-                      rng: random.Random | None = None) -> list[dict[str, Any]]:
+                      rng: random.Random | None = None,
+                      api_version: str | None = None) -> list[dict[str, Any]]:
         """Make ``k`` realistic changes and return the new events, oldest first.
 
-        Changes happen at instants spread over (current ``now``, new ``now``]; the new
-        ``now`` defaults to ``k + 1`` seconds later. Renewals that fall due before the new
-        ``now`` are billed too (and their events returned).
+        The changes: seat changes and plan changes (with proration invoices), cancellations
+        now and at period end, new customers with a subscription, coupons applied, customer
+        updates and deletions, price updates, new coupons. They happen at instants spread
+        over (current ``now``, new ``now``]; the new ``now`` defaults to ``k + 1`` seconds
+        later. Renewals that fall due before the new ``now`` are billed too (and their
+        events returned). ``api_version`` labels the new events with another API version
+        (to test a sync that re-fetches what it cannot trust).
         """
         with self.lock:
-            return self._engine.apply_changes(k, now=now, rng=rng)
+            return self._engine.apply_changes(k, now=now, rng=rng, api_version=api_version)
 
     def advance(self, to: int) -> list[dict[str, Any]]:
         """Move the account's clock to ``to``, billing every renewal that falls due."""
         with self.lock:
-            return self._engine.apply_changes(0, now=to, rng=None)
+            return self._engine.apply_changes(0, now=to, rng=None, api_version=None)
 
 
 class _Engine:
@@ -232,6 +239,19 @@ class _Engine:
         self.pending: list[tuple[int, int, str, dict[str, Any], dict[str, Any] | None]] = []
         self.seq = 0
         self.addon_prices: list[str] = []
+        self.bundles = 0
+        # What Stripe will do later (finalise a draft, retry a payment, expire an
+        # incomplete subscription): run when the clock passes it.
+        self.agenda: list[tuple[int, int, Callable[[], None]]] = []
+
+    def later(self, t: int, action: Callable[[], None]) -> None:
+        self.seq += 1
+        heapq.heappush(self.agenda, (t, self.seq, action))
+
+    def run_agenda(self, until: int) -> None:
+        while self.agenda and self.agenda[0][0] <= until:
+            _, _, action = heapq.heappop(self.agenda)
+            action()
 
     # -- events ------------------------------------------------------------------------
     def in_window(self, t: int) -> bool:
@@ -256,12 +276,13 @@ class _Engine:
         if prev:
             self.emit(type_, obj, t, prev)
 
-    def flush_events(self) -> list[dict[str, Any]]:
+    def flush_events(self, api_version: str | None = None) -> list[dict[str, Any]]:
         self.pending.sort(key=lambda p: (p[0], p[1]))
         out = []
         for t, _, type_, obj, prev in self.pending:
             ev = shapes.event(id=self.ids.new("evt"), type=type_, created=t, obj=obj,
-                              livemode=self.a.livemode, previous_attributes=prev)
+                              livemode=self.a.livemode, previous_attributes=prev,
+                              api_version=api_version or shapes.API_VERSION)
             self.a.events[ev["id"]] = ev
             out.append(ev)
         self.pending = []
@@ -466,15 +487,22 @@ class _Engine:
                                 finalize_delay=0)
         if fail_first:
             expire = t + 23 * HOUR
-            if expire <= self.a.now:
+
+            def expire_now() -> None:
+                if sub["status"] != "incomplete" or inv["status"] != "open":
+                    return
                 self.void_invoice(inv, expire)
                 before = self.before(sub, expire)
                 sub["status"] = "incomplete_expired"
                 sub["ended_at"] = expire
                 self.updated("customer.subscription.updated", sub, expire, before)
                 state.done = True
+
+            if expire <= self.a.now:
+                expire_now()
             else:
                 state.open_invoice = inv["id"]
+                self.later(expire, expire_now)
         return state
 
     def product_name(self, price: dict[str, Any]) -> str:
@@ -484,26 +512,30 @@ class _Engine:
         items: list[dict[str, Any]] = self.a.subscriptions[state.sub_id]["items"]["data"]
         return items
 
-    def active_discounts(self, sub: dict[str, Any], t: int) -> list[dict[str, Any]]:
+    def active_discounts(self, holder: dict[str, Any], t: int) -> list[dict[str, Any]]:
+        """The discounts of a subscription or subscription item in force at ``t``."""
         out = []
-        for did in sub["discounts"]:
+        for did in holder["discounts"]:
             d = self.a.discounts[did]
             if d["start"] <= t and (d["end"] is None or t < d["end"]):
                 out.append(d)
         return out
 
     def attach_discount(self, state: _SubState, coupon_id: str, t: int,
-                        emit: bool = True) -> None:
+                        emit: bool = True, item: dict[str, Any] | None = None) -> None:
+        """Apply a coupon to the subscription (or to one of its items) from ``t``."""
         sub = self.a.subscriptions[state.sub_id]
         coupon = self.a.coupons[coupon_id]
         end = (add_months(t, coupon["duration_in_months"])
                if coupon["duration"] == "repeating" else None)
         did = self.ids.new("di")
         disc = shapes.discount(id=did, coupon_id=coupon_id, customer=state.customer_id,
-                               start=t, end=end, subscription=state.sub_id)
+                               start=t, end=end, subscription=state.sub_id,
+                               subscription_item=None if item is None else item["id"])
         self.a.discounts[did] = disc
         before = self.before(sub, t) if emit else None
-        sub["discounts"] = [*sub["discounts"], did]
+        holder = sub if item is None else item
+        holder["discounts"] = [*holder["discounts"], did]
         before_coupon = self.before(coupon, t)
         coupon["times_redeemed"] += 1
         self.updated("coupon.updated", coupon, t, before_coupon)
@@ -511,20 +543,22 @@ class _Engine:
         self.updated("customer.subscription.updated", sub, t, before)
 
     def drop_discounts(self, state: _SubState, t: int, used_once: list[str]) -> None:
-        """Remove once-discounts just used and repeating ones that have ended."""
+        """Remove once-discounts just used and repeating ones that have ended (from the
+        subscription and its items)."""
         sub = self.a.subscriptions[state.sub_id]
-        keep = []
+        holders = [sub, *sub["items"]["data"]]
         gone = []
-        for did in sub["discounts"]:
-            d = self.a.discounts[did]
-            if did in used_once or (d["end"] is not None and d["end"] <= t):
-                gone.append(d)
-            else:
-                keep.append(did)
+        for holder in holders:
+            for did in holder["discounts"]:
+                d = self.a.discounts[did]
+                if did in used_once or (d["end"] is not None and d["end"] <= t):
+                    gone.append(d)
         if not gone:
             return
         before = self.before(sub, t)
-        sub["discounts"] = keep
+        gone_ids = {d["id"] for d in gone}
+        for holder in holders:
+            holder["discounts"] = [did for did in holder["discounts"] if did not in gone_ids]
         for d in gone:
             self.emit("customer.discount.deleted", d, t)
         self.updated("customer.subscription.updated", sub, t, before)
@@ -568,33 +602,43 @@ class _Engine:
             lines.append(line)
             if not spec["proration"]:
                 state.last_lines[item["id"]] = (iid, line["id"])
-        used_once = []
+        used_once: list[str] = []
         totals: dict[str, int] = {}
-        for disc in self.active_discounts(sub, t):
+        # Line-item discounts (on the subscription item) first, then the subscription's.
+        targets: list[tuple[dict[str, Any], list[dict[str, Any]], bool]] = []
+        items_by_id = {item["id"]: item for item in sub["items"]["data"]}
+        for line in lines:
+            item = items_by_id.get(line["parent"]["subscription_item_details"][
+                "subscription_item"])
+            if item is None or not line["discountable"]:
+                continue
+            for disc in self.active_discounts(item, t):
+                targets.append((disc, [line], True))
+        targets.extend((disc, lines, False) for disc in self.active_discounts(sub, t))
+        for disc, on_lines, line_level in targets:
             coupon = self.a.coupons[disc["source"]["coupon"]]
             if coupon["amount_off"] is not None and coupon["currency"] != state.currency:
                 continue
             budget = coupon["amount_off"]
-            for line in lines:
+            for line in on_lines:
                 if not line["discountable"] or line["amount"] <= 0:
                     continue
-                already = sum(x["amount"] for x in line["discount_amounts"])
-                room = line["amount"] - already
+                room = line["amount"] - sum(x["amount"] for x in line["discount_amounts"])
                 if budget is None:
                     off = min(room, _round_half_even(
-                        Fraction(line["amount"]) * Fraction(str(coupon["percent_off"])) / 100))
+                        Fraction(room) * Fraction(str(coupon["percent_off"])) / 100))
                 else:
                     off = min(room, budget)
                     budget -= off
                 if off > 0:
                     line["discount_amounts"].append({"amount": off, "discount": disc["id"]})
                     totals[disc["id"]] = totals.get(disc["id"], 0) + off
-            inv["discounts"].append(disc["id"])
-            if coupon["duration"] == "once":
+                if line_level and disc["id"] not in line["discounts"]:
+                    line["discounts"].append(disc["id"])
+            if not line_level:
+                inv["discounts"].append(disc["id"])
+            if coupon["duration"] == "once" and disc["id"] not in used_once:
                 used_once.append(disc["id"])
-        for line in lines:
-            if not line["discount_amounts"]:
-                line["discount_amounts"] = []
         self.a.invoice_lines[iid] = lines
         inv["lines"]["data"] = lines[: shapes.EMBEDDED_LINES]
         inv["lines"]["has_more"] = len(lines) > shapes.EMBEDDED_LINES
@@ -610,23 +654,33 @@ class _Engine:
         sub["latest_invoice"] = iid
         self.emit("invoice.created", inv, t)
         self.updated("customer.subscription.updated", sub, t, before_sub)
-        if used_once:
-            self.drop_discounts(state, t, used_once)
+        self.drop_discounts(state, t, used_once)
         if outcome == "draft":
             inv["auto_advance"] = False
             return inv
         fin = t + finalize_delay
         inv["automatically_finalizes_at"] = fin
         if fin > self.a.now:
+            self.later(fin, lambda: self.settle(state, inv, fin, outcome, dunning=True))
             return inv
+        self.settle(state, inv, fin, outcome)
+        return inv
+
+    def settle(self, state: _SubState, inv: dict[str, Any], fin: int, outcome: str,
+               dunning: bool = False) -> None:
+        """Finalise a draft at ``fin`` and collect it (``paid``, ``fail`` or ``void``)."""
+        if inv["status"] != "draft":
+            return
         self.finalize_invoice(inv, fin)
         if outcome == "paid":
             self.pay_invoice(inv, fin)
         elif outcome == "fail":
             self.fail_invoice(inv, fin)
+            sub = self.a.subscriptions[state.sub_id]
+            if dunning and sub["status"] == "active" and not state.done:
+                self.dunning(state, inv, inv["created"], self.a.now)
         elif outcome == "void":
             self.void_invoice(inv, fin)
-        return inv
 
     def finalize_invoice(self, inv: dict[str, Any], t: int) -> None:
         cust = self.a.customers.get(inv["customer"]) or self.a.deleted_customers[inv["customer"]]
@@ -850,8 +904,12 @@ class _Engine:
         lines: list[tuple[str, int | None]] = [(price_id, qty)]
         if months == 1 and currency in ("usd", "eur") and rng.random() < 0.15:
             lines.append((self.catalog[("api", "month", currency)], None))
-        if months == 1 and currency == "usd" and rng.random() < 0.04:
+        # Some subscriptions carry 13 items, so their invoices have more than 10 lines
+        # (at least one in any account of 10 customers or more).
+        if months == 1 and currency == "usd" and (
+                rng.random() < 0.04 or (not self.bundles and len(self.a.customers) >= 10)):
             lines.extend((p, rng.randint(1, 3)) for p in self.addon_prices)
+            self.bundles += 1
         trial_days = 14 if rng.random() < 0.2 else 0
         trial_outcome = None
         if trial_days:
@@ -873,15 +931,15 @@ class _Engine:
                    if self.a.coupons[c]["currency"] in (None, currency)]
         return self.rng.choice(options) if options else None
 
-    def run(self, state: _SubState, until: int) -> None:
+    def run(self, state: _SubState, until: int, since: int | None = None) -> None:
         """Bill ``state`` period after period up to ``until``, with random mid-period
-        changes, dunning, pauses and cancellations."""
+        changes (after ``since`` only), dunning, pauses and cancellations."""
         rng = self.rng
         sub = self.a.subscriptions[state.sub_id]
         while not state.done and sub["status"] not in ("paused", "incomplete"):
             ps, pe = state.period_start, state.period_end
             if sub["status"] in ("active", "past_due") and not sub["cancel_at_period_end"]:
-                self.mid_period_changes(state, ps, pe, until)
+                self.mid_period_changes(state, max(ps, since or ps), pe, until)
                 if state.done:
                     return
             if pe > until:
@@ -917,36 +975,59 @@ class _Engine:
         self.updated("customer.subscription.updated", sub, t + HOUR, before)
         if rng.random() < 0.7:
             when = t + rng.randint(2, 10) * DAY
-            if when <= until and when < state.period_end:
-                self.fail_invoice(inv, when - DAY)
+
+            def recover(retry_failed_first: bool) -> None:
+                if inv["status"] != "open" or sub["status"] != "past_due":
+                    return
+                if retry_failed_first:
+                    self.fail_invoice(inv, when - DAY)
                 self.pay_invoice(inv, when)
                 before = self.before(sub, when)
                 sub["status"] = "active"
                 self.updated("customer.subscription.updated", sub, when, before)
+
+            if when < state.period_end:
+                if when <= until:
+                    recover(True)
+                else:
+                    self.later(when, lambda: recover(False))
             return
         give_up = t + 15 * DAY
-        if give_up > until:
-            return
-        if rng.random() < 0.3:
-            before = self.before(sub, give_up)
-            sub["status"] = "unpaid"
-            state.unpaid = True
-            self.updated("customer.subscription.updated", sub, give_up, before)
-        else:
-            self.uncollectible(inv, give_up)
-            self.cancel_now(state, give_up, reason="payment_failed")
+        unpaid = rng.random() < 0.3
 
-    def mid_period_changes(self, state: _SubState, ps: int, pe: int, until: int) -> None:
+        def give_up_now() -> None:
+            if inv["status"] != "open" or sub["status"] != "past_due" or state.done:
+                return
+            if unpaid:
+                before = self.before(sub, give_up)
+                sub["status"] = "unpaid"
+                state.unpaid = True
+                self.updated("customer.subscription.updated", sub, give_up, before)
+            else:
+                self.uncollectible(inv, give_up)
+                self.cancel_now(state, give_up, reason="payment_failed")
+
+        if give_up <= until:
+            give_up_now()
+        else:
+            self.later(give_up, give_up_now)
+
+    def mid_period_changes(self, state: _SubState, start: int, pe: int, until: int) -> None:
+        """Random changes at instants in (``start``, min(``pe``, ``until``)), with
+        probabilities for a whole period scaled by the part of it that window covers."""
         rng = self.rng
         sub = self.a.subscriptions[state.sub_id]
-        scale = 6 if state.months == 12 else 1
-        if sub["status"] != "active":
+        end = min(pe, until, self.a.now)
+        if sub["status"] != "active" or end - start < 2 * HOUR:
             return
+        share = (end - start) / max(1, pe - state.period_start)
+        scale = (6 if state.months == 12 else 1) * min(1.0, share)
         planned: list[tuple[int, str]] = []
         for kind, p in (("seats", 0.07), ("plan", 0.025), ("coupon", 0.02),
-                        ("cancel_now", 0.008), ("cancel_later", 0.018), ("pause", 0.006)):
+                        ("cancel_now", 0.008), ("cancel_later", 0.018), ("pause", 0.006),
+                        ("yearly", 0.006)):
             if rng.random() < p * scale:
-                t = self.random_instant(ps, min(pe, until))
+                t = self.random_instant(start, end)
                 if t is not None:
                     planned.append((t, kind))
         for t, kind in sorted(planned):
@@ -996,12 +1077,13 @@ class _Engine:
             self.change_item(state, item, t, quantity=qty, price_id=price_id)
             return True
         if kind == "coupon":
-            if sub["discounts"]:
+            if sub["discounts"] or any(i["discounts"] for i in sub["items"]["data"]):
                 return False
             coupon = self.pick_coupon(state.currency)
             if coupon is None:
                 return False
-            self.attach_discount(state, coupon, t)
+            on_item = licensed[0] if licensed and rng.random() < 0.3 else None
+            self.attach_discount(state, coupon, t, item=on_item)
             return True
         if kind == "cancel_now":
             self.cancel_now(state, t)
@@ -1017,7 +1099,59 @@ class _Engine:
                                        "resumes_at": add_months(state.period_end, 1)}
             self.updated("customer.subscription.updated", sub, t, before)
             return True
+        if kind == "yearly":
+            if state.months != 1 or len(sub["items"]["data"]) != 1 or len(licensed) != 1:
+                return False
+            base = {"team_legacy": "team", "team_2026": "team", "starter_multi": "starter"
+                    }.get(self.price_key(licensed[0]["price"]["id"])[0],
+                          self.price_key(licensed[0]["price"]["id"])[0])
+            yearly_price = self.catalog.get((base, "year", state.currency))
+            if yearly_price is None:
+                return False
+            self.switch_interval(state, licensed[0], yearly_price, t)
+            return True
         raise ValueError(f"unknown change {kind!r}")
+
+    def switch_interval(self, state: _SubState, item: dict[str, Any], price_id: str,
+                        t: int) -> dict[str, Any]:
+        """Monthly to yearly: the billing cycle restarts at ``t``; the invoice credits the
+        unused month (a proration line) and bills the whole new year (a plain line)."""
+        sub = self.a.subscriptions[state.sub_id]
+        before = self.before(sub, t)
+        old_price, qty = item["price"], item["quantity"]
+        new_price = self.a.prices[price_id]
+        ps, pe = state.period_start, state.period_end
+        credit = -_round_half_even(amount_for(old_price, qty, state.currency)
+                                   * Fraction(pe - t, pe - ps))
+        credited = None
+        if item["id"] in state.last_lines:
+            inv_id, line_id = state.last_lines[item["id"]]
+            credited = {"invoice": inv_id, "invoice_line_items": [line_id]}
+        old_snapshot = copy.deepcopy(old_price)
+        months = 12 if new_price["recurring"]["interval"] == "year" else 1
+        state.months, state.anchor, state.k = months, t, 1
+        state.period_start, state.period_end = t, add_months(t, months)
+        sub["billing_cycle_anchor"] = t
+        item["price"] = copy.deepcopy(new_price)
+        item["plan"] = shapes.plan_of(new_price)
+        item["current_period_start"] = state.period_start
+        item["current_period_end"] = state.period_end
+        self.updated("customer.subscription.updated", sub, t, before)
+        when = datetime.fromtimestamp(t, UTC).strftime("%d %b %Y")
+        specs = [
+            dict(item=item, price=old_snapshot, quantity=qty, amount=credit, period=(t, pe),
+                 proration=True, credited=credited,
+                 description=f"Unused time on {qty} × {self.product_name(old_snapshot)}"
+                             f" after {when}"),
+            dict(item=item, price=new_price, quantity=qty,
+                 amount=amount_for(new_price, qty, state.currency),
+                 period=(state.period_start, state.period_end), proration=False,
+                 description=f"{qty} × {self.product_name(new_price)}"),
+        ]
+        inv = self.make_invoice(state, t, "subscription_update", specs, outcome="paid",
+                                finalize_delay=0)
+        inv["parent"]["subscription_details"]["subscription_proration_date"] = t
+        return inv
 
     def simulate_customer(self, t0: int) -> None:
         rng = self.rng
@@ -1046,14 +1180,33 @@ class _Engine:
                 if when < self.a.now:
                     self.delete_customer(cust["id"], when)
 
+    def ensure_a_deleted_customer(self) -> None:
+        """Every account of some size has a deleted customer (the sync must handle one)."""
+        if self.a.deleted_customers or len(self.a.customers) < 20:
+            return
+        ended: dict[str, int] = {}
+        live: set[str] = set()
+        for state in self.states.values():
+            sub = self.a.subscriptions[state.sub_id]
+            if state.done and sub["ended_at"] is not None:
+                ended[state.customer_id] = max(ended.get(state.customer_id, 0),
+                                               sub["ended_at"])
+            else:
+                live.add(state.customer_id)
+        for cid in sorted(ended):
+            when = ended[cid] + DAY
+            if cid not in live and when < self.a.now:
+                self.delete_customer(cid, when)
+                return
+
     # -- incremental changes -------------------------------------------------------------
-    def due_renewals(self, until: int) -> None:
+    def due_renewals(self, since: int, until: int) -> None:
         for state in list(self.states.values()):
             if not state.done:
-                self.run(state, until)
+                self.run(state, until, since=since)
 
-    def apply_changes(self, k: int, *, now: int | None,
-                      rng: random.Random | None) -> list[dict[str, Any]]:
+    def apply_changes(self, k: int, *, now: int | None, rng: random.Random | None,
+                      api_version: str | None) -> list[dict[str, Any]]:
         if rng is not None:
             saved, self.rng = self.rng, rng
         try:
@@ -1062,10 +1215,13 @@ class _Engine:
             if end < start:
                 raise ValueError("now cannot move backwards")
             self.a.now = end
-            self.due_renewals(end)
+            self.run_agenda(end)
+            self.due_renewals(start, end)
+            self.run_agenda(end)
             kinds = ("seats", "plan", "cancel_now", "cancel_later", "new_customer", "coupon",
-                     "customer_email")
-            weights = (30, 15, 8, 10, 20, 10, 7)
+                     "customer_email", "delete_customer", "price_update", "new_coupon",
+                     "yearly")
+            weights = (30, 15, 8, 10, 20, 10, 7, 3, 3, 2, 3)
             done = 0
             attempts = 0
             while done < k and attempts < k * 20 + 20:
@@ -1075,7 +1231,7 @@ class _Engine:
                 kind = self.rng.choices(kinds, weights)[0]
                 if self.one_change(kind, t):
                     done += 1
-            return self.flush_events()
+            return self.flush_events(api_version)
         finally:
             if rng is not None:
                 self.rng = saved
@@ -1090,6 +1246,36 @@ class _Engine:
                 return False
             cid = self.rng.choice(sorted(self.a.customers))
             self.update_customer_email(cid, t)
+            return True
+        if kind == "delete_customer":
+            if not self.a.customers:
+                return False
+            # Deleting a customer cancels its subscriptions at once, as Stripe does.
+            self.delete_customer(self.rng.choice(sorted(self.a.customers)), t)
+            return True
+        if kind == "price_update":
+            price_id = self.rng.choice(sorted(self.a.prices))
+            price = self.a.prices[price_id]
+            before = self.before(price, t)
+            price["nickname"] = f"{price['nickname'] or 'Price'} (renamed)"
+            price["metadata"] = {**price["metadata"], "revision": str(t)}
+            self.updated("price.updated", price, t, before)
+            for sub in self.a.subscriptions.values():
+                for item in sub["items"]["data"]:
+                    if item["price"]["id"] == price_id:
+                        item["price"]["nickname"] = price["nickname"]
+                        item["price"]["metadata"] = dict(price["metadata"])
+                        item["plan"] = shapes.plan_of(price)
+            return True
+        if kind == "new_coupon":
+            cid = f"PROMO{len(self.a.coupons) + 1}"
+            coupon = shapes.coupon(id=cid, name=f"Promotion {cid}", created=t,
+                                   livemode=self.a.livemode, duration="repeating",
+                                   percent_off=float(self.rng.choice((5, 10, 20, 30))),
+                                   duration_in_months=self.rng.choice((1, 3, 6)))
+            self.a.coupons[cid] = coupon
+            self.coupon_ids.append(cid)
+            self.emit("coupon.created", coupon, t)
             return True
         live = [s for s in self.states.values() if not s.done
                 and self.a.subscriptions[s.sub_id]["status"] == "active"
@@ -1122,6 +1308,7 @@ def generate_account(*, seed: int = 0, customers: int = 300, months: int = 24,
         else:
             t0 = start + rng.randint(0, max(1, span - DAY))
         engine.simulate_customer(t0)
+    engine.ensure_a_deleted_customer()
     engine.late_catalog_changes()
     engine.flush_events()
     return account

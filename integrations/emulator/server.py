@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import fnmatch
 import hashlib
 import hmac
 import json
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -54,6 +56,10 @@ LIST_PARAMS: dict[str, frozenset[str]] = {
     "events": frozenset({"created", "delivery_success", "type", "types"}),
 }
 RESOURCES = frozenset(LIST_PARAMS)
+
+# Kinds whose stored objects hold no includable field (their pages need no copy).
+_NOTHING_TO_HIDE = frozenset({"customer", "product", "coupon", "invoice", "event",
+                              "line item"})
 
 _ID_SEGMENT = re.compile(r"^/v1/([a-z_]+)/([^/]+)(/lines)?$")
 
@@ -389,6 +395,9 @@ class _Api:
                 i += 1
             has_more = len(found) > limit
             data = found[:limit]
+        if not expand and kind_name in _NOTHING_TO_HIDE:
+            # Served as stored (serialised under the account lock): no copy needed.
+            return {"object": "list", "data": data, "has_more": has_more, "url": url}
         out_data = [public_view(o) for o in data]
         for path in expand:
             self.expand(out_data, path.split(".")[1:], path)
@@ -546,6 +555,31 @@ class _HTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     owner: EmulatorServer
 
+    def __init__(self, address: tuple[str, int], handler: type[_Handler]) -> None:
+        super().__init__(address, handler)
+        self.open_connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.connections_lock:
+            self.open_connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.connections_lock:
+            self.open_connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Close kept-alive client connections too: a stopped server answers nothing."""
+        with self.connections_lock:
+            connections = list(self.open_connections)
+            self.open_connections.clear()
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
 
 class EmulatorServer:
     """Serve ``account`` on ``http://host:port`` (``port=0`` picks a free port).
@@ -566,7 +600,7 @@ class EmulatorServer:
         self.api_key_prefix = api_key_prefix
         self.api_key = api_key
         self.latency_ms = latency_ms
-        self.fail_every = fail_every
+        self._fail_every = fail_every
         self.fail_status = fail_status
         self.error_code = error_code
         self.rate_limit = rate_limit
@@ -598,6 +632,7 @@ class EmulatorServer:
             return
         self._server.shutdown()
         self._server.server_close()
+        self._server.close_connections()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server = None
@@ -627,6 +662,18 @@ class EmulatorServer:
 
     # -- observation and injection -------------------------------------------------------
     @property
+    def fail_every(self) -> int | None:
+        """Every n-th request (counted from when this is set, or from :meth:`reset_log`)
+        fails with ``fail_status`` / ``error_code``; None turns it off."""
+        return self._fail_every
+
+    @fail_every.setter
+    def fail_every(self, value: int | None) -> None:
+        with self._lock:
+            self._fail_every = value
+            self._counter = 0
+
+    @property
     def requests(self) -> list[LoggedRequest]:
         with self._lock:
             return list(self._log)
@@ -635,6 +682,7 @@ class EmulatorServer:
         with self._lock:
             self._log.clear()
             self._rates = _Rates()
+            self._counter = 0
 
     def fail_next(self, n: int = 1, status: int = 429, error_code: str = "rate_limit") -> None:
         """Answer the next ``n`` requests with ``status`` (then behave normally)."""
@@ -657,14 +705,12 @@ class EmulatorServer:
         parts = urlsplit(handler.path)
         path = parts.path.rstrip("/") or "/"
         endpoint = endpoint_of(path)
-        status, body = 500, {"error": {"type": "api_error", "message": "unexpected"}}
         query: dict[str, Any] = {}
         try:
-            status, body, query = self._answer(handler, method, path, parts.query, endpoint)
+            status, data, query = self._answer(handler, method, path, parts.query, endpoint)
         except Exception as exc:  # noqa: BLE001 - the emulator answers like Stripe would
-            status, body = 500, {"error": {"type": "api_error",
-                                           "message": f"emulator error: {exc!r}"}}
-        data = json.dumps(body).encode()
+            status, data = 500, json.dumps({"error": {
+                "type": "api_error", "message": f"emulator error: {exc!r}"}}).encode()
         with self._lock:
             self._log.append(LoggedRequest(method, path, query, status, endpoint,
                                            time.monotonic()))
@@ -681,7 +727,14 @@ class EmulatorServer:
             pass
 
     def _answer(self, handler: _Handler, method: str, path: str, raw_query: str,
-                endpoint: str) -> tuple[int, dict[str, Any], dict[str, Any]]:
+                endpoint: str) -> tuple[int, bytes, dict[str, Any]]:
+        status, body, query = self._respond(handler, method, path, raw_query, endpoint)
+        if isinstance(body, bytes):
+            return status, body, query
+        return status, json.dumps(body).encode(), query
+
+    def _respond(self, handler: _Handler, method: str, path: str, raw_query: str,
+                 endpoint: str) -> tuple[int, dict[str, Any] | bytes, dict[str, Any]]:
         now = time.monotonic()
         with self._lock:
             self._counter += 1
@@ -694,7 +747,8 @@ class EmulatorServer:
             query = parse_query(raw_query)
         except StripeError as err:
             return err.status, err.body, {}
-        if injected is None and self.fail_every and counter % self.fail_every == 0:
+        every = self._fail_every
+        if injected is None and every and counter % every == 0:
             injected = (self.fail_status, self.error_code)
         if injected is not None:
             return (*self._injected(*injected), query)
@@ -711,7 +765,7 @@ class EmulatorServer:
             return refusal.status, refusal.body, query
         try:
             with self.account.lock:
-                return 200, self._api.get(path, query), query
+                return 200, json.dumps(self._api.get(path, query)).encode(), query
         except StripeError as err:
             return err.status, err.body, query
 

@@ -160,6 +160,9 @@ def pending_command(
     _check_format(fmt)
     cfg = settings()
     rows = pending_deliveries(engine(cfg))
+    if not rows and fmt is OutputFormat.table:
+        stdout.print("No pending alerts: everything was sent or printed.")
+        return
     emit_rows(rows, fmt, title="Pending alerts",
               columns=["dedupe_key", "kind", "month", "severity", "status", "attempts",
                        "last_error"])

@@ -25,8 +25,20 @@ COLUMNS = ["month", "opening_mrr", "new", "reactivation", "expansion", "contract
            "closing_mrr", "nrr", "grr", "band", "customers"]
 
 
+# One string per paragraph: the help renderer keeps a docstring's line breaks.
+HELP = (
+    "Run the whole pipeline on a bundled demo Stripe account: no keys, no servers.\n\n"
+    "Starts the local Stripe emulator on 127.0.0.1 with a generated account (hundreds of "
+    "customers, two years of history), then runs the worker's own tasks in this process: "
+    "sync, recompute, the snapshot of every closed month and the alerts (sent to "
+    "SLACK_WEBHOOK_URL when set, printed otherwise).\n\n"
+    "Prints the month-by-month retention table and writes a self-contained HTML report "
+    "(OUTPUT/report.html). This is what `make demo` runs."
+)
+
+
 def register(app: typer.Typer) -> None:
-    app.command("demo")(demo_command)
+    app.command("demo", help=HELP)(demo_command)
 
 
 @handle_errors
@@ -50,14 +62,7 @@ def demo_command(
                                         help="Output format of the retention table: table, json "
                                              "or csv (progress always goes to stderr)."),
 ) -> None:
-    """Run the whole pipeline on a bundled demo Stripe account: no keys, no servers.
-
-    Starts the local Stripe emulator on 127.0.0.1 with a generated account (hundreds of
-    customers, two years of history), then runs the worker's own tasks in this process:
-    sync, recompute, the snapshot of every closed month and the alerts (sent to
-    SLACK_WEBHOOK_URL when set, printed otherwise). Prints the month-by-month retention
-    table and writes a self-contained HTML report (OUTPUT/report.html).
-    """
+    """Run the whole pipeline on a bundled demo Stripe account (see HELP)."""
     from nrr.demo import DemoError, DemoOptions, run_demo
 
     started = time.monotonic()
@@ -85,18 +90,19 @@ def demo_command(
         progress(f"report: {result.report_path}")
         return
     rows = [_row(month) for month in result.months]
-    emit_rows(rows, output, title=f"Net revenue retention, demo account "
-                                  f"({result.first_month} to {result.months[-1]['month']}, "
-                                  f"{document['months'][0]['currency'].upper()})",
-              columns=COLUMNS)
-    if output is OutputFormat.csv:
+    title = (f"Net revenue retention, demo account ({result.first_month} to "
+             f"{result.months[-1]['month']}, {result.months[-1]['currency'].upper()})")
+    if output is OutputFormat.csv:  # plain numbers, for a spreadsheet
+        emit_rows([{**m, "customers": (m.get("customers") or {}).get("closing")}
+                   for m in result.months], output, columns=COLUMNS)
         progress(f"report: {result.report_path}")
         return
+    _print_table(rows, title)
     stdout.print(f"\nAlerts for {result.last_closed_month}: {_alerts_line(result.alerts)}",
                  highlight=False)
-    stdout.print(f"Finished in {result.elapsed_seconds:.1f} s "
+    stdout.print(f"Finished in {time.monotonic() - started:.1f} s "
                  f"({', '.join(f'{k} {v:.1f} s' for k, v in result.steps.items())}).",
-                 highlight=False)
+                 highlight=False, soft_wrap=True)
     stdout.print(f"\n[bold]Report:[/bold] {result.report_path}", highlight=False)
     stdout.print("[bold]Next:[/bold]", highlight=False)
     for line in document["next_steps"][1:]:
@@ -112,8 +118,27 @@ def _quiet_logs() -> None:
     from nrr.logs import configure_logging
 
     if "NRR_LOG_LEVEL" not in os.environ:
+        os.environ["NRR_LOG_LEVEL"] = "WARNING"  # the worker configures logging from it
         configure_logging("WARNING")
-    logging.getLogger("stripe").setLevel(logging.WARNING)
+        logging.getLogger().setLevel(logging.WARNING)  # alembic, celery, kombu, stripe
+    # kombu warns that the embedded broker URL (filesystem://) names no host: true and harmless.
+    logging.getLogger("kombu.connection").addFilter(
+        lambda record: "No hostname was supplied" not in record.getMessage())
+
+
+def _print_table(rows: list[dict[str, Any]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in COLUMNS:
+        table.add_column(column, justify="left" if column in ("month", "band") else "right",
+                         overflow="fold")
+    for row in rows:
+        table.add_row(*[str(row[c]) for c in COLUMNS])
+    # A pipe or a file gets the whole table rather than an 80-column squeeze.
+    console = stdout if stdout.is_terminal else Console(width=max(stdout.width, 160))
+    console.print(table)
 
 
 def _percent(value: Any) -> str:
@@ -139,7 +164,9 @@ def _row(month: dict[str, Any]) -> dict[str, Any]:
 
 
 def _alerts_line(alerts: dict[str, Any]) -> str:
-    if not alerts:
-        return "none"
-    shown = {k: v for k, v in alerts.items() if isinstance(v, (int, float, str)) and v != ""}
-    return ", ".join(f"{k} {v}" for k, v in shown.items()) or "evaluated"
+    by_status = alerts.get("messages") or {}
+    if not by_status:
+        return "no rule fired"
+    where = {"printed": "printed above", "sent": "sent to Slack", "pending": "pending"}
+    return ", ".join(f"{count} {where.get(status, status)}"
+                     for status, count in sorted(by_status.items()))

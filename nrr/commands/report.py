@@ -78,6 +78,16 @@ def _shown(key: str, value: Any, places: int) -> str:
     return str(value)
 
 
+def _csv_cell(key: str, value: Any, places: int) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if key in AMOUNT_KEYS:
+        return f"{value:.{places}f}"
+    if key in PERCENT_KEYS:
+        return f"{value:.3f}"
+    return value
+
+
 def _print_table(title: str, rows: list[dict[str, Any]], columns: list[str], places: int,
                  *, key_column: str | None = None) -> None:
     from rich.table import Table
@@ -164,6 +174,8 @@ def render(document: dict[str, Any], fmt: OutputFormat) -> None:
                     for key in columns]
             columns, key_column = ["metric", "value"], "metric"
     if fmt is OutputFormat.csv:
+        # Amounts with the currency's decimals (927414.00), percents with three.
+        rows = [{k: _csv_cell(k, v, places) for k, v in r.items()} for r in rows]
         emit_rows(rows, fmt, columns=columns)
     else:
         _print_table(title, rows, columns, places, key_column=key_column)

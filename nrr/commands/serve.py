@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import typer
 
 from nrr.commands.common import handle_errors, settings, stderr
+from nrr.settings import Settings
 
 
 def register(app: typer.Typer) -> None:
@@ -28,7 +31,7 @@ def serve_command(
     cfg = settings()
     cfg.require("stripe_webhook_secret")
     db = engine(cfg)
-    dispatch = _worker_dispatch() if cfg.redis_url else None
+    dispatch = _worker_dispatch(cfg) if cfg.redis_url else None
     app = create_app(cfg, db, dispatch=dispatch)
     server = make_webhook_server(app, host, port)
     stderr.print(f"listening on http://{host}:{server.server_port}/webhooks/stripe "
@@ -42,10 +45,10 @@ def serve_command(
         app.close()
 
 
-def _worker_dispatch():  # type: ignore[no-untyped-def]
-    """The worker's Celery dispatch when it is installed, else None (in-process)."""
+def _worker_dispatch(cfg: Settings) -> Callable[[str], None] | None:
+    """The worker's Celery dispatch when the worker package is installed, else None."""
     try:
-        from worker.tasks import dispatch_event  # type: ignore[import-not-found,unused-ignore]
+        from worker.dispatch import celery_dispatch
     except ImportError:
         return None
-    return dispatch_event
+    return celery_dispatch(cfg)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from nrr.commands.common import (
-    CommandFailed,
     OutputFormat,
     UsageError,
     emit_json,
@@ -116,7 +115,7 @@ def diff_command(
         emit_json({"month": chosen, "diffs": diffs})
         return
     if output is OutputFormat.csv:
-        raise CommandFailed("--format csv is not available for diff: use table or json")
+        raise UsageError("--format csv is not available for diff: use table or json")
     if not diffs:
         stdout.print(f"no snapshot of {chosen} has more than one version: nothing changed",
                      highlight=False)

@@ -45,6 +45,7 @@ def sync_command(
     cfg.require("stripe_api_key")
     db = engine(cfg)
     show_progress = not no_progress and output is OutputFormat.table and stderr.is_terminal
+    lock = _sync_lock(cfg, db)
     try:
         if show_progress:
             result = _sync_with_progress(db, cfg, full)
@@ -54,8 +55,18 @@ def sync_command(
         raise CommandFailed(str(exc)) from None
     except StripeUnavailable as exc:
         raise CommandFailed(f"{exc}; run `nrr sync` again to resume where it stopped") from None
+    finally:
+        lock.close()
     document: dict[str, Any] = result.as_dict()
-    document["recompute"] = _recompute(db, cfg)
+    try:
+        document["recompute"] = _recompute(db, cfg)
+    except CommandFailed:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the message names what to fix
+        raise CommandFailed(
+            f"the Stripe sync finished ({result.mode}, {result.objects_stored} objects, "
+            f"{result.events_applied} events; the mirror is stored) but the recompute "
+            f"failed: {type(exc).__name__}: {exc}") from None
     if output is OutputFormat.json:
         emit_json(document)
         return
@@ -109,3 +120,19 @@ def _recompute(db: Any, cfg: Any) -> Any:
     if isinstance(outcome, (dict, list, int, str)) or outcome is None:
         return outcome
     return str(outcome)
+
+
+def _sync_lock(cfg: Any, db: Any) -> Any:
+    """Hold the account's sync lock (shared with the worker) until ``close()``."""
+    from contextlib import ExitStack
+
+    try:
+        from worker.locks import SYNC_LOCK, account_lock
+    except ImportError:
+        return ExitStack()
+    stack = ExitStack()
+    if not stack.enter_context(account_lock(SYNC_LOCK, cfg, db)):
+        stack.close()
+        raise CommandFailed("another sync of this account is running (the worker or another "
+                            "`nrr sync`); run it again when that one has finished")
+    return stack

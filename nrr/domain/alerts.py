@@ -242,9 +242,10 @@ def customer_url(ctx: MessageContext, customer: CustomerMovement) -> str:
 
 
 def _customer_line(ctx: MessageContext, customer: CustomerMovement) -> str:
-    label = truncate(customer.label or customer.customer_id, 80)
+    label = truncate(" ".join((customer.label or "").split()) or customer.customer_id, 80)
     label = escape_mrkdwn(label).replace("|", "¦")
-    causes = ", ".join(c.replace("_", " ") for c in customer.causes) or "no ledger cause"
+    causes = ", ".join(" ".join(c.replace("_", " ").split()) for c in customer.causes)
+    causes = causes or "no ledger cause"
     return (f"• <{customer_url(ctx, customer)}|{label}> — "
             f"{fmt_money(customer.amount, ctx.currency)} — {escape_mrkdwn(truncate(causes, 200))}")
 

@@ -12,7 +12,9 @@ Sources and which one wins where they disagree
    the past that Stripe keeps, so they win over the subscription object for everything
    before the current period. A positive proration line dates a mid-period change at its
    ``period.start``; the negative line only closes the old state (alone, it removes the
-   item at its ``period.start``). Lines of draft and void invoices are not service: under
+   item at its ``period.start``). A prorated state lasts until its line's period ends;
+   from there the cycle lines say what follows (a change made between two cycle lines
+   without proration and never seen shows only at the next cycle line). Lines of draft and void invoices are not service: under
    ``pause_collection=count`` a run of them continues the item's state (Stripe still
    issues the invoices while collection is paused), under ``exclude`` they count 0.
    A period with no line at all (a gap) counts 0. One-off invoice items, credit notes and
@@ -51,7 +53,22 @@ these lines:
 
 :func:`select_state_lines` implements exactly this; the SQL equivalent uses ``LAG`` and
 ``LEAD`` over ``PARTITION BY subscription_item_id ORDER BY period_start, period_end,
-status_rank, id``.
+status_rank, id``. Any superset of the selection gives the same history as long as every
+cycle line carries the right ``follows_gap``. A line with ``follows_gap`` None (unknown)
+is read conservatively: a discontinuity is a gap only between lines of different keys
+(nothing can have been left out between them); :func:`mark_gaps` sets the flag on a
+complete set of lines (``stripe_shapes.customer_data_from_stripe`` does).
+
+Ledger causes
+-------------
+``new_subscription`` (first state of a subscription, trial or not), ``trial_conversion``
+(trialing -> counted), ``seat_change`` (quantity), ``price_change`` (another price of the
+same product, or metered usage changing the invoiced MRR), ``plan_change`` (another
+product, or an item added to / removed from a running subscription), ``discount_start`` /
+``discount_end``, ``pause`` (paused, collection paused, unpaid, past due too long, or a gap
+in the invoices) / ``resume``, ``cancellation`` (revenue ends per ``churn_at``), and
+``reactivation`` (a new subscription of a customer who had paid before and paid nothing
+just before it).
 
 Only the first metered usage line of a run with an unchanged quantity is guaranteed;
 under ``metered=invoiced`` a line whose amount differs from its neighbours while its key
@@ -62,6 +79,7 @@ prices are read from the earliest given positive line of each price.
 from __future__ import annotations
 
 import calendar
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -213,7 +231,7 @@ class _ItemView:
 
 
 def _item_segments(item_lines: Sequence[InvoiceLine], present: SubscriptionItem | None,
-                   observed: Sequence[Any], policies: Policies) -> list[_Seg]:
+                   observed: Sequence[Any]) -> list[_Seg]:
     cycle = sorted((ln for ln in item_lines if not ln.proration), key=_cycle_order)
     prorations = [ln for ln in item_lines if ln.proration]
     positive_starts = {ln.period_start for ln in prorations if ln.amount >= 0}
@@ -232,19 +250,40 @@ def _item_segments(item_lines: Sequence[InvoiceLine], present: SubscriptionItem 
                 gap = previous.period_end != line.period_start and _key(previous) != _key(line)
             if gap and previous.period_end < line.period_start:
                 changes.append((previous.period_end, 0, "end", None, None, False, previous, None))
-        billed = status_class(line.invoice_status) != "unbilled"
+        # A draft last line is the invoice Stripe finalises an hour after the renewal, not a
+        # paused collection (a collection paused now is a status window of its own).
+        billed = status_class(line.invoice_status) != "unbilled" or (
+            line is cycle[-1] and line.invoice_status == "draft")
         changes.append((line.period_start, 1 if billed else 0, "state", line.price_id, line.quantity,
                         billed, line, None))
         coverage_end = max(coverage_end, line.period_end)
         previous = line
+    cycle_starts = [ln.period_start for ln in cycle]
+    reverts: set[tuple[int, str | None, int | None, bool]] = set()
     for line in prorations:
         if status_class(line.invoice_status) == "unbilled":
             continue
         if line.amount >= 0:
             changes.append((line.period_start, 2, "state", line.price_id, line.quantity, True, line, None))
             coverage_end = max(coverage_end, line.period_end)
+            # A prorated state lasts until its period ends; from then the cycle lines' state
+            # goes on (the cycle line that re-states it may have been left out by the
+            # selection: it has the key of the last cycle line before it).
+            index = bisect_left(cycle_starts, line.period_end)
+            if 0 < index < len(cycle):  # only when a later cycle line exists (the last is kept)
+                before = cycle[index - 1]
+                billed_before = status_class(before.invoice_status) != "unbilled" or (
+                    before is cycle[-1] and before.invoice_status == "draft")
+                reverts.add((line.period_end, before.price_id, before.quantity, billed_before))
+                changes.append((line.period_end, -1, "state", before.price_id, before.quantity,
+                                billed_before, None, None))
         elif line.period_start not in positive_starts:
             changes.append((line.period_start, 2, "end", None, None, False, line, None))
+    if reverts:
+        # A cycle line re-stating exactly what a revert restores adds nothing (and is not cited,
+        # so the history is the same whether or not the selection kept it).
+        changes = [c for c in changes
+                   if not (c[1] in (0, 1) and c[2] == "state" and (c[0], c[3], c[4], c[5]) in reverts)]
     for change in observed:
         changes.append((change.at, 3, "state", change.price_id, change.quantity, True, None,
                         change.event_id))
@@ -267,8 +306,6 @@ def _item_segments(item_lines: Sequence[InvoiceLine], present: SubscriptionItem 
                 segments.append(current)
         else:
             segments.append(current)
-    if not segments and present is not None:
-        return []
     # Merge contiguous segments with the same state (cycle lines re-state it each period).
     merged: list[_Seg] = []
     for seg in segments:
@@ -295,11 +332,15 @@ def _discount_windows(discounts: Iterable[Discount], coupons: Mapping[str, Coupo
     if policy == "none":
         return []
     carried_until: dict[str, int] = {}
+    first_carrier: dict[str, InvoiceLine] = {}
     for line in lines:
         if line.proration:
             continue
         for did in line.discount_ids:
             carried_until[did] = max(carried_until.get(did, -FOREVER), line.period_end)
+            known = first_carrier.get(did)
+            if known is None or (line.period_start, line.id) < (known.period_start, known.id):
+                first_carrier[did] = line
     result = []
     for disc in discounts:
         coupon = coupons.get(disc.coupon_id or "")
@@ -320,13 +361,13 @@ def _discount_windows(discounts: Iterable[Discount], coupons: Mapping[str, Coupo
             elif end == FOREVER:
                 continue  # never on an invoice and no longer attached: it never reduced MRR
         if coupon.duration == "once":
-            if policy != "all":
+            # Under ``all``: the billing period it was applied to, i.e. the first cycle line
+            # carrying it (such a line always differs from the one before: it is selected).
+            carrier = first_carrier.get(disc.id)
+            if policy != "all" or carrier is None:
                 continue
-            following = [ln.period_end for ln in lines if ln.period_start <= start < ln.period_end
-                         or ln.period_start >= start]
-            if not following:
-                continue
-            end = min(end, min(following))
+            start = max(start, carrier.period_start)
+            end = min(end, carrier.period_end)
         if end > start:
             result.append((disc, coupon, start, end))
     return result
@@ -464,17 +505,19 @@ def _subscription_history(sub: Subscription, sub_lines: Sequence[InvoiceLine], d
     first_starts: list[int] = []
     for item_id in sorted(set(present) | set(lines_by_item)):
         segments = _item_segments(lines_by_item.get(item_id, []), present.get(item_id),
-                                  observed_by_item.get(item_id, []), policies)
+                                  observed_by_item.get(item_id, []))
         if not segments and item_id in present:
             item = present[item_id]
             start = sub.start_date if sub.start_date is not None else (item.created or 0)
             if item.created is not None and sub.created is not None and item.created > sub.created:
                 start = item.created
             segments = [_Seg(start, FOREVER, item.price_id, item.quantity, True)]
-        metered = sorted(
-            ((ln.period_end, ln) for ln in lines_by_item.get(item_id, [])
-             if not ln.proration and status_class(ln.invoice_status) != "unbilled"),
-            key=lambda pair: (pair[0], pair[1].id))
+        metered: list[tuple[int, InvoiceLine]] = []
+        if policies.metered == "invoiced":
+            metered = sorted(
+                ((ln.period_end, ln) for ln in lines_by_item.get(item_id, [])
+                 if not ln.proration and status_class(ln.invoice_status) != "unbilled"),
+                key=lambda pair: (pair[0], pair[1].id))
         views.append(_ItemView(item_id, segments, metered))
         if segments:
             first_starts.append(segments[0].start)
@@ -503,10 +546,10 @@ def _subscription_history(sub: Subscription, sub_lines: Sequence[InvoiceLine], d
     discount_windows.sort(key=lambda w: (order.get(w[0].id, len(order)), w[2], w[0].id))
 
     tax_share: dict[str, Fraction] = {}
-    for line in sorted(sub_lines, key=lambda ln: (ln.period_start, ln.id)):
-        if (line.price_id and line.price_id not in tax_share and line.amount > 0
-                and line.tax_inclusive_amount > 0):
-                tax_share[line.price_id] = Fraction(line.tax_inclusive_amount, line.amount)
+    taxed = [ln for ln in sub_lines if ln.tax_inclusive_amount > 0 and ln.amount > 0 and ln.price_id]
+    for line in sorted(taxed, key=lambda ln: (ln.period_start, ln.id)):
+        if line.price_id and line.price_id not in tax_share:
+            tax_share[line.price_id] = Fraction(line.tax_inclusive_amount, line.amount)
 
     points: set[int] = {sub_first}
     for view in views:
@@ -579,11 +622,13 @@ def _subscription_history(sub: Subscription, sub_lines: Sequence[InvoiceLine], d
             else:
                 status = "active"
             discounts = tuple([*in_force_ids.get(view.item_id, []), *in_force_ids.get("*", [])])
-            state = _ItemState(seg.price_id, seg.quantity, discounts, status, 0, seg)
+            price = data.prices.get(seg.price_id or "")
+            # Metered usage is not a state of the item (its lines carry the usage quantity).
+            quantity = None if price is not None and price.usage_type == "metered" else seg.quantity
+            state = _ItemState(seg.price_id, quantity, discounts, status, 0, seg)
             current[view.item_id] = state
             if status != "active":
                 continue
-            price = data.prices.get(seg.price_id or "")
             if price is None:
                 if view.item_id not in pricing_failed:
                     skips.append(Skip("subscription_item", view.item_id, f"price {seg.price_id} unknown"))

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
+from functools import lru_cache
 
 from nrr.domain.records import Coupon, Discount, Price, Tier
 
@@ -53,8 +54,13 @@ def months_per_interval(interval: str | None, interval_count: int) -> Fraction:
     return MONTHS_PER_UNIT[interval] * interval_count
 
 
+@lru_cache(maxsize=4096)
+def _decimal_fraction(value: Decimal) -> Fraction:
+    return Fraction(value)
+
+
 def _frac(value: Decimal | None) -> Fraction:
-    return Fraction(value) if value is not None else Fraction(0)
+    return _decimal_fraction(value) if value is not None else Fraction(0)
 
 
 def billed_quantity(price: Price, quantity: int | None) -> int:
@@ -104,7 +110,10 @@ def interval_amount(price: Price, quantity: int | None, currency: str,
         if option is None:
             raise PricingError(f"price {price.id} is in {price.currency} and has no "
                                f"currency_options for {currency}")
-        unit, tiers = option.unit_amount_decimal, option.tiers or tiers
+        unit, tiers = option.unit_amount_decimal, option.tiers
+        if price.billing_scheme == "tiered" and not tiers:
+            raise PricingError(f"price {price.id} has no tiers for {currency} in currency_options "
+                               f"(expand currency_options.{currency}.tiers)")
         tax_behavior = option.tax_behavior or tax_behavior
     qty = billed_quantity(price, quantity)
     if price.billing_scheme == "tiered":
@@ -190,6 +199,8 @@ def discounted_mrr(items: Sequence[PricedItem], currency: str,
     Discounts work per billing interval (an amount_off comes off once per interval), so
     items are grouped by interval length before subscription/customer discounts share.
     """
+    if not subscription_coupons and not customer_coupons and not any(item_coupons.values()):
+        return {item.item_id: item.amount / item.months for item in items}
     amounts: dict[str, Fraction] = {}
     for item in items:
         value = item.amount

@@ -232,7 +232,7 @@ def parse_price(obj: Any) -> Price | Skip:
             usage_type = _str(recurring, "usage_type")
             if interval_count is not None and interval_count <= 0:
                 raise _Bad(f"recurring.interval_count {interval_count} is not positive")
-        elif "plan" in obj or obj.get("object") == "plan":  # legacy Plan shape
+        elif obj.get("object") == "plan":  # legacy Plan shape (interval at the top level)
             interval = _str(obj, "interval")
             interval_count = _int(obj, "interval_count")
             usage_type = _str(obj, "usage_type")

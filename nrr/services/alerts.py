@@ -609,7 +609,8 @@ def sample_context(settings: Settings) -> MessageContext:
         contracted=[CustomerMovement("cus_sample_contracted", "Sample contracted customer",
                                      2000.0, "contraction", ("seat_change",), False)],
         contracted_total=1,
-        policies=settings.policies.as_dict(),
+        policies={**settings.policies.as_dict(), "reporting_currency": settings.reporting_currency,
+                  "timezone": settings.timezone},
         dashboard_url=settings.alerts.stripe_dashboard_url, test_mode=True,
     )
 

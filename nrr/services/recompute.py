@@ -82,8 +82,10 @@ T_DIRTY: Table = DirtyCustomer.__table__  # type: ignore[assignment]
 T_QUARANTINE: Table = QuarantinedObject.__table__  # type: ignore[assignment]
 
 CHUNK = 2000
-FLUSH_ROWS = 200_000
+FLUSH_ROWS = 1_000_000
 UNPAID_INVOICE_STATUSES = ("open", "uncollectible")
+# Events that date changes exactly (``nrr.domain.stripe_shapes.observed_changes``).
+OBSERVED_EVENT_TYPES = ("customer.subscription.updated", "customer.discount.deleted")
 
 TIMELINE_COLUMNS = ["customer_id", "currency", "effective_at", "mrr_micro"]
 LEDGER_COLUMNS = ["month", "effective_at", "customer_id", "subscription_id",
@@ -136,6 +138,10 @@ class _Query:
         self.dialect = dialect
         self.params: list[Any] = []
         self.mark = "%s" if dialect == "postgresql" else "?"
+        self.mod = "%%" if dialect == "postgresql" else "%"  # psycopg reads % as a placeholder
+        # SQLite would walk an index and look every row up; a plain scan is faster for a
+        # whole-table pass (PostgreSQL's planner needs no hint).
+        self.scan = " NOT INDEXED" if dialect == "sqlite" else ""
         self.collate = ' COLLATE "C"' if dialect == "postgresql" else ""
         self.false, self.true = ("false", "true") if dialect == "postgresql" else ("0", "1")
 
@@ -170,12 +176,22 @@ _STATUS_CLASS = ("(CASE WHEN {t}.invoice_status = 'paid' THEN 'paid' "
                  "ELSE 'unbilled' END)")
 
 
+def _mix(expression: str, mod: str = "%") -> str:
+    """An integer hash of an instant. Intervals that tile [S, E) exactly (sorted, each
+    starting where the previous ended) satisfy sum(h(end)) - sum(h(start)) = h(E) - h(S)
+    and sum(end - start) = E - S; a gap and an overlap that cancel in the second sum
+    practically never cancel in the first as well."""
+    return (f"((({expression}) {mod} 1000003) * (({expression}) {mod} 1000033) "
+            f"{mod} 999983)")
+
+
 def state_lines_query(q: _Query, livemode: bool, ids: Sequence[str] | None) -> str:
     """The state-changing lines (``nrr.domain.history`` docstring), ordered by customer.
 
     Per item, cycle lines with the same key (price, quantity, discounts, status class) are
     grouped. When an item's groups tile its service span exactly (each group contiguous,
-    no gap or overlap anywhere), each group is one run and only its first and last lines
+    no gap or overlap anywhere: checked with sums of lengths and of hashed instants, see
+    :func:`_mix`), each group is one run and only its first and last lines
     can change state: those are joined back through the (item, period_start) index. Any
     other item ("irregular": a gap, an overlap, a key that comes back, metered usage) gets
     all its cycle lines, flagged, and the caller applies ``select_state_lines`` to them.
@@ -193,14 +209,16 @@ def state_lines_query(q: _Query, livemode: bool, ids: Sequence[str] | None) -> s
         SELECT g0.subscription_item_id AS item, g0.price_id, g0.quantity, g0.discount_ids,
                {status_g} AS cls,
                MIN(g0.period_start) AS fs, MAX(g0.period_start) AS ls,
-               MAX(g0.period_end) AS me, SUM(g0.period_end - g0.period_start) AS covered
-        FROM stripe_invoice_lines g0
+               MAX(g0.period_end) AS me, SUM(g0.period_end - g0.period_start) AS covered,
+               SUM({_mix("g0.period_end", q.mod)}) - SUM({_mix("g0.period_start", q.mod)}) AS mixed
+        FROM stripe_invoice_lines AS g0{q.scan if ids is None else ""}
         WHERE {cycle("g0")}
         GROUP BY g0.subscription_item_id, g0.price_id, g0.quantity, g0.discount_ids, {status_g}
     ), irregular AS (
         SELECT item FROM grp
         GROUP BY item
         HAVING SUM(covered) <> MAX(me) - MIN(fs)
+            OR SUM(mixed) <> {_mix("MAX(me)", q.mod)} - {_mix("MIN(fs)", q.mod)}
             OR MAX(CASE WHEN covered <> me - fs OR quantity IS NULL THEN 1 ELSE 0 END) = 1
     )
     SELECT * FROM (
@@ -218,7 +236,7 @@ def state_lines_query(q: _Query, livemode: bool, ids: Sequence[str] | None) -> s
     WHERE {cycle("l")} AND l.subscription_item_id IN (SELECT item FROM irregular)
     UNION ALL
     SELECT {_LINE_COLUMNS}, 0 AS irregular
-    FROM stripe_invoice_lines l
+    FROM stripe_invoice_lines AS l{q.scan if ids is None else ""}
     WHERE l.livemode = {q.p(livemode)} AND l.proration = {q.true}
       AND l.subscription_item_id IS NOT NULL AND l.period_start IS NOT NULL
       AND l.period_end IS NOT NULL{q.in_ids("l.customer_id", ids)}
@@ -269,6 +287,14 @@ def _stream_queries(dialect: str, livemode: bool,
         f"{q.in_ids('v.customer_id', ids)} ORDER BY v.customer_id{q.collate}, v.id", q.params)
     q = _Query(dialect)
     queries["lines"] = (state_lines_query(q, livemode, ids), q.params)
+    q = _Query(dialect)
+    customer = q.json_text("e.raw", "data", "object", "customer")
+    kinds = ", ".join(f"'{k}'" for k in OBSERVED_EVENT_TYPES)
+    queries["events"] = (
+        f"SELECT * FROM (SELECT {customer} AS customer_id, e.created, e.id, e.raw "
+        f"FROM stripe_events e WHERE e.type IN ({kinds}) AND e.livemode = {q.p(livemode)}) ev "
+        f"WHERE ev.customer_id IS NOT NULL{q.in_ids('ev.customer_id', ids)} "
+        f"ORDER BY ev.customer_id{q.collate}, ev.created, ev.id", q.params)
     return queries
 
 
@@ -492,10 +518,15 @@ def _customer_data(cid: str, streams: Mapping[str, _Stream], catalogue: Catalogu
         (irregular if is_irregular else lines).append(line)
     if irregular:
         lines.extend(select_state_lines(irregular))
+    observed = []
+    for (_, _created, _event_id, raw_event) in streams["events"].take(cid):
+        changes = stripe_shapes.observed_changes(_json_map(raw_event))
+        if not isinstance(changes, Skip):  # an event it cannot read dates nothing
+            observed.extend(changes)
     return CustomerData(
         customer=customer, subscriptions=tuple(subscriptions), invoices=invoices,
         lines=tuple(lines), discounts=discounts, prices=catalogue.prices,
-        coupons=catalogue.coupons), len(lines)
+        coupons=catalogue.coupons, observed=tuple(observed)), len(lines)
 
 
 def load_chunk(session: Session, ids: Sequence[str], catalogue: Catalogue,
@@ -600,6 +631,7 @@ def recompute(session: Session, settings: Settings, *, customer_ids: Iterable[st
     rates = load_rate_book(session, settings.reporting_currency)
     result.skips.extend(catalogue.skips)
 
+    restore_pragmas = _sqlite_bulk_pragmas(session) if full else []
     dropped_indexes: list[Any] = []
     if full:
         ids = _customer_ids(session, livemode)
@@ -617,6 +649,8 @@ def recompute(session: Session, settings: Settings, *, customer_ids: Iterable[st
 
     def flush() -> None:
         clock = time.perf_counter()
+        # Rows in primary-key order append to the b-tree instead of splitting pages all over.
+        facts.sort(key=_fact_key)
         result.timeline_points += bulk_insert(session, T_TIMELINE, TIMELINE_COLUMNS, timeline)
         result.ledger_entries += bulk_insert(session, T_LEDGER, LEDGER_COLUMNS, ledger)
         result.facts += bulk_insert(session, T_FACTS, FACT_COLUMNS, facts)
@@ -644,6 +678,8 @@ def recompute(session: Session, settings: Settings, *, customer_ids: Iterable[st
     flush()
     clock = time.perf_counter()
     _restore_indexes(session, dropped_indexes)
+    for statement in restore_pragmas:
+        session.execute(text(statement))
     result.timings["write"] = result.timings.get("write", 0.0) + time.perf_counter() - clock
 
     result.skipped = len(result.skips)
@@ -667,6 +703,10 @@ def recompute(session: Session, settings: Settings, *, customer_ids: Iterable[st
     result.seconds = time.perf_counter() - started
     log.info("recompute.finished", **result.as_dict())
     return result
+
+
+def _fact_key(row: tuple[Any, ...]) -> tuple[str, str]:
+    return row[0], row[1]
 
 
 def _timed(items: Iterator[Any], timings: dict[str, float], key: str) -> Iterator[Any]:
@@ -712,6 +752,20 @@ def recompute_dirty(session: Session, settings: Settings, *,
     return recompute(session, settings, customer_ids=ids, now=now)
 
 
+def _sqlite_bulk_pragmas(session: Session) -> list[str]:
+    """A bigger page cache and in-memory temp b-trees for a full rebuild on SQLite (the
+    GROUP BY of the line selection, the index builds); returns the statements that put the
+    connection back as it was."""
+    if session.get_bind().dialect.name != "sqlite":
+        return []
+    restore = []
+    for name, value in (("cache_size", "-262144"), ("temp_store", "2")):
+        old = session.execute(text(f"PRAGMA {name}")).scalar()
+        session.execute(text(f"PRAGMA {name}={value}"))
+        restore.append(f"PRAGMA {name}={old}")
+    return restore
+
+
 def _empty_derived(session: Session) -> list[Any]:
     """Empty the derived tables and drop their secondary indexes (rebuilt by
     :func:`_restore_indexes` after the bulk load: one sorted build beats millions of
@@ -722,12 +776,17 @@ def _empty_derived(session: Session) -> list[Any]:
     else:
         for table in (T_TIMELINE, T_LEDGER, T_FACTS):
             session.execute(delete(table), execution_options={"synchronize_session": False})
+    from sqlalchemy import inspect
+
     connection = session.connection()
+    inspector = inspect(connection)
     dropped = []
     for table in (T_TIMELINE, T_LEDGER, T_FACTS):
+        present = {ix["name"] for ix in inspector.get_indexes(table.name)}
         for index in sorted(table.indexes, key=lambda i: str(i.name)):
-            index.drop(connection)
-            dropped.append(index)
+            if index.name in present:
+                index.drop(connection)
+                dropped.append(index)
     return dropped
 
 

@@ -13,7 +13,7 @@ Services never commit.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
@@ -23,7 +23,6 @@ from sqlalchemy import (
     and_,
     case,
     func,
-    literal,
     or_,
     select,
 )
@@ -35,7 +34,10 @@ from nrr.domain import metrics
 from nrr.domain.metrics import CohortTotals, MonthTotals, Ratio
 from nrr.domain.money import major_rounded
 from nrr.domain.months import add_months, current_month, month_range
+from nrr.logs import get_logger
 from nrr.settings import Settings
+
+log = get_logger(__name__)
 
 F = CustomerMonthFact
 PERIODS = ("monthly", "t12m")
@@ -96,29 +98,11 @@ def _segment_filter(dimension: str, segment: str, table: Any = F) -> ColumnEleme
 # --------------------------------------------------------------------------- movement expressions
 
 
-def _movement_expressions(table: Any = F) -> dict[str, ColumnElement[Any]]:
-    """Per-fact movement amounts (micro) and labels from opening o and closing c."""
+def _movement_amount(table: Any = F) -> ColumnElement[Any]:
+    """A fact's movement amount (micro, positive) from its label, opening o and closing c."""
     o, c = table.opening_mrr_micro, table.closing_mrr_micro
-    arrives = and_(o == 0, c > 0)
-    is_new = and_(arrives, table.movement == "new")
-    is_reactivation = and_(arrives, or_(table.movement.is_(None), table.movement != "new"))
-    is_churn = and_(o > 0, c == 0)
-    is_expansion = and_(o > 0, c > o)
-    is_contraction = and_(c > 0, c < o)
-    return {
-        "new": is_new, "reactivation": is_reactivation, "expansion": is_expansion,
-        "contraction": is_contraction, "churn": is_churn,
-        "new_amount": case((is_new, c), else_=0),
-        "reactivation_amount": case((is_reactivation, c), else_=0),
-        "expansion_amount": case((is_expansion, c - o), else_=0),
-        "contraction_amount": case((is_contraction, o - c), else_=0),
-        "churn_amount": case((is_churn, o), else_=0),
-        "kind": case((is_new, "new"), (is_reactivation, "reactivation"), (is_churn, "churn"),
-                     (is_expansion, "expansion"), (is_contraction, "contraction"),
-                     else_=None),
-        "amount": case((arrives, c), (is_churn, o), (is_expansion, c - o),
-                       (is_contraction, o - c), else_=0),
-    }
+    return case((table.movement.in_(("new", "reactivation", "expansion")), c - o),
+                (table.movement.in_(("contraction", "churn")), o - c), else_=0)
 
 
 def _count(condition: ColumnElement[bool]) -> ColumnElement[Any]:
@@ -130,49 +114,87 @@ def _int(value: Any) -> int:
     return 0 if value is None else int(value)
 
 
-_TOTAL_FIELDS = ("opening", "new", "reactivation", "expansion", "contraction", "churn",
-                 "closing", "fx_impact", "customers_opening", "customers_new",
-                 "customers_reactivated", "customers_expanded", "customers_contracted",
-                 "customers_churned", "customers_closing")
+def _add_group(totals: MonthTotals, movement: str | None, opening: int, closing: int,
+               fx_impact: int, customers: int, paying_at_opening: int,
+               paying_at_closing: int, *, problems: list[str], where: str) -> MonthTotals:
+    """Fold one movement group's sums into ``totals``.
 
-
-def _month_total_columns() -> list[ColumnElement[Any]]:
-    m = _movement_expressions()
-    return [
-        func.sum(F.opening_mrr_micro), func.sum(m["new_amount"]),
-        func.sum(m["reactivation_amount"]), func.sum(m["expansion_amount"]),
-        func.sum(m["contraction_amount"]), func.sum(m["churn_amount"]),
-        func.sum(F.closing_mrr_micro), func.sum(F.fx_impact_micro),
-        _count(F.opening_mrr_micro > 0), _count(m["new"]), _count(m["reactivation"]),
-        _count(m["expansion"]), _count(m["contraction"]), _count(m["churn"]),
-        _count(F.closing_mrr_micro > 0),
-    ]
+    Each labelled group contributes closing - opening (or opening - closing) to its
+    movement, so opening + movements = closing holds whatever the rows hold; a group whose
+    sums contradict its label (a "steady" group that moved, a churn still paying) is
+    reported in ``problems``.
+    """
+    change = closing - opening
+    values = {name: getattr(totals, name) for name in totals.__dataclass_fields__}
+    values["opening"] += opening
+    values["closing"] += closing
+    values["fx_impact"] += fx_impact
+    values["customers_opening"] += paying_at_opening
+    values["customers_closing"] += paying_at_closing
+    sound = True
+    if movement in ("new", "reactivation"):
+        values[movement] += change
+        values["customers_new" if movement == "new" else "customers_reactivated"] += customers
+        sound = opening == 0 and paying_at_closing == customers
+    elif movement == "expansion":
+        values["expansion"] += change
+        values["customers_expanded"] += customers
+        sound = change >= 0 and paying_at_opening == customers
+    elif movement == "contraction":
+        values["contraction"] -= change
+        values["customers_contracted"] += customers
+        sound = change <= 0 and paying_at_closing == customers
+    elif movement == "churn":
+        values["churn"] -= change
+        values["customers_churned"] += customers
+        sound = closing == 0 and paying_at_opening == customers
+    else:
+        sound = movement is None and change == 0
+    if not sound:
+        problems.append(f"{where}: the stored facts labelled {movement or 'no movement'} "
+                        f"do not match their opening and closing MRR; run `nrr recompute`")
+    return MonthTotals(**values)
 
 
 def month_totals(session: Session, first: str, last: str | None = None, *,
-                 dimension: str | None = None) -> dict[tuple[str, str | None], MonthTotals]:
+                 dimension: str | None = None,
+                 problems: list[str] | None = None) -> dict[tuple[str, str | None], MonthTotals]:
     """Sums per month (and segment label when ``dimension`` is given) over ``first``..``last``.
 
     Keys are ``(month, segment)``; ``segment`` is None without a dimension. Months with
-    no facts are absent.
+    no facts are absent. One GROUP BY month, movement over the covering index
+    ``ix_customer_month_facts_month_movement``; the movements come from each group's
+    opening and closing sums. Contradictions between labels and amounts are appended to
+    ``problems``.
     """
     last = last or first
     dimension = parse_dimension(dimension)
     keys: list[Any] = [F.month]
     if dimension:
         keys.append(segment_column(dimension).label("segment"))
+    keys.append(F.movement)
     where = F.month == first if first == last else F.month.between(first, last)
-    query = select(*keys, *_month_total_columns()).where(where).group_by(*keys)
+    query = (
+        select(*keys, func.sum(F.opening_mrr_micro), func.sum(F.closing_mrr_micro),
+               func.sum(F.fx_impact_micro), func.count(), _count(F.opening_mrr_micro > 0),
+               _count(F.closing_mrr_micro > 0))
+        .where(where).group_by(*keys)
+    )
     found: dict[tuple[str, str | None], MonthTotals] = {}
+    issues = problems if problems is not None else []
     for row in session.execute(query):
         month = row[0]
         label = segment_label(row[1]) if dimension else None
-        values = row[len(keys):]
-        totals = MonthTotals(**{name: _int(v) for name, v in zip(_TOTAL_FIELDS, values,
-                                                                  strict=True)})
+        movement = row[len(keys) - 1]
+        opening, closing, fx_impact, customers, at_opening, at_closing = (
+            _int(v) for v in row[len(keys):])
         key = (month, label)
         # Two raw values can share a label ("" and NULL both read as "(none)").
-        found[key] = found[key] + totals if key in found else totals
+        found[key] = _add_group(found.get(key, MonthTotals()), movement, opening, closing,
+                                fx_impact, customers, at_opening, at_closing, problems=issues,
+                                where=month if label is None else f"{month} {dimension}={label}")
+    for problem in issues:
+        log.warning("report.inconsistent_facts", problem=problem)
     return found
 
 
@@ -236,8 +258,10 @@ def policies_in_force(settings: Settings) -> dict[str, Any]:
 
 
 def _data_range(session: Session) -> tuple[str | None, str | None]:
-    row = session.execute(select(func.min(F.month), func.max(F.month))).one()
-    return row[0], row[1]
+    # Two statements: SQLite answers a lone MIN or MAX from the index, not both at once.
+    first = session.scalar(select(func.min(F.month)))
+    last = session.scalar(select(func.max(F.month)))
+    return first, last
 
 
 def _recompute_notes(session: Session, settings: Settings, policies: dict[str, Any]) -> list[str]:
@@ -315,9 +339,16 @@ def _monthly_object(month: str, totals: MonthTotals, ctx: _Context, *,
                     segment: str | None = None, reason_override: str | None = None) -> dict[str, Any]:
     cur = ctx.currency
     computed = metrics.monthly_metrics(totals, month)
+    if reason_override:
+        # A month without facts: every null says so rather than "no paying customers".
+        nulls: dict[str, Any] = {
+            name: Ratio(None, reason_override)
+            for name in ("nrr", "grr", "logo_churn_rate", "revenue_churn_rate", "quick_ratio")
+            if getattr(computed, name).is_null}
+        computed = replace(computed, **nulls)
+        if computed.arpa_micro is None:
+            computed = replace(computed, arpa_reason=reason_override)
     nrr, grr = computed.nrr, computed.grr
-    if reason_override and nrr.is_null:
-        nrr, grr = Ratio(None, reason_override), Ratio(None, reason_override)
     document: dict[str, Any] = {}
     if segment is not None:
         document["segment"] = segment
@@ -417,9 +448,10 @@ def _t12m_reason(ctx: _Context, month: str) -> str | None:
 
 
 def _monthly_documents(session: Session, ctx: _Context, months: list[str],
-                       dimension: str | None) -> dict[str, dict[str, Any]]:
+                       dimension: str | None,
+                       problems: list[str]) -> dict[str, dict[str, Any]]:
     """One document per month (with ``segments`` when ``dimension`` is set)."""
-    sums = month_totals(session, months[0], months[-1]) if months else {}
+    sums = month_totals(session, months[0], months[-1], problems=problems) if months else {}
     by_segment: dict[tuple[str, str | None], MonthTotals] = {}
     if dimension and months:
         by_segment = month_totals(session, months[0], months[-1], dimension=dimension)
@@ -492,7 +524,7 @@ def monthly_report(session: Session, settings: Settings, month: str, *, period: 
                    MONTHLY_DEFINITIONS if period == "monthly" else T12M_DEFINITIONS, now)
     notes = _month_notes(ctx, month)
     if period == "monthly":
-        document = _monthly_documents(session, ctx, [month], dimension)[month]
+        document = _monthly_documents(session, ctx, [month], dimension, notes)[month]
     else:
         document = _trailing_document(session, ctx, month, dimension)
         first = add_months(month, -11)
@@ -515,13 +547,16 @@ def report_series(session: Session, settings: Settings, first: str, last: str, *
     ctx = _context(session, settings,
                    MONTHLY_DEFINITIONS if period == "monthly" else T12M_DEFINITIONS, now)
     if period == "monthly":
-        documents = _monthly_documents(session, ctx, months, dimension)
+        problems: list[str] = []
+        documents = _monthly_documents(session, ctx, months, dimension, problems)
         reports = [documents[m] for m in months]
     else:
         reports = [_trailing_document(session, ctx, m, dimension) for m in months]
     for report in reports:
         report.pop("policies", None)
     notes = list(ctx.notes)
+    if period == "monthly":
+        notes.extend(problems)
     if ctx.data_first is None:
         notes.append("no facts are stored yet: run `nrr sync` and `nrr recompute` first")
     else:
@@ -559,13 +594,16 @@ def cohort_table(session: Session, settings: Settings, *,
     ).all()
     kept = case((later.closing_mrr_micro < base.closing_mrr_micro, later.closing_mrr_micro),
                 else_=base.closing_mrr_micro)
+    # Every fact carries its customer's first paying month, so each later row finds its
+    # base row by primary key (month, customer_id) in one pass over the facts.
     cells = session.execute(
-        select(base.month, later.month, func.sum(later.closing_mrr_micro), func.sum(kept),
-               _count(later.closing_mrr_micro > 0))
-        .select_from(base)
-        .join(later, and_(later.customer_id == base.customer_id, later.month >= base.month))
-        .where(base.first_paid_month == base.month)
-        .group_by(base.month, later.month)
+        select(later.first_paid_month, later.month, func.sum(later.closing_mrr_micro),
+               func.sum(kept), _count(later.closing_mrr_micro > 0))
+        .select_from(later)
+        .join(base, and_(base.month == later.first_paid_month,
+                         base.customer_id == later.customer_id))
+        .where(later.first_paid_month.is_not(None), later.month >= later.first_paid_month)
+        .group_by(later.first_paid_month, later.month)
     ).all()
     by_cell = {(row[0], row[1]): (_int(row[2]), _int(row[3]), _int(row[4])) for row in cells}
     last = ctx.data_last
@@ -625,9 +663,8 @@ def customer_detail(session: Session, settings: Settings, customer_id: str) -> d
     """One customer's MRR history (month by month), movements and the ledger causes behind them."""
     cur = settings.reporting_currency
     stored = session.get(StripeCustomer, customer_id)
-    m = _movement_expressions()
     facts = session.execute(
-        select(F, m["kind"].label("kind"), m["amount"].label("amount"))
+        select(F, F.movement.label("kind"), _movement_amount().label("amount"))
         .where(F.customer_id == customer_id).order_by(F.month)
     ).all()
     ledger = session.execute(
@@ -689,9 +726,9 @@ def top_movements(session: Session, settings: Settings, month: str, *,
     if segment is not None and dimension is None:
         raise InvalidDimension("a segment needs its dimension")
     cur = settings.reporting_currency
-    m = _movement_expressions()
+    amount = _movement_amount()
     columns: list[Any] = [F.customer_id, F.opening_mrr_micro, F.closing_mrr_micro,
-                          m["kind"].label("kind"), m["amount"].label("amount"),
+                          F.movement.label("kind"), amount.label("amount"),
                           StripeCustomer.name, StripeCustomer.email]
     if dimension:
         columns.append(segment_column(dimension).label("segment"))
@@ -699,8 +736,8 @@ def top_movements(session: Session, settings: Settings, month: str, *,
         select(*columns)
         .select_from(F)
         .outerjoin(StripeCustomer, StripeCustomer.id == F.customer_id)
-        .where(F.month == month, or_(*(m[k] for k in kinds)) if kinds else literal(False))
-        .order_by(m["amount"].desc(), F.customer_id)
+        .where(F.month == month, F.movement.in_(kinds))
+        .order_by(amount.desc(), F.customer_id)
         .limit(max(0, limit))
     )
     if dimension and segment is not None:

@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models.derived import RetentionSnapshot
+from models.derived import CustomerMonthFact, RetentionSnapshot
 from nrr.domain.months import add_months, current_month
 from nrr.logs import get_logger
 from nrr.settings import Settings
@@ -149,6 +149,10 @@ def take_snapshots(session: Session, settings: Settings, month: str, *,
         raise SnapshotError(f"{month} is not closed yet (the current month in "
                             f"{settings.timezone} is {current}): only closed months are "
                             f"snapshotted")
+    first = session.scalar(select(func.min(CustomerMonthFact.month)))
+    if first is None or first > month:
+        raise SnapshotError(f"no monthly facts are stored for {month} or before: run "
+                            f"`nrr sync` (and `nrr recompute`) before taking a snapshot")
     result = SnapshotResult(month=month)
     for piece in _pieces(session, settings, month, now):
         digest = content_hash(piece.metrics, piece.policies, piece.definitions)

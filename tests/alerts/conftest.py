@@ -1,8 +1,8 @@
 """Fixtures for the alert tests: a month that drops below the thresholds, snapshots, Slack.
 
 The months are stored the way the pipeline stores them: ``customer_month_facts`` and
-``mrr_ledger`` rows, mirror customers, and snapshots whose metrics are the report
-service's own documents for those facts (as ``nrr/services/snapshots.py`` stores them).
+``mrr_ledger`` rows, mirror customers, and the worker's snapshots of them
+(``nrr.services.snapshots.take_snapshots``).
 
 The scenario (USD):
 
@@ -16,8 +16,6 @@ The scenario (USD):
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +25,7 @@ import pytest
 from sqlalchemy import Engine, insert
 from sqlalchemy.orm import Session
 
-from models.derived import CustomerMonthFact, LedgerEntry, RetentionSnapshot
+from models.derived import CustomerMonthFact, LedgerEntry
 from models.mirror import StripeCustomer
 from nrr.db import make_engine, session_scope
 from nrr.domain.money import MICRO
@@ -85,25 +83,11 @@ def add_ledger(session: Session, month: str, customer_id: str, cause: str, befor
         before={"quantity": 1}, after={"quantity": 0}, stripe_ids={"invoice": f"in_{customer_id}"}))
 
 
-def take_snapshot(session: Session, settings: Settings, month: str, *, version: int = 1,
-                  dimensions: tuple[str, ...] = ("plan",)) -> None:
-    """Store the report documents of ``month`` as snapshots (total and per dimension)."""
-    from nrr.services.report import monthly_report
+def take_snapshot(session: Session, settings: Settings, month: str) -> None:
+    """The worker's own monthly snapshot of ``month`` (total and every dimension)."""
+    from nrr.services.snapshots import take_snapshots
 
-    for period in ("monthly", "t12m"):
-        documents: list[tuple[str, str, dict[str, Any]]] = []
-        total = monthly_report(session, settings, month, period=period, now=NOW)
-        documents.append(("", "", total))
-        for dimension in dimensions:
-            by = monthly_report(session, settings, month, period=period, by=dimension, now=NOW)
-            documents += [(dimension, str(seg["segment"]), seg) for seg in by["segments"]]
-        for dimension, segment, metrics in documents:
-            content = json.dumps(metrics, sort_keys=True, default=str)
-            session.add(RetentionSnapshot(
-                month=month, period=period, dimension=dimension, segment=segment,
-                version=version, content_hash=hashlib.sha256(content.encode()).hexdigest(),
-                metrics=json.loads(content), policies=settings.policies.as_dict(),
-                definitions={"nrr": "see catalogue"}))
+    take_snapshots(session, settings, month, now=datetime(2027, 2, 1, tzinfo=UTC))
 
 
 def seed_drop(engine: Engine, settings: Settings, *, snapshots: bool = True) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -127,8 +128,8 @@ def test_concurrent_workers_send_each_message_once(db_url: str, slack: SlackReco
 
     assert errors == []
     assert len(slack.requests) == 2
-    assert sorted(p.body["text"][:40] for p in slack.delivered) == sorted(
-        {p.body["text"][:40] for p in slack.delivered})
+    assert sorted(p.payload["text"][:40] for p in slack.delivered) == sorted(
+        {p.payload["text"][:40] for p in slack.delivered})
     assert sorted(k for r in results for k in r.created) == sorted([BELOW, DROP])
     assert sorted(k for r in results for k in r.delivery.sent) == sorted([BELOW, DROP])
     assert {row.status for row in deliveries(setup).values()} == {"sent"}
@@ -300,7 +301,7 @@ def test_without_snapshot_the_report_is_used(engine: Engine, db_url: str,
     assert sorted(result.created) == ["alert|nrr_monthly_below||2026-10|v0",
                                       "alert|nrr_monthly_drop||2026-10|v0"]
     assert len(slack.delivered) == 2
-    assert "95%" in slack.delivered[0].body["text"]
+    assert "95%" in slack.delivered[0].payload["text"]
 
 
 def test_segment_rules_alert_per_segment(engine: Engine, db_url: str,
@@ -337,7 +338,7 @@ def test_digest_once_per_snapshot_whatever_the_thresholds(engine: Engine, db_url
     evaluate_alerts(engine, settings, "2026-09", now=NOW)
 
     assert len(slack.delivered) == 1
-    body = slack.delivered[0].body
+    body = slack.delivered[0].payload
     assert body["text"] == "Retention digest 2026-09: NRR 101.215%, GRR 100%"
     assert "No alert rule is firing." in all_text(body)
 
@@ -353,3 +354,42 @@ def test_preview_writes_nothing_and_shows_the_status(engine: Engine, db_url: str
     evaluate_alerts(engine, settings, "2026-10", now=NOW)
     after = preview(engine, settings, "2026-10", now=NOW)
     assert [m.status for m in after.messages] == ["sent", "sent"]
+
+
+def test_two_worker_processes_send_each_message_once(engine: Engine, db_url: str,
+                                                     tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    seed_drop(engine, make_settings(db_url))
+    nrr = str(Path(sys.executable).with_name("nrr"))
+    with SlackRecorder(delay_seconds=0.5) as slack:
+        env = {**os.environ, "DATABASE_URL": db_url, "SLACK_WEBHOOK_URL": slack.url,
+               "NRR_CONFIG": "", "NRR_TIMEZONE": "UTC", "NRR_REPORTING_CURRENCY": "usd"}
+        procs = [subprocess.Popen([nrr, "alerts", "run", "--month", "2026-10", "--format", "json"],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(2)]
+        outputs = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outputs
+        sent = [key for out, _err in outputs for key in json.loads(out)["delivery"]["sent"]]
+        assert sorted(sent) == sorted([BELOW, DROP])
+        assert len(slack.requests) == 2
+    assert {row.status for row in deliveries(engine).values()} == {"sent"}
+
+
+def test_unreachable_slack_keeps_the_alert_pending(engine: Engine, db_url: str) -> None:
+    from tests.support.servers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/services/T0/B0/unreachable-secret"
+    settings = make_settings(db_url, url)
+    seed_drop(engine, settings)
+
+    result = evaluate_alerts(engine, settings, "2026-10", now=NOW)
+
+    assert result.delivery is not None and result.delivery.sent == []
+    errors = [f["error"] for f in result.delivery.failed]
+    assert len(errors) == 2 and all("could not reach Slack" in e for e in errors)
+    assert all("unreachable-secret" not in e for e in errors)
+    assert {row.status for row in deliveries(engine).values()} == {"pending"}

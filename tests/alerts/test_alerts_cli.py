@@ -135,7 +135,7 @@ def test_test_command_sends_a_sample(nrr: Callable[..., Run], slack: SlackRecord
     assert "test message sent" in result.stdout
     assert again.exit_code == 0
     assert len(slack.delivered) == 2  # a test message is sent every time it is asked for
-    assert slack.delivered[0].body["text"].startswith("nrr-worker test message")
+    assert slack.delivered[0].payload["text"].startswith("nrr-worker test message")
 
 
 def test_unknown_month_is_a_usage_error(nrr: Callable[..., Run]) -> None:

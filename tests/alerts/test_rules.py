@@ -76,3 +76,18 @@ def test_default_rules_and_environment_overrides() -> None:
     assert thresholds == {("nrr", "monthly", "below"): 102, ("nrr", "t12m", "below"): 98,
                           ("grr", "monthly", "below"): 85, ("nrr", "monthly", "drop"): 3}
     assert settings.alerts.digest is True
+
+
+def test_customer_links_point_at_the_dashboard_of_the_customer_mode() -> None:
+    from nrr.domain.alerts import CustomerMovement, MessageContext, customer_url
+
+    ctx = MessageContext(month="2026-10", currency="usd", waterfall={},
+                         dashboard_url="https://dashboard.stripe.com/", test_mode=False)
+    live = CustomerMovement("cus_live", None, 1.0, "churn", livemode=True)
+    test = CustomerMovement("cus_test", None, 1.0, "churn", livemode=False)
+    unknown = CustomerMovement("cus_unknown", None, 1.0, "churn")
+    assert customer_url(ctx, live) == "https://dashboard.stripe.com/customers/cus_live"
+    assert customer_url(ctx, test) == "https://dashboard.stripe.com/test/customers/cus_test"
+    assert customer_url(ctx, unknown) == "https://dashboard.stripe.com/customers/cus_unknown"
+    test_key = MessageContext(month="2026-10", currency="usd", waterfall={}, test_mode=True)
+    assert customer_url(test_key, unknown).endswith("/test/customers/cus_unknown")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
 from models.derived import AlertDelivery
@@ -55,8 +57,8 @@ def assert_within_slack_limits(payload: dict[str, Any]) -> None:
 
 def test_thousands_of_churned_customers_fit_in_one_message(engine: Engine, db_url: str,
                                                            printed: Printed) -> None:
-    settings = make_settings(db_url)
-    settings.alerts.rules = [AlertRule(name="nrr_monthly_below", threshold=100)]
+    cfg = make_settings(db_url)
+    cfg.alerts.rules = [AlertRule(name="nrr_monthly_below", threshold=100)]
     long_name = "Customer with a very long legal name & <brackets> | pipes " * 8
     churned = 2_350
     with session_scope(engine) as session:
@@ -70,9 +72,9 @@ def test_thousands_of_churned_customers_fit_in_one_message(engine: Engine, db_ur
             add_customer(session, f"cus_{i:05d}", f"{long_name} {i}")
             add_ledger(session, "2026-10", f"cus_{i:05d}", "cancellation", 100 + i, 0)
     with session_scope(engine) as session:
-        take_snapshot(session, settings, "2026-10", dimensions=())
+        take_snapshot(session, cfg, "2026-10")
 
-    result = evaluate_alerts(engine, settings, "2026-10", now=NOW, printer=printed)
+    result = evaluate_alerts(engine, cfg, "2026-10", now=NOW, printer=printed)
 
     assert [m.kind for m in result.messages] == ["alert"]
     with session_scope(engine) as session:
@@ -121,3 +123,22 @@ def test_digest_with_many_firing_rules_stays_within_limits() -> None:
     message = build_digest_message(ctx, {"nrr": 95.0, "grr": None}, findings)
     assert_within_slack_limits(message.as_payload())
     assert "_and 485 more_" in str(message.blocks)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    names=st.lists(st.text(min_size=0, max_size=400), min_size=0, max_size=12),
+    causes=st.lists(st.text(min_size=1, max_size=60), max_size=40),
+    total=st.integers(min_value=0, max_value=10**7),
+    segment=st.text(min_size=0, max_size=300),
+    policies=st.dictionaries(st.text(min_size=1, max_size=40), st.text(max_size=500), max_size=30),
+)
+def test_any_alert_message_stays_within_limits(names: list[str], causes: list[str], total: int,
+                                               segment: str, policies: dict[str, str]) -> None:
+    customers = [CustomerMovement(f"cus_{i}", name or None, 1234.5, "churn", tuple(causes))
+                 for i, name in enumerate(names)]
+    ctx = MessageContext(month="2026-10", currency="kwd", waterfall={"opening_mrr": 1.5},
+                         churned=customers, churned_total=total, contracted=customers[::-1],
+                         contracted_total=total, policies=policies)
+    message = build_alert_message(_finding(91.0, segment=segment), ctx)
+    assert_within_slack_limits(message.as_payload())

@@ -75,7 +75,7 @@ def test_top_movements_with_causes_from_the_ledger(db_url: str) -> None:
     # 2024-10 is the focus month: eps contracts 120 -> 60 by a seat change.
     assert "Top movements, 2024-10" in top
     assert "cus_eps" in top and "contraction" in top and "60.00" in top
-    assert "seat_change (quantity 120 → 60, in_cus_eps_9)" in top
+    assert "seat_change -60.00: quantity 120 → 60 [in_cus_eps_9]" in top
     assert 'href="https://dashboard.stripe.com/test/customers/cus_eps"' in top
 
 
@@ -126,3 +126,31 @@ def test_report_opens_in_headless_chromium(sqlite_url: str, tmp_path: Path) -> N
     assert len(re.findall(r"<circle\b", result.dom)) >= 40
     shot = screenshot(report, ARTIFACTS / "report-facts.png")
     assert shot.stat().st_size > 20_000
+
+
+def test_plan_segments_show_the_price_nickname(sqlite_url: str) -> None:
+    from models.mirror import StripePrice
+
+    settings = load_settings({"DATABASE_URL": sqlite_url})
+    engine = make_engine(sqlite_url)
+    with Session(engine) as session:
+        insert_world(session, settings, "2024-01", sample_paths(16))
+        session.add(StripePrice(id="business", currency="usd", nickname="Business <annual>",
+                                raw={"id": "business"}, state_at=0))
+        session.commit()
+        page = render_html_report(session, settings, now=NOW)
+    engine.dispose()
+    segments = re.search(r'<section id="segments">.*?</section>', page).group(0)
+    assert "Business &lt;annual&gt; · business" in segments
+    assert ">starter<" in segments  # no price row: the id itself
+
+
+@pytest.mark.browser
+def test_the_browser_check_sees_console_errors(tmp_path: Path) -> None:
+    # The report test relies on this: a page that logs or throws is caught.
+    page = tmp_path / "broken.html"
+    page.write_text('<!DOCTYPE html><html><body><script>console.error("boom");'
+                    "missingFunction();</script></body></html>", encoding="utf-8")
+    console = load_page(page).console
+    assert any("boom" in line for line in console)
+    assert any("missingFunction" in line for line in console)

@@ -1,4 +1,8 @@
-"""The emulator through the REAL stripe SDK (16.1.0) over HTTP on 127.0.0.1."""
+"""The emulator through the REAL stripe SDK (16.1.0) over HTTP on 127.0.0.1.
+
+The client is typed ``Any``: these tests send parameters the SDK's typed params refuse
+(unknown names, bad limits) on purpose, to see the server answer like Stripe.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ def raw_get(url: str, headers: dict[str, str] | None = None, method: str = "GET"
 
 # -- pagination --------------------------------------------------------------------------
 
-def test_list_pages_forward_newest_first_without_gaps(client: stripe.StripeClient,
+def test_list_pages_forward_newest_first_without_gaps(client: Any,
                                                       server: EmulatorServer,
                                                       account: EmulatedAccount) -> None:
     ids = [c.id for c in client.v1.customers.list({"limit": 7}).auto_paging_iter()]
@@ -48,7 +52,7 @@ def test_list_pages_forward_newest_first_without_gaps(client: stripe.StripeClien
     assert all(r.status == 200 for r in pages)
 
 
-def test_list_pages_backward_with_ending_before(client: stripe.StripeClient,
+def test_list_pages_backward_with_ending_before(client: Any,
                                                 account: EmulatedAccount) -> None:
     expected = newest_first(account.invoices.values())
     oldest = expected[-1]
@@ -63,7 +67,7 @@ def test_list_pages_backward_with_ending_before(client: stripe.StripeClient,
     assert first.has_more is False
 
 
-def test_resume_with_starting_after(client: stripe.StripeClient,
+def test_resume_with_starting_after(client: Any,
                                     account: EmulatedAccount) -> None:
     expected = newest_first(account.prices.values())
     page = client.v1.prices.list({"limit": 10, "starting_after": expected[9]})
@@ -74,7 +78,7 @@ def test_resume_with_starting_after(client: stripe.StripeClient,
 
 
 @pytest.mark.parametrize("limit", [0, 101, -1, "ten"])
-def test_limit_out_of_bounds_is_400(client: stripe.StripeClient, limit: Any) -> None:
+def test_limit_out_of_bounds_is_400(client: Any, limit: Any) -> None:
     with pytest.raises(stripe.InvalidRequestError) as info:
         client.v1.customers.list({"limit": limit})
     assert info.value.http_status == 400
@@ -82,14 +86,14 @@ def test_limit_out_of_bounds_is_400(client: stripe.StripeClient, limit: Any) -> 
 
 
 @pytest.mark.parametrize("limit", [1, 100])
-def test_limit_bounds_are_accepted(client: stripe.StripeClient, limit: int,
+def test_limit_bounds_are_accepted(client: Any, limit: int,
                                    account: EmulatedAccount) -> None:
     page = client.v1.invoices.list({"limit": limit})
     assert len(page.data) == limit
     assert page.has_more is (len(account.invoices) > limit)
 
 
-def test_unknown_cursor_is_400(client: stripe.StripeClient) -> None:
+def test_unknown_cursor_is_400(client: Any) -> None:
     for param in ("starting_after", "ending_before"):
         with pytest.raises(stripe.InvalidRequestError) as info:
             client.v1.subscriptions.list({param: "sub_doesnotexist"})
@@ -101,7 +105,7 @@ def test_unknown_cursor_is_400(client: stripe.StripeClient) -> None:
 
 # -- filters ---------------------------------------------------------------------------
 
-def test_subscription_status_filters(client: stripe.StripeClient,
+def test_subscription_status_filters(client: Any,
                                      account: EmulatedAccount) -> None:
     subs = account.subscriptions.values()
     default = {s.id for s in client.v1.subscriptions.list({"limit": 100}).auto_paging_iter()}
@@ -123,7 +127,7 @@ def test_subscription_status_filters(client: stripe.StripeClient,
 
 
 def test_invoice_status_customer_and_subscription_filters(
-        client: stripe.StripeClient, account: EmulatedAccount) -> None:
+        client: Any, account: EmulatedAccount) -> None:
     invoices = list(account.invoices.values())
     for status in ("paid", "open", "void", "draft", "uncollectible"):
         got = {i.id for i in client.v1.invoices.list(
@@ -144,7 +148,7 @@ def test_invoice_status_customer_and_subscription_filters(
         client.v1.invoices.list({"status": "settled"})
 
 
-def test_created_filters(client: stripe.StripeClient, account: EmulatedAccount) -> None:
+def test_created_filters(client: Any, account: EmulatedAccount) -> None:
     created = sorted(i["created"] for i in account.invoices.values())
     lo, hi = created[len(created) // 4], created[3 * len(created) // 4]
     cases = [({"gte": lo, "lt": hi}, lambda c: lo <= c < hi),
@@ -160,7 +164,7 @@ def test_created_filters(client: stripe.StripeClient, account: EmulatedAccount) 
         client.v1.invoices.list({"created": {"after": lo}})
 
 
-def test_unknown_parameter_is_400(client: stripe.StripeClient) -> None:
+def test_unknown_parameter_is_400(client: Any) -> None:
     with pytest.raises(stripe.InvalidRequestError) as info:
         client.v1.customers.list({"colour": "blue"})
     assert info.value.http_status == 400
@@ -175,12 +179,12 @@ def test_unknown_parameter_is_400(client: stripe.StripeClient) -> None:
 
 # -- expand ----------------------------------------------------------------------------
 
-def test_price_tiers_only_when_expanded(client: stripe.StripeClient,
+def test_price_tiers_only_when_expanded(client: Any,
                                         account: EmulatedAccount) -> None:
     tiered = {p["id"] for p in account.prices.values() if p["billing_scheme"] == "tiered"}
-    plain = list(client.v1.prices.list({"limit": 100}).auto_paging_iter())
-    assert tiered and all("tiers" not in p.to_dict() for p in plain)
-    assert all("currency_options" not in p.to_dict() for p in plain)
+    default = list(client.v1.prices.list({"limit": 100}).auto_paging_iter())
+    assert tiered and all("tiers" not in p.to_dict() for p in default)
+    assert all("currency_options" not in p.to_dict() for p in default)
     expanded = list(client.v1.prices.list(
         {"limit": 100, "expand": ["data.tiers", "data.currency_options"]}).auto_paging_iter())
     for price in expanded:
@@ -192,13 +196,13 @@ def test_price_tiers_only_when_expanded(client: stripe.StripeClient,
     assert one.tiers[0].up_to is not None
 
 
-def test_expand_discounts_on_lists_and_retrieve(client: stripe.StripeClient,
+def test_expand_discounts_on_lists_and_retrieve(client: Any,
                                                 account: EmulatedAccount) -> None:
     with_discounts = [s for s in account.subscriptions.values() if s["discounts"]]
     assert with_discounts
     target = with_discounts[0]
-    plain = client.v1.subscriptions.retrieve(target["id"])
-    assert plain.discounts == target["discounts"]
+    unexpanded = client.v1.subscriptions.retrieve(target["id"])
+    assert unexpanded.discounts == target["discounts"]
     listed = client.v1.subscriptions.list(
         {"customer": target["customer"], "status": "all",
          "expand": ["data.discounts.source.coupon", "data.items.data.discounts"]})
@@ -218,7 +222,21 @@ def test_expand_discounts_on_lists_and_retrieve(client: stripe.StripeClient,
     assert [d.id for d in found.discounts] == invoice["discounts"]
 
 
-def test_expand_limits(client: stripe.StripeClient) -> None:
+def test_expand_item_discounts(client: Any, account: EmulatedAccount) -> None:
+    sub = next(s for s in account.subscriptions.values()
+               if any(i["discounts"] for i in s["items"]["data"]))
+    page = client.v1.subscriptions.list({"customer": sub["customer"], "status": "all",
+                                         "expand": ["data.items.data.discounts"]})
+    got = next(s for s in page.data if s.id == sub["id"])
+    expanded = [d for item in got["items"].data for d in item.discounts]
+    assert expanded and all(d.object == "discount" for d in expanded)
+    assert {d.subscription_item for d in expanded} <= {i["id"] for i in sub["items"]["data"]}
+    plain_page = client.v1.subscriptions.list({"customer": sub["customer"], "status": "all"})
+    plain_sub = next(s for s in plain_page.data if s.id == sub["id"])
+    assert all(isinstance(d, str) for item in plain_sub["items"].data for d in item.discounts)
+
+
+def test_expand_limits(client: Any) -> None:
     with pytest.raises(stripe.InvalidRequestError) as info:
         client.v1.subscriptions.list({"expand": ["data.items.data.price.tiers"]})
     assert "4 levels" in str(info.value.user_message)
@@ -234,7 +252,7 @@ def test_expand_limits(client: stripe.StripeClient) -> None:
 
 # -- retrieve, deleted, missing -----------------------------------------------------------
 
-def test_retrieve_each_resource(client: stripe.StripeClient, account: EmulatedAccount) -> None:
+def test_retrieve_each_resource(client: Any, account: EmulatedAccount) -> None:
     services = {"customers": client.v1.customers, "products": client.v1.products,
                 "prices": client.v1.prices, "coupons": client.v1.coupons,
                 "subscriptions": client.v1.subscriptions, "invoices": client.v1.invoices,
@@ -250,7 +268,7 @@ def test_retrieve_each_resource(client: stripe.StripeClient, account: EmulatedAc
         assert info.value.code == "resource_missing"
 
 
-def test_deleted_customer(client: stripe.StripeClient, account: EmulatedAccount) -> None:
+def test_deleted_customer(client: Any, account: EmulatedAccount) -> None:
     assert account.deleted_customers
     gone = next(iter(account.deleted_customers))
     got = client.v1.customers.retrieve(gone)
@@ -261,7 +279,7 @@ def test_deleted_customer(client: stripe.StripeClient, account: EmulatedAccount)
 
 # -- invoice lines ---------------------------------------------------------------------
 
-def test_invoice_lines_embedded_then_paged(client: stripe.StripeClient,
+def test_invoice_lines_embedded_then_paged(client: Any,
                                            account: EmulatedAccount) -> None:
     long_one = next(i for i in account.invoices.values() if i["lines"]["has_more"])
     full = account.invoice_lines[long_one["id"]]
@@ -283,7 +301,7 @@ def test_invoice_lines_embedded_then_paged(client: stripe.StripeClient,
 
 # -- events ----------------------------------------------------------------------------
 
-def test_events_type_filters(client: stripe.StripeClient, account: EmulatedAccount) -> None:
+def test_events_type_filters(client: Any, account: EmulatedAccount) -> None:
     events = list(account.events.values())
     wild = [e.id for e in client.v1.events.list(
         {"type": "customer.subscription.*", "limit": 100}).auto_paging_iter()]
@@ -302,7 +320,7 @@ def test_events_type_filters(client: stripe.StripeClient, account: EmulatedAccou
         client.v1.events.list({"types": ["a"], "type": "b"})
 
 
-def test_events_created_filter_and_oldest_first_walk(client: stripe.StripeClient,
+def test_events_created_filter_and_oldest_first_walk(client: Any,
                                                      account: EmulatedAccount) -> None:
     ordered = sorted(account.events.values(), key=lambda e: (e["created"], e["id"]))
     cursor = ordered[len(ordered) // 2]
@@ -359,7 +377,7 @@ def test_only_get(server: EmulatorServer) -> None:
 
 
 @pytest.mark.parametrize("code", ["rate_limit", "lock_timeout"])
-def test_injected_429(client: stripe.StripeClient, server: EmulatorServer, code: str) -> None:
+def test_injected_429(client: Any, server: EmulatorServer, code: str) -> None:
     server.fail_every = 3
     server.error_code = code
     outcomes = []
@@ -392,7 +410,7 @@ def test_injected_5xx_and_sdk_retries(server: EmulatorServer) -> None:
     assert [r.status for r in server.requests] == [500, 200]
 
 
-def test_latency_and_request_log(client: stripe.StripeClient, server: EmulatorServer) -> None:
+def test_latency_and_request_log(client: Any, server: EmulatorServer) -> None:
     server.latency_ms = 60
     started = time.monotonic()
     client.v1.coupons.list({"limit": 2})
@@ -404,7 +422,7 @@ def test_latency_and_request_log(client: stripe.StripeClient, server: EmulatorSe
     assert server.requests == []
 
 
-def test_rates_measured_and_enforced(client: stripe.StripeClient,
+def test_rates_measured_and_enforced(client: Any,
                                      server: EmulatorServer) -> None:
     for _ in range(5):
         client.v1.coupons.list()
@@ -430,10 +448,10 @@ def test_endpoint_names() -> None:
     assert endpoint_of("/v1/customers") == "/v1/customers"
 
 
-def test_everything_lists_through_the_sdk(client: stripe.StripeClient,
+def test_everything_lists_through_the_sdk(client: Any,
                                           account: EmulatedAccount) -> None:
     """Every object of every kind parses in the SDK classes and comes back unchanged."""
-    calls = {
+    calls: dict[str, Any] = {
         "customers": client.v1.customers.list({"limit": 100}),
         "products": client.v1.products.list({"limit": 100}),
         "prices": client.v1.prices.list({"limit": 100, "expand": ["data.tiers",
@@ -448,3 +466,15 @@ def test_everything_lists_through_the_sdk(client: stripe.StripeClient,
         assert set(got) == set(account.store(kind)), kind
         if kind in ("customers", "coupons", "products", "prices"):
             assert got == account.store(kind), kind
+
+
+def test_stop_closes_kept_alive_connections(fresh_account: EmulatedAccount) -> None:
+    server = EmulatorServer(fresh_account).start()
+    client = make_client(server.url)
+    assert client.v1.coupons.list().data
+    server.stop()
+    with pytest.raises(stripe.APIConnectionError):
+        client.v1.coupons.list()
+    server.start()  # a stopped server starts again, on the same port
+    assert make_client(server.url).v1.coupons.list().data
+    server.stop()

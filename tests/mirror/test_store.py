@@ -253,3 +253,32 @@ def test_a_hundred_objects_in_one_call(session: Session) -> None:
 def test_unknown_kind_is_a_clear_error(session: Session) -> None:
     with pytest.raises(ValueError, match="unknown object kind"):
         store_objects(session, "charge", [], state_at=1)
+
+
+def test_discount_objects_are_stored_on_their_own(session: Session) -> None:
+    body = discount("di_9", "co_9", subscription="sub_1", end=1_710_000_000)
+    result = store_objects(session, "discount", [body], state_at=5)
+    assert (result.stored, result.customer_ids) == (1, {"cus_1"})
+    row = session.get(StripeDiscount, "di_9")
+    assert row is not None
+    assert (row.coupon_id, row.subscription_id, row.end, row.raw) == ("co_9", "sub_1",
+                                                                       1_710_000_000, body)
+
+
+def test_a_customer_discount_seen_on_an_invoice_stays_a_customer_discount(session: Session) -> None:
+    inv = invoice("in_1", discounts=[discount("di_cus", "co_1")])
+    store_objects(session, "invoice", [inv], state_at=5)
+    row = session.get(StripeDiscount, "di_cus")
+    assert row is not None
+    assert (row.customer_id, row.subscription_id, row.invoice_id) == ("cus_1", None, None)
+
+
+def test_a_removed_discount_keeps_its_removal_instant(session: Session) -> None:
+    store_objects(session, "subscription",
+                  [subscription(discounts=[discount("di_1", subscription="sub_1")])], state_at=5)
+    assert mark_deleted(session, "discount", "di_1", state_at=50) == {"cus_1"}
+    # A later sighting (an old invoice refetched) never clears the removal.
+    store_objects(session, "discount", [discount("di_1", subscription="sub_1")], state_at=60)
+    session.expire_all()
+    row = session.get(StripeDiscount, "di_1")
+    assert row is not None and row.removed_at == 50

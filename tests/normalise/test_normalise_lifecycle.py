@@ -129,12 +129,15 @@ def test_past_due_for_n_days_stops_counting() -> None:
     assert mrr(world, ts(2025, 3, 15), past_due_churn_after_days=14) == Decimal(0)
 
 
-def test_incomplete_subscription_never_counts() -> None:
+@pytest.mark.parametrize(("now", "status"), [(ts(2025, 1, 1, 12), "incomplete"),
+                                             (ts(2025, 1, 10), "incomplete_expired")])
+def test_incomplete_subscription_never_counts(now: int, status: str) -> None:
     world = _world()
     world.subscribe("cus_1", [("price_basic", 1)], at=ts(2025, 1, 1), first_invoice_status="open")
-    world.advance(ts(2025, 1, 10))
-    assert world.customer_data("cus_1").subscriptions[0].status == "incomplete"
-    assert mrr(world, ts(2025, 1, 5)) == Decimal(0)
+    world.advance(now)
+    assert world.customer_data("cus_1").subscriptions[0].status == status
+    assert mrr(world, ts(2025, 1, 1, 6)) == Decimal(0)
+    assert history(world).points.get("usd", ()) == ()
 
 
 @pytest.mark.parametrize(("policy", "expected"), [("count", Decimal(100)), ("exclude", Decimal(0))])
@@ -313,3 +316,35 @@ def test_segment_is_the_largest_item_ties_by_price_id() -> None:
     row = facts(world, last_month="2025-02")["2025-02"]
     assert (row.plan, row.product, row.currency, row.country, row.metadata_) == (
         "price_a", "prod_a", "usd", "FR", {"tier": "gold"})
+
+
+def test_draft_renewal_invoice_is_not_a_paused_collection() -> None:
+    world = _world()
+    world.subscribe("cus_1", [("price_basic", 1)], at=ts(2025, 1, 1))
+    world.advance(ts(2025, 3, 1))
+    world.invoices[-1]["status"] = "draft"  # the March renewal, not finalised yet
+    assert mrr(world, ts(2025, 3, 1), pause_collection="exclude") == Decimal(100)
+
+
+def test_restart_inside_the_month_of_a_start_and_cancel_is_reactivation() -> None:
+    world = _world()
+    first = world.subscribe("cus_1", [("price_basic", 1)], at=ts(2025, 2, 3))
+    first.cancel_now(at=ts(2025, 2, 10))
+    world.subscribe("cus_1", [("price_basic", 1)], at=ts(2025, 2, 20))
+    world.advance(ts(2025, 3, 5))
+    row = facts(world, last_month="2025-02")["2025-02"]
+    # It was paying at an earlier instant of the same month: not new.
+    assert (row.movement, major(row.movement_micro)) == ("reactivation", Decimal(100))
+
+
+def test_months_are_taken_in_the_configured_time_zone() -> None:
+    from zoneinfo import ZoneInfo
+
+    world = _world()
+    sub = world.subscribe("cus_1", [("price_basic", 1)], at=ts(2025, 1, 10))
+    sub.change_quantity(sub.item_ids[0], 2, at=ts(2025, 3, 1, 2))  # Feb 28th, 21:00 in New York
+    world.advance(ts(2025, 4, 1))
+    utc = facts(world, last_month="2025-03")
+    new_york = facts(world, last_month="2025-03", tz=ZoneInfo("America/New_York"))
+    assert utc["2025-03"].movement == "expansion" and utc["2025-02"].movement is None
+    assert new_york["2025-02"].movement == "expansion" and new_york["2025-03"].movement is None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 
 from nrr.domain.fx import Rate, RateTable
+from nrr.domain.history import customer_history
+from nrr.settings import Policies
 from tests.normalise.conftest import facts, major, mrr
 from tests.stripe_world import World, tier, ts
 
@@ -122,3 +125,26 @@ def test_metered_invoiced_uses_last_closed_usage_period() -> None:
     assert mrr(world, ts(2025, 1, 25), metered="invoiced") == Decimal(20)  # nothing closed yet
     assert mrr(world, ts(2025, 2, 10), metered="invoiced") == Decimal(70)  # 20 + January: 500 x 0.10
     assert mrr(world, ts(2025, 3, 10), metered="invoiced") == Decimal(50)  # 20 + February: 300 x 0.10
+
+
+def test_price_without_the_subscription_currency_is_skipped_with_the_reason() -> None:
+    world = World()
+    world.add_customer("cus_1")
+    world.add_price("price_usd", unit_amount=1_000, currency_options={"eur": {"unit_amount": 900}})
+    world.add_price("price_usd_only", unit_amount=2_000)
+    sub = world.subscribe("cus_1", [("price_usd", 1)], at=ts(2025, 1, 1), currency="eur")
+    world.advance(ts(2025, 2, 1))
+    world.lives[sub.id].items[0].price_id = "price_usd_only"  # an account edited behind our back
+    data = world.customer_data("cus_1")
+    lines = tuple(replace(line, price_id="price_usd_only") for line in data.lines)
+    result = customer_history(replace(data, lines=lines))
+    assert result.points.get("eur", ()) == ()
+    assert [s.reason for s in result.skips] == ["price price_usd_only is in usd and has no currency_options for eur"]
+
+
+def test_metered_usage_is_not_a_ledger_change_when_excluded() -> None:
+    world = _metered()
+    result = customer_history(world.customer_data("cus_1"))
+    assert [c.cause for c in result.ledger] == ["new_subscription", "new_subscription"]
+    invoiced = customer_history(world.customer_data("cus_1"), Policies(metered="invoiced"))
+    assert [c.cause for c in invoiced.ledger][2:] == ["price_change", "price_change"]

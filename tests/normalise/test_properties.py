@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import replace
 from datetime import date
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,7 +24,7 @@ from nrr.domain.movements import customer_month_facts
 from nrr.domain.records import MonthFact
 from nrr.settings import Policies
 from tests.normalise.conftest import UTC_TZ
-from tests.stripe_world import SubscriptionEnded, SubscriptionLife, World, ts
+from tests.stripe_world import SubscriptionLife, World, ts
 
 MONTHS = month_range("2025-01", "2025-12")
 PRICES = {"price_s": (1_900, "usd", "prod_s"), "price_m": (4_900, "usd", "prod_m"),
@@ -34,7 +35,8 @@ RATES = RateTable("usd", [Rate(date(2024, 12, 1), "eur", Decimal("1.08")),
                           Rate(date(2026, 1, 1), "eur", Decimal("1.11"))])
 
 OPS = st.sampled_from(["seats", "plan", "discount", "cancel_now", "cancel_end", "undo", "pause", "resume",
-                       "remove_discount", "pause_collection", "resume_collection", "new_sub"])
+                       "remove_discount", "pause_collection", "resume_collection", "new_sub", "add_item",
+                       "remove_item"])
 
 
 @st.composite
@@ -57,6 +59,7 @@ def _build(spec: list[tuple[str, str, int, list[tuple[int, str, int]]]], trial: 
                         interval="year" if pid == "price_year" else "month")
     world.add_coupon("co_pct", percent_off=30, duration="forever")
     world.add_coupon("co_rep", amount_off=1_000, currency="usd", duration="repeating", duration_in_months=2)
+    world.add_coupon("co_once", percent_off=50, duration="once")
     base = ts(2025, 1, 1)
     day = 86_400
     plan_for = {"usd": ["price_s", "price_m", "price_l"], "eur": ["price_eur"]}
@@ -105,9 +108,15 @@ def _build(spec: list[tuple[str, str, int, list[tuple[int, str, int]]]], trial: 
             if options:
                 sub.change_price(item, options[n % len(options)], at=at)
         elif op == "discount" and not sub.discount_ids:
-            sub.add_discount("co_pct" if n % 2 or currency != "usd" else "co_rep", at=at)
+            coupon = ["co_pct", "co_once", "co_rep"][n % 3]
+            sub.add_discount("co_pct" if coupon == "co_rep" and currency != "usd" else coupon, at=at)
         elif op == "remove_discount" and sub.discount_ids:
             sub.remove_discount(sub.discount_ids[0], at=at, seen=n % 2 == 0)
+        elif op == "add_item" and len(sub.items) == 1 and currency == "usd":
+            sub.add_item("price_s" if sub.items[0].price_id != "price_s" else "price_m", n, at=at,
+                         prorate=n % 3 != 0)
+        elif op == "remove_item" and len(sub.items) > 1:
+            sub.remove_item(sub.item_ids[-1], at=at, prorate=n % 2 == 0)
         elif op == "cancel_now":
             sub.cancel_now(at=at)
         elif op == "cancel_end" and not sub.cancel_at_period_end_flag:
@@ -141,9 +150,11 @@ POLICIES = st.builds(
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(spec=timelines(), trial=st.booleans(), policies=POLICIES)
+@given(spec=timelines(), trial=st.booleans(), policies=POLICIES,
+       tz=st.sampled_from([UTC_TZ, ZoneInfo("America/New_York"), ZoneInfo("Asia/Tokyo")]))
 def test_movements_add_up_and_selected_lines_give_the_same_history(
-        spec: list[tuple[str, str, int, list[tuple[int, str, int]]]], trial: bool, policies: Policies) -> None:
+        spec: list[tuple[str, str, int, list[tuple[int, str, int]]]], trial: bool, policies: Policies,
+        tz: ZoneInfo) -> None:
     world, ids = _build(spec, trial)
     totals: dict[tuple[str, str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for cid in ids:
@@ -153,7 +164,7 @@ def test_movements_add_up_and_selected_lines_give_the_same_history(
         assert selected.points == full.points
         assert selected.ledger == full.ledger
         assert selected.intervals == full.intervals
-        rows = customer_month_facts(full, data.customer, rate=RATES.rate, reporting_currency="usd", tz=UTC_TZ,
+        rows = customer_month_facts(full, data.customer, rate=RATES.rate, reporting_currency="usd", tz=tz,
                                     last_month="2025-12")
         _check_identity(rows)
         by_month = {row.month: row for row in rows}

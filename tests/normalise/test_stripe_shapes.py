@@ -35,6 +35,8 @@ def _rich_world() -> World:
     sub.add_discount("co_amt", at=ts(2025, 2, 3), item_id=sub.item_ids[0])
     sub.record_usage(sub.item_ids[2], 1_000, at=ts(2025, 2, 5))
     sub.change_quantity(sub.item_ids[0], 6, at=ts(2025, 2, 20))
+    sub.change_quantity(sub.item_ids[1], 9, at=ts(2025, 3, 2), prorate=False, seen=True)
+    sub.remove_discount(sub.discount_ids[0], at=ts(2025, 3, 5), seen=True)
     sub.cancel_at_period_end(at=ts(2025, 3, 20))
     world.advance(ts(2025, 5, 1))
     return world
@@ -47,11 +49,13 @@ def test_current_shapes_parse_without_skips() -> None:
     data, skips = customer_data_from_stripe("cus_1", WORLD_OBJECTS)
     assert skips == []
     sub = data.subscriptions[0]
-    assert [it.quantity for it in sub.items] == [6, 7, None]
+    assert [it.quantity for it in sub.items] == [6, 9, None]
     assert all(it.current_period_end for it in sub.items)
     assert data.prices["price_tiered"].tiers[-1].up_to is None
     assert any(line.proration and line.amount < 0 for line in data.lines)
     assert {d.coupon_id for d in data.discounts.values()} == {"co_pct", "co_amt"}
+    assert [c.kind for c in data.observed] == ["item", "discount_removed"]
+    assert [d.removed_at for d in data.discounts.values() if d.coupon_id == "co_pct"] == [ts(2025, 3, 5)]
     assert customer_history(data).points["usd"]
 
 
@@ -107,7 +111,7 @@ def _dicts_with_ids(value: Any, found: list[tuple[dict[str, Any], tuple[str, ...
     if isinstance(value, dict):
         if isinstance(value.get("id"), str) and value.get("object") in {
                 "customer", "price", "coupon", "discount", "subscription", "subscription_item",
-                "invoice", "line_item"}:
+                "invoice", "line_item", "event"}:
             found.append((value, owners))
             owners = (*owners, value["id"])
         for child in value.values():
@@ -141,6 +145,8 @@ def test_malformed_objects_never_raise_and_skip_only_themselves(data: st.DataObj
         target[key] = data.draw(WRONG_VALUES)
     else:
         nested = target[key]
+        if isinstance(nested, dict) and isinstance(nested.get("id"), str):
+            owners = (*owners, nested["id"])  # breaking an embedded object (an item's price)
         if isinstance(nested, dict) and nested:
             inner = data.draw(st.sampled_from(sorted(nested)))
             nested[inner] = data.draw(WRONG_VALUES)
@@ -150,5 +156,6 @@ def test_malformed_objects_never_raise_and_skip_only_themselves(data: st.DataObj
     history = customer_history(parsed, Policies(metered="invoiced", discounts="all"))
     for skip in [*skips, *history.skips]:
         assert isinstance(skip, Skip) and skip.reason
-        # The broken object itself; an embedded object (an item's price) takes its owner with it.
-        assert skip.object_id in (target_id, None, *owners[-1:]), (skip, target_id, key, action)
+        # The broken object itself, or an object embedding it (an item's price, an event's
+        # subscription) which cannot be understood without it; never an unrelated object.
+        assert skip.object_id in (target_id, None, *owners), (skip, target_id, key, action)

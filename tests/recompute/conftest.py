@@ -28,6 +28,10 @@ def store_world(session: Session, world: Any, *, state_at: int | None = None) ->
                                state_at=state_at if state_at is not None else world.now)
         assert result.skipped == 0, f"{kind}: quarantined"
         stored += result.stored
+    from integrations.stripe_sync import record_event
+
+    for event in objects.get("events", []):
+        record_event(session, event, source="events")
     return stored
 
 

@@ -282,3 +282,30 @@ def test_cli_recompute_and_movements(db_url: str, db_engine: Engine) -> None:
     assert bad.exit_code == 2
     one = cli(["recompute", "--customer", "cus_a", "--format", "json"], env=env)
     assert one.exit_code == 0 and json.loads(one.stdout)["kind"] == "incremental"
+
+
+def test_a_change_seen_as_an_event_is_dated_by_the_event(db_url: str, db_engine: Engine) -> None:
+    def world_with(seen: bool) -> World:
+        world = World()
+        world.add_customer("cus_a")
+        world.add_price("price_seat", unit_amount=1_000)
+        sub = world.subscribe("cus_a", [("price_seat", 2)], at=ts(2025, 1, 10))
+        sub.change_quantity(sub.item_ids[0], 5, at=ts(2025, 2, 20), prorate=False, seen=seen)
+        world.advance(ts(2025, 4, 1))
+        return world
+
+    def seat_change_instant() -> int:
+        with Session(db_engine) as session:
+            return session.scalars(select(LedgerEntry.effective_at)
+                                   .where(LedgerEntry.cause == "seat_change")).one()
+
+    with session_scope(db_engine) as session:
+        store_world(session, world_with(seen=False))
+    with session_scope(db_engine) as session:
+        recompute(session, make_settings(db_url), now=NOW)
+    assert seat_change_instant() == ts(2025, 3, 10)  # the first cycle line that shows it
+    with session_scope(db_engine) as session:
+        store_world(session, world_with(seen=True))
+    with session_scope(db_engine) as session:
+        recompute(session, make_settings(db_url), now=NOW)
+    assert seat_change_instant() == ts(2025, 2, 20)  # the event's instant

@@ -115,3 +115,16 @@ def test_report_says_when_facts_were_computed_under_other_policies(
     current = run_cli("report", "--month", "2026-03", "--format", "json",
                       env={"NRR_POLICY_CHURN_AT": "request"}).json()
     assert "notes" not in current
+
+
+def test_every_report_command_and_option_has_help() -> None:
+    import typer.main
+
+    from nrr.cli import app
+
+    group = typer.main.get_command(app)
+    for name in ("report", "cohorts", "customer"):
+        command = group.commands[name]  # type: ignore[attr-defined]
+        assert command.help, name
+        for param in command.params:
+            assert getattr(param, "help", None), (name, param.name)

@@ -307,3 +307,38 @@ def test_table_and_csv_formats(add_facts: Callable[..., None], run_cli: Callable
         assert "policies:" in by_plan.stderr
     else:
         assert "policies:" in result.stdout
+
+
+def test_facts_contradicting_their_label_are_noted(add_facts: Callable[..., None],
+                                                   run_cli: Callable[..., CliResult]) -> None:
+    add_facts([fact(MONTH, "cus_1", 100, 100),
+               fact(MONTH, "cus_2", 100, 80, movement="expansion")])
+    result = run_cli("report", "--month", MONTH, "--format", "json")
+    assert result.exit_code == 0
+    report = result.json()
+    assert any("labelled expansion do not match" in note for note in report["notes"])
+    # The identity still holds: the amounts come from opening and closing.
+    assert report["opening_mrr"] + report["expansion"] - report["contraction"] == \
+        report["closing_mrr"]
+
+
+def test_series_t12m_and_by_segment(add_facts: Callable[..., None],
+                                    run_cli: Callable[..., CliResult]) -> None:
+    first = add_months(MONTH, -12)
+    add_facts([fact(first, "cus_1", 100, 100, plan="pro"),
+               fact(add_months(MONTH, -11), "cus_1", 100, 100, plan="pro"),
+               fact(add_months(MONTH, -1), "cus_1", 100, 120, plan="pro"),
+               fact(MONTH, "cus_1", 120, 130, plan="pro"),
+               fact(MONTH, "cus_2", 0, 50, plan="basic")])
+    t12m = run_cli("report", "--from", add_months(MONTH, -1), "--to", MONTH, "--period", "t12m",
+                   "--format", "json").json()
+    assert [m["nrr"] for m in t12m["months"]] == [120.0, 130.0]
+    assert all(m["period"] == "t12m" for m in t12m["months"])
+    by_plan = run_cli("report", "--from", add_months(MONTH, -1), "--to", MONTH, "--by", "plan",
+                      "--format", "json").json()
+    assert by_plan["dimension"] == "plan"
+    last = by_plan["months"][1]
+    assert {s["segment"]: s["closing_mrr"] for s in last["segments"]} == {"pro": 130,
+                                                                          "basic": 50}
+    table = run_cli("report", "--from", add_months(MONTH, -1), "--to", MONTH, "--by", "plan")
+    assert table.exit_code == 0 and "basic" in table.stdout

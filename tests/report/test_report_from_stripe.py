@@ -134,6 +134,13 @@ def test_plan_changes_example_and_opening_segments(load_world: Callable[..., Any
     for key in ("opening_mrr", "expansion", "contraction", "churn", "closing_mrr"):
         assert round(starter[key] + team[key], 2) == report[key]
     assert starter["customers"]["opening"] + team["customers"]["opening"] == 60
+    # `nrr customer` explains an upgrade with its ledger cause and Stripe ids.
+    upgraded = run_cli("customer", "cus_up0", "--format", "json").json()
+    march = next(h for h in upgraded["history"] if h["month"] == MONTH)
+    assert (march["movement"], march["amount"]) == ("expansion", 30)
+    assert "plan_change" in march["causes"]
+    change = next(e for e in upgraded["ledger"] if e["cause"] == "plan_change")
+    assert change["subscription_id"] and change["stripe_ids"]
 
 
 def test_twelve_month_example_from_stripe_objects(load_world: Callable[..., Any],
@@ -179,3 +186,58 @@ def test_t12m_member_who_left_and_came_back(load_world: Callable[..., Any],
     assert report["nrr"] == 125.0 and report["grr"] == 100.0
     january = run_cli("report", "--month", "2026-01", "--format", "json").json()
     assert january["reactivation"] == 150 and january["customers"]["reactivated"] == 1
+
+
+ALL_EXAMPLES = [
+    *MONTHLY_EXAMPLES[:1],
+    (100_000, 15_000, 5_000, 8_000, 102.0, 87.0),
+    *MONTHLY_EXAMPLES[1:3],
+    (2_400, 150, 60, 57, 101.375, 95.125),
+    *MONTHLY_EXAMPLES[3:],
+]
+
+
+def trailing_world(opening: int, expansion: int, contraction: int, churn: int) -> World:
+    """The example spread over the twelve months to March 2026, with arrivals outside it."""
+    world = seat_world()
+    grow, shrink = max(expansion, 1), 2 * contraction
+    steady = opening - grow - shrink - churn
+    members = [("cus_grow", grow), ("cus_shrink", shrink), ("cus_leave", churn),
+               ("cus_steady", steady)]
+    for cid in [m[0] for m in members] + ["cus_back", "cus_new"]:
+        world.add_customer(cid)
+    back = world.subscribe("cus_back", [("price_seat", 333)], at=ts(2024, 10, 1))
+    subs: dict[str, Any] = {}
+    for day, (cid, seats) in enumerate(members, start=10):
+        if seats:
+            subs[cid] = world.subscribe(cid, [("price_seat", seats)], at=ts(2025, 3, day))
+    back.cancel_now(at=ts(2025, 3, 20))
+    if expansion:
+        sub = subs["cus_grow"]
+        sub.change_quantity(sub.item_ids[0], grow + expansion * 2, at=ts(2025, 6, 15))
+        sub.change_quantity(sub.item_ids[0], grow + expansion, at=ts(2026, 1, 15))
+    world.subscribe("cus_new", [("price_seat", 777)], at=ts(2025, 8, 5))
+    if contraction:
+        sub = subs["cus_shrink"]
+        sub.change_quantity(sub.item_ids[0], shrink - contraction, at=ts(2025, 9, 16))
+    world.subscribe("cus_back", [("price_seat", 333)], at=ts(2025, 10, 8))
+    if churn:
+        subs["cus_leave"].cancel_now(at=ts(2025, 12, 20))
+    return world
+
+
+@pytest.mark.parametrize(("opening", "expansion", "contraction", "churn", "nrr", "grr"),
+                         ALL_EXAMPLES)
+def test_every_worked_example_over_twelve_months(
+        load_world: Callable[..., Any], run_cli: Callable[..., CliResult], opening: int,
+        expansion: int, contraction: int, churn: int, nrr: float, grr: float) -> None:
+    load_world(trailing_world(opening, expansion, contraction, churn), now=NOW)
+    result = run_cli("report", "--month", MONTH, "--period", "t12m", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    report = result.json()
+    assert report["first_month"] == "2025-04"
+    assert report["cohort_opening_mrr"] == opening
+    assert (report["expansion"], report["contraction"], report["churn"]) == (
+        expansion, contraction, churn)
+    assert report["cohort_closing_mrr"] == opening + expansion - contraction - churn
+    assert report["nrr"] == nrr and report["grr"] == grr

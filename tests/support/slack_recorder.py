@@ -29,6 +29,13 @@ class RecordedPost:
     status: int
     at: float
 
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The JSON body (a request whose body was not JSON was answered 400)."""
+        if self.body is None:
+            raise AssertionError("the request body was not JSON")
+        return self.body
+
 
 class SlackRecorder:
     def __init__(self, delay_seconds: float = 0.0) -> None:

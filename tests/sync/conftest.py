@@ -30,7 +30,7 @@ def _fast_sdk_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stripe._http_client.HTTPClient, "MAX_DELAY", 0.002)
 
 
-def make_settings(database_url: str = "sqlite:///:memory:", **extra: str | None) -> Settings:
+def make_settings(database_url: str = "sqlite:///:memory:", /, **extra: str | None) -> Settings:
     """Settings for tests; an ``extra`` value of None removes that variable."""
     env = {
         "DATABASE_URL": database_url,

@@ -17,7 +17,7 @@ from integrations.stripe_client import (
     endpoint_of,
 )
 from tests import stripe_world as sw
-from tests.sync.conftest import API, ListWorld, make_settings, query_of
+from tests.sync.conftest import API, ListWorld, make_settings
 
 
 def reader(**kwargs: object) -> StripeReader:
@@ -182,9 +182,9 @@ def test_endpoint_names_hide_object_ids() -> None:
     assert endpoint_of("http://x/v1/invoices/in_123/lines?limit=1") == "/v1/invoices/{id}/lines"
     assert endpoint_of("http://x/v1/customers?limit=1") == "/v1/customers"
     assert endpoint_of("http://x/v1/subscriptions/sub_1") == "/v1/subscriptions/{id}"
+    assert endpoint_of("http://x/v1/subscription_items?x=1") == "/v1/subscription_items"
 
 
 def test_the_key_is_never_in_a_request_url(world: ListWorld) -> None:
     list(reader().iter_pages("customers"))
     assert world.requests and not any("rk_test" in json.dumps(q) for _p, q in world.requests)
-    assert query_of  # the helper is shared with the sync tests

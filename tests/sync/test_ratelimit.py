@@ -37,9 +37,11 @@ def test_mode_comes_from_the_key_prefix_unless_configured() -> None:
                                          NRR_STRIPE_RATE_LIMIT="40")) == 40
 
 
-def test_without_redis_url_the_limiter_is_in_process() -> None:
-    limiter = limiter_for(make_settings(REDIS_URL=None))
+def test_without_redis_url_the_limiter_is_in_process_with_headroom() -> None:
+    limiter = limiter_for(make_settings(REDIS_URL=None, NRR_STRIPE_RATE_LIMIT="100",
+                                        NRR_STRIPE_ENDPOINT_RATE_LIMIT="25"))
     assert isinstance(limiter, LocalRateLimiter)
+    assert (limiter.global_rate, limiter.endpoint_rate) == (95.0, 23.75)
 
 
 def test_endpoint_limit_paces_one_endpoint() -> None:
@@ -49,7 +51,8 @@ def test_endpoint_limit_paces_one_endpoint() -> None:
     for _ in range(101):
         limiter.acquire("/v1/invoices")
         stamps.append(clock.now)
-    assert stamps[-1] == pytest.approx(100 / 25 - 1 / 25, abs=1e-6)  # burst of one ahead
+    assert stamps[-1] == pytest.approx(100 / 25, abs=1e-6)
+    assert min(b - a for a, b in zip(stamps, stamps[1:], strict=False)) >= 1 / 25 - 1e-9
 
 
 def test_global_limit_caps_the_sum_of_endpoints() -> None:
@@ -59,7 +62,17 @@ def test_global_limit_caps_the_sum_of_endpoints() -> None:
     for n in range(200):
         limiter.acquire(endpoints[n % 4])
     # 200 requests at 25/s overall, although each endpoint alone could go at 25/s.
-    assert clock.now == pytest.approx(199 / 25 - 1 / 25, abs=1e-6)
+    assert clock.now == pytest.approx(199 / 25, abs=1e-6)
+
+
+def test_burst_lets_requests_go_ahead_of_schedule() -> None:
+    clock = FakeClock()
+    limiter = LocalRateLimiter(100, 10, burst=3, clock=clock, sleep=clock.sleep)
+    for _ in range(4):
+        limiter.acquire("/v1/x")
+    assert clock.now == 0.0
+    limiter.acquire("/v1/x")
+    assert clock.now == pytest.approx(0.1)
 
 
 def test_threads_never_exceed_the_rate_on_a_real_clock() -> None:

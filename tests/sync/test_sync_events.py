@@ -183,3 +183,36 @@ def test_an_event_without_an_object_is_quarantined_and_the_rest_applies(
     with session_scope(engine) as session:
         bad = session.scalars(select(QuarantinedObject)).all()
         assert [(q.object_type, q.object_id) for q in bad] == [("event", broken["id"])]
+
+
+def test_a_partial_items_list_is_completed_from_subscription_items(
+        mocked: Any, sqlite_url: str) -> None:
+    import re
+
+    import responses
+
+    from models.mirror import StripeSubscriptionItem
+    from tests.sync.conftest import API, query_of
+
+    price = sw.price("price_1")
+    items = [sw.subscription_item(f"si_{n:02d}", price, subscription="sub_1", quantity=n + 1,
+                                  current_period_start=100, current_period_end=200)
+             for n in range(14)]
+    subscription = sw.subscription("sub_1", "cus_1", items, created=100, start_date=100)
+    partial = dict(subscription, items={**subscription["items"], "data": items[:10],
+                                        "has_more": True})
+    mocked.add(responses.GET, re.compile(rf"{re.escape(API)}/v1/subscriptions/sub_1.*"),
+               json=partial)
+    mocked.add(responses.GET, re.compile(rf"{re.escape(API)}/v1/subscription_items.*"),
+               json={"object": "list", "data": items, "has_more": False,
+                     "url": "/v1/subscription_items"})
+    engine = make_engine(sqlite_url)
+    settings = make_settings(sqlite_url)
+    with session_scope(engine) as session:
+        apply_event(session, settings, event("customer.subscription.updated", partial, 300),
+                    client=StripeReader(settings))
+    with session_scope(engine) as session:
+        stored = session.scalars(select(StripeSubscriptionItem)).all()
+        assert sorted(i.id for i in stored) == [f"si_{n:02d}" for n in range(14)]
+    listed = [c.request for c in mocked.calls if "subscription_items" in c.request.url]
+    assert query_of(listed[0])["subscription"] == "sub_1"

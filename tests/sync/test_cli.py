@@ -1,0 +1,101 @@
+"""``nrr sync`` and ``nrr serve`` as a user runs them (subprocesses, emulator on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from integrations.emulator import EmulatorServer, generate_account
+from tests.support.servers import free_port, wait_for_port
+
+
+@pytest.fixture
+def emulator() -> Iterator[EmulatorServer]:
+    with EmulatorServer(generate_account(seed=2, customers=15, months=4)) as server:
+        yield server
+
+
+def nrr(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "nrr.cli", *args], env=env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("STRIPE_", "NRR_", "REDIS_", "DATABASE_"))}
+    env.update({"DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "NRR_LOG_LEVEL": "WARNING"})
+    env.update(extra)
+    return env
+
+
+def test_sync_json_prints_one_document_and_exits_0(emulator: EmulatorServer,
+                                                   tmp_path: Path) -> None:
+    env = _env(tmp_path, STRIPE_API_KEY="sk_test_cli12345", STRIPE_API_BASE=emulator.url)
+    rates = tmp_path / "rates.csv"
+    rates.write_text("date,currency,rate\n2000-01-01,eur,1.1\n2000-01-01,gbp,1.3\n"
+                     "2000-01-01,jpy,0.0067\n", encoding="utf-8")
+    imported = nrr(["fx", "import", str(rates)], env)
+    assert imported.returncode == 0, imported.stderr
+    first = nrr(["sync", "--format", "json", "--no-progress"], env)
+    assert first.returncode == 0, first.stderr
+    document = json.loads(first.stdout)
+    assert document["mode"] == "backfill" and document["objects_stored"] > 0
+    assert document["resources"]["invoices"]["stored"] == len(emulator.account.invoices)
+    assert "sk_test_cli12345" not in first.stdout + first.stderr
+    assert document["recompute"] is not None
+
+    second = nrr(["sync", "--format", "json"], env)
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["mode"] == "events"
+
+
+def test_sync_without_a_key_is_a_usage_error(tmp_path: Path) -> None:
+    result = nrr(["sync"], _env(tmp_path))
+    assert result.returncode == 2
+    assert "STRIPE_API_KEY" in result.stderr
+
+
+def test_sync_with_a_rejected_key_fails_with_the_permission_help(emulator: EmulatorServer,
+                                                                tmp_path: Path) -> None:
+    env = _env(tmp_path, STRIPE_API_KEY="rk_live_wrongmode99", STRIPE_API_BASE=emulator.url)
+    result = nrr(["sync", "--format", "json"], env)
+    assert result.returncode == 1
+    assert "restricted key" in result.stderr and "Invoices" in result.stderr
+    assert "rk_live_wrongmode99" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_serve_answers_health_and_rejects_unsigned_posts(tmp_path: Path) -> None:
+    port = free_port()
+    env = _env(tmp_path, STRIPE_WEBHOOK_SECRET="whsec_cli")
+    process = subprocess.Popen([sys.executable, "-m", "nrr.cli", "serve", "--port", str(port)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, timeout=30)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+            assert json.loads(answer.read()) == {"status": "ok"}
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/webhooks/stripe",
+                                         data=b"{}", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=5)
+        assert caught.value.code == 400
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    time.sleep(0)
+
+
+def test_help_texts_exist() -> None:
+    for command in (["sync", "--help"], ["serve", "--help"]):
+        result = nrr(command, dict(os.environ))
+        assert result.returncode == 0
+        assert "--format" in result.stdout or "--port" in result.stdout
