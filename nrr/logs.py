@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from typing import Any
+from collections.abc import MutableMapping
+from typing import Any, TextIO
 
 import structlog
 
@@ -24,19 +25,35 @@ def redact(text: str) -> str:
     return text
 
 
-def _redact_processor(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _redact_processor(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+                      ) -> MutableMapping[str, Any]:
     for key, value in list(event_dict.items()):
         if isinstance(value, str):
             event_dict[key] = redact(value)
     return event_dict
 
 
+class _CurrentStderr:
+    """Writes to whatever `sys.stderr` is at the time of the call.
+
+    Binding the stream at configure time breaks once a test runner or CLI harness swaps
+    and closes stderr ("I/O operation on closed file"); resolving it per write does not.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+_STDERR: TextIO = _CurrentStderr()  # type: ignore[assignment]
 _configured = False
 
 
 def configure_logging(level: str = "INFO", json_output: bool = False) -> None:
     global _configured
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper(), logging.INFO),
+    logging.basicConfig(stream=_STDERR, level=getattr(logging, level.upper(), logging.INFO),
                         format="%(message)s")
     renderer: Any = (structlog.processors.JSONRenderer() if json_output
                      else structlog.dev.ConsoleRenderer(colors=False))
@@ -50,7 +67,7 @@ def configure_logging(level: str = "INFO", json_output: bool = False) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             getattr(logging, level.upper(), logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_STDERR),
         cache_logger_on_first_use=False,
     )
     _configured = True
