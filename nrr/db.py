@@ -51,9 +51,13 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """Commit on success, roll back on error; services never call ``commit()``."""
-    session = Session(bind=engine, expire_on_commit=False)
+def session_scope(source: Engine | sessionmaker[Session]) -> Iterator[Session]:
+    """Commit on success, roll back on error; services never call ``commit()``.
+
+    ``source`` is an engine or a session factory (a test's or a worker's).
+    """
+    session = (Session(bind=source, expire_on_commit=False) if isinstance(source, Engine)
+               else source())
     try:
         yield session
         session.commit()

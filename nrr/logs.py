@@ -55,6 +55,11 @@ def configure_logging(level: str = "INFO", json_output: bool = False) -> None:
     global _configured
     logging.basicConfig(stream=_STDERR, level=getattr(logging, level.upper(), logging.INFO),
                         format="%(message)s")
+    # Library chatter (alembic's plugin set-up, per-request HTTP lines) is not ours to show
+    # at INFO; it comes back with NRR_LOG_LEVEL=DEBUG.
+    quiet = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
+    for noisy in ("alembic", "urllib3", "stripe", "httpx"):
+        logging.getLogger(noisy).setLevel(quiet)
     renderer: Any = (structlog.processors.JSONRenderer() if json_output
                      else structlog.dev.ConsoleRenderer(colors=False))
     structlog.configure(

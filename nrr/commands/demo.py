@@ -22,7 +22,7 @@ from nrr.commands.common import (
 )
 
 COLUMNS = ["month", "opening_mrr", "new", "reactivation", "expansion", "contraction", "churn",
-           "closing_mrr", "nrr", "grr", "band", "customers"]
+           "closing_mrr", "fx_impact", "nrr", "grr", "band", "customers"]
 
 
 # One string per paragraph: the help renderer keeps a docstring's line breaks.
@@ -137,7 +137,7 @@ def _print_table(rows: list[dict[str, Any]], title: str) -> None:
     for row in rows:
         table.add_row(*[str(row[c]) for c in COLUMNS])
     # A pipe or a file gets the whole table rather than an 80-column squeeze.
-    console = stdout if stdout.is_terminal else Console(width=max(stdout.width, 160))
+    console = stdout if stdout.is_terminal else Console(width=max(stdout.width, 180))
     console.print(table)
 
 
@@ -156,6 +156,7 @@ def _row(month: dict[str, Any]) -> dict[str, Any]:
         "contraction": f"{month['contraction']:,.2f}",
         "churn": f"{month['churn']:,.2f}",
         "closing_mrr": f"{month['closing_mrr']:,.2f}",
+        "fx_impact": f"{month.get('fx_impact') or 0:,.2f}",
         "nrr": _percent(month.get("nrr")),
         "grr": _percent(month.get("grr")),
         "band": month.get("band") or "",

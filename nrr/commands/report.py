@@ -36,7 +36,7 @@ MONTHLY_COLUMNS = ["opening_mrr", "new", "reactivation", "expansion", "contracti
                    "quick_ratio", "arpa", "partial"]
 # The table of several segments or months keeps to the columns that fit a terminal.
 MONTHLY_TABLE_COLUMNS = ["opening_mrr", "new", "reactivation", "expansion", "contraction",
-                         "churn", "closing_mrr", "nrr", "grr", "band"]
+                         "churn", "closing_mrr", "fx_impact", "nrr", "grr", "band"]
 T12M_TABLE_COLUMNS = ["cohort_opening_mrr", "cohort_closing_mrr", "nrr", "grr", "band"]
 T12M_COLUMNS = ["first_month", "cohort_opening_mrr", "cohort_closing_mrr", "expansion",
                 "contraction", "churn", "nrr", "grr", "band", "customers_cohort",
@@ -59,7 +59,7 @@ def flat_row(report: dict[str, Any]) -> dict[str, Any]:
 
 HEADERS = {
     "opening_mrr": "opening", "reactivation": "react.", "expansion": "expan.",
-    "contraction": "contr.", "closing_mrr": "closing", "nrr": "NRR %", "grr": "GRR %",
+    "contraction": "contr.", "closing_mrr": "closing", "fx_impact": "fx", "nrr": "NRR %", "grr": "GRR %",
     "cohort_opening_mrr": "cohort opening", "cohort_closing_mrr": "cohort closing",
 }
 PERCENT_KEYS = {"nrr", "grr", "logo_churn_rate", "revenue_churn_rate"}

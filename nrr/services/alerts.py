@@ -30,8 +30,7 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,6 +43,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from integrations.slack import SlackConfigError, SlackWebhook, webhook_from_settings
 from models.derived import AlertDelivery, RetentionSnapshot
 from models.mirror import StripeCustomer
+from nrr.db import session_scope
 from nrr.domain.alerts import (
     WATERFALL,
     CustomerMovement,
@@ -154,19 +154,6 @@ def _factory(source: SessionSource) -> sessionmaker[Session]:
     if isinstance(source, Engine):
         return sessionmaker(bind=source, expire_on_commit=False)
     return source
-
-
-@contextmanager
-def _transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    session = factory()
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 def _utcnow() -> datetime:
@@ -443,7 +430,7 @@ def _annotate(session: Session, messages: list[PlannedMessage]) -> None:
 def preview(source: SessionSource, settings: Settings, month: str | None = None, *,
             now: datetime | None = None) -> AlertRunResult:
     """What an evaluation of ``month`` would send, each with its stored status (or ``new``)."""
-    with _transaction(_factory(source)) as session:
+    with session_scope(_factory(source)) as session:
         month = month or default_month(session, settings, now)
         result = plan_messages(session, settings, month, now=now)
         _annotate(session, result.messages)
@@ -457,19 +444,19 @@ def evaluate_alerts(source: SessionSource, settings: Settings, month: str | None
     """Evaluate the rules for ``month`` (default: the last closed month with a snapshot),
     store the messages once each, then deliver every pending message (older ones too)."""
     factory = _factory(source)
-    with _transaction(factory) as session:
+    with session_scope(factory) as session:
         month = month or default_month(session, settings, now)
         result = plan_messages(session, settings, month, now=now)
-    with _transaction(factory) as session:
+    with session_scope(factory) as session:
         result.created = _store(session, result.messages)
-    with _transaction(factory) as session:
+    with session_scope(factory) as session:
         _annotate(session, result.messages)
     log.info("alerts.evaluated", month=month, findings=len(result.findings),
              firing=sum(1 for f in result.findings if f.firing), planned=len(result.messages),
              created=len(result.created))
     if deliver:
         result.delivery = deliver_pending(factory, settings, webhook=webhook, printer=printer)
-        with _transaction(factory) as session:
+        with session_scope(factory) as session:
             _annotate(session, result.messages)
     return result
 
@@ -497,7 +484,7 @@ def deliver_pending(source: SessionSource, settings: Settings, *,
             log.error("slack.invalid_webhook_url", error=str(exc))
     emit = printer or _print_stdout
     lease = timedelta(seconds=settings.alerts.claim_lease_seconds)
-    with _transaction(factory) as session:
+    with session_scope(factory) as session:
         now = _utcnow()
         query = (select(AlertDelivery.id, AlertDelivery.dedupe_key)
                  .where(or_(AlertDelivery.status == "pending",
@@ -535,7 +522,7 @@ def deliver_pending(source: SessionSource, settings: Settings, *,
 def _claim(factory: sessionmaker[Session], delivery_id: int,
            lease: timedelta) -> tuple[int, dict[str, Any]] | None:
     """Take the delivery for this sender: (fencing token, payload), or None when another has it."""
-    with _transaction(factory) as session:
+    with session_scope(factory) as session:
         now = _utcnow()
         claimed = session.execute(
             update(AlertDelivery)
@@ -557,7 +544,7 @@ def _claim(factory: sessionmaker[Session], delivery_id: int,
 
 def _finish(factory: sessionmaker[Session], delivery_id: int, token: int, status: str,
             error: str | None) -> None:
-    with _transaction(factory) as session:
+    with session_scope(factory) as session:
         done = session.execute(
             update(AlertDelivery)
             .where(AlertDelivery.id == delivery_id, AlertDelivery.status == "sending",
@@ -570,7 +557,7 @@ def _finish(factory: sessionmaker[Session], delivery_id: int, token: int, status
 
 
 def _release(factory: sessionmaker[Session], delivery_id: int, token: int, error: str) -> None:
-    with _transaction(factory) as session:
+    with session_scope(factory) as session:
         session.execute(
             update(AlertDelivery)
             .where(AlertDelivery.id == delivery_id, AlertDelivery.status == "sending",
@@ -590,7 +577,7 @@ def send_test_message(source: SessionSource, settings: Settings, *,
     planned = PlannedMessage(key, "test", "test", ctx.month, "", 0, None, message.text,
                              message.as_payload())
     factory = _factory(source)
-    with _transaction(factory) as session:
+    with session_scope(factory) as session:
         _store(session, [planned])
     return deliver_pending(factory, settings, webhook=webhook, printer=printer, keys=[key])
 
@@ -617,7 +604,7 @@ def sample_context(settings: Settings) -> MessageContext:
 
 def pending_deliveries(source: SessionSource) -> list[dict[str, Any]]:
     """Deliveries not yet sent or printed (pending, or claimed by a sender), oldest first."""
-    with _transaction(_factory(source)) as session:
+    with session_scope(_factory(source)) as session:
         rows = session.execute(
             select(AlertDelivery).where(AlertDelivery.status.in_(("pending", "sending")))
             .order_by(AlertDelivery.id)).scalars().all()
