@@ -6,9 +6,11 @@ failures); 1 it failed; 2 usage or configuration error. No command ever prompts.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable
@@ -79,6 +81,12 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit):
             raise
+        except BrokenPipeError:
+            # `nrr report | head`: the reader has gone; not a failure of ours.
+            # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except (UsageError, ConfigError) as exc:
             stderr.print(f"[red]error:[/red] {redact(str(exc))}", highlight=False)
             raise typer.Exit(EXIT_USAGE) from None
@@ -127,6 +135,8 @@ def emit_rows(rows: Iterable[dict[str, Any]], fmt: OutputFormat, title: str | No
 def _cell(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, (dict, list)):
         return json.dumps(value, default=str)
     return str(value)

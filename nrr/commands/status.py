@@ -54,7 +54,7 @@ def status_command(
     rows = [
         {"item": "event cursor", "value": f"{_fmt(cursor['at'])} "
                                           f"(age {_fmt(cursor['age_seconds'])} s)"},
-        {"item": f"queue ({queue['broker']})", "value": _fmt(queue["depth"])},
+        {"item": f"queue ({queue['broker']})", "value": queue.get("error") or _fmt(queue["depth"])},
         {"item": "last snapshot", "value": (f"{snap['month']} {snap['period']} v{snap['version']} "
                                             f"at {snap['created_at']}" if snap else "-")},
         {"item": "last alert", "value": (f"{alert['kind']} {alert['rule']} {alert['month']} "

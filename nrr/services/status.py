@@ -44,7 +44,8 @@ def _event_cursor(session: Session, now: datetime) -> dict[str, Any]:
 
 def _last_snapshot(session: Session) -> dict[str, Any] | None:
     row = session.scalars(select(RetentionSnapshot)
-                          .order_by(RetentionSnapshot.created_at.desc(),
+                          .order_by(RetentionSnapshot.month.desc(),
+                                    RetentionSnapshot.created_at.desc(),
                                     RetentionSnapshot.id.desc()).limit(1)).first()
     if row is None:
         return None
@@ -90,6 +91,8 @@ def worker_status(session: Session, settings: Settings, *, now: datetime | None 
 
         queue["name"] = QUEUE
         queue["depth"] = queue_depth(settings)
+        if queue["depth"] is None:
+            queue["error"] = "the broker at REDIS_URL does not answer"
     return {
         "checked_at": moment.isoformat(),
         "sync": _sync_rows(session),
