@@ -14,11 +14,14 @@ Errors are classified here, on purpose:
 - 401 / 403: :class:`StripeAccessDenied`, naming the permission the restricted key lacks.
 - 404 on a retrieve: the object is gone (``None``), which the sync treats as deleted.
 
-SDK objects never leave this module: pages and objects are plain dicts (``to_dict``).
+SDK objects never leave this module: pages and objects are plain dicts, the JSON bodies
+the SDK received (``StripeClient.raw_request``: the SDK still makes every request, with
+its authentication, pinned API version, retries and error classes).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -27,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import stripe
 
@@ -59,6 +62,20 @@ RESTRICTED_KEY_HELP = (
     + ", ".join(sorted(set(READ_PERMISSIONS.values())))
     + " (and nothing else), and set it as STRIPE_API_KEY"
 )
+
+
+# The read endpoints the sync uses (GET only).
+LIST_PATHS = {
+    "customers": "/v1/customers",
+    "products": "/v1/products",
+    "prices": "/v1/prices",
+    "coupons": "/v1/coupons",
+    "subscriptions": "/v1/subscriptions",
+    "subscription_items": "/v1/subscription_items",
+    "invoices": "/v1/invoices",
+    "events": "/v1/events",
+}
+RETRIEVABLE = frozenset(LIST_PATHS) - {"subscription_items"}
 
 
 class StripeAccessDenied(Exception):
@@ -142,26 +159,6 @@ class StripeReader:
         self.backoff_max = backoff_max
         self._sleep = sleep
         self.rate_limited = 0
-        v1 = self.client.v1
-        self._lists: dict[str, Callable[[dict[str, Any]], Any]] = {
-            "customers": lambda p: v1.customers.list(params=p),  # type: ignore[arg-type]
-            "products": lambda p: v1.products.list(params=p),  # type: ignore[arg-type]
-            "prices": lambda p: v1.prices.list(params=p),  # type: ignore[arg-type]
-            "coupons": lambda p: v1.coupons.list(params=p),  # type: ignore[arg-type]
-            "subscriptions": lambda p: v1.subscriptions.list(params=p),  # type: ignore[arg-type]
-            "subscription_items": lambda p: v1.subscription_items.list(params=p),  # type: ignore[arg-type]
-            "invoices": lambda p: v1.invoices.list(params=p),  # type: ignore[arg-type]
-            "events": lambda p: v1.events.list(params=p),  # type: ignore[arg-type]
-        }
-        self._retrieves: dict[str, Callable[[str, dict[str, Any]], Any]] = {
-            "customers": lambda i, p: v1.customers.retrieve(i, params=p),  # type: ignore[arg-type]
-            "products": lambda i, p: v1.products.retrieve(i, params=p),  # type: ignore[arg-type]
-            "prices": lambda i, p: v1.prices.retrieve(i, params=p),  # type: ignore[arg-type]
-            "coupons": lambda i, p: v1.coupons.retrieve(i, params=p),  # type: ignore[arg-type]
-            "subscriptions": lambda i, p: v1.subscriptions.retrieve(i, params=p),  # type: ignore[arg-type]
-            "invoices": lambda i, p: v1.invoices.retrieve(i, params=p),  # type: ignore[arg-type]
-            "events": lambda i, p: v1.events.retrieve(i, params=p),  # type: ignore[arg-type]
-        }
 
     # ------------------------------------------------------------------ counters
 
@@ -214,13 +211,25 @@ class StripeReader:
             f"the Stripe key lacks the '{permission}: Read' permission (HTTP "
             f"{exc.http_status} on {resource}); {RESTRICTED_KEY_HELP}")
 
+    def _get(self, resource: str, path: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """GET ``path`` through the SDK (auth, pinned API version, retries, error classes)
+        and return the JSON body as the SDK parsed it. Building SDK objects from it and
+        turning them back into dicts would only cost time: the data out is plain anyway."""
+        query = dict(params)
+        response = self._call(resource, lambda: self.client.raw_request("get", path, **query))
+        # ``response.data`` is built of OrderedDicts; plain dicts are cheaper downstream.
+        body: dict[str, Any] = json.loads(response.body)
+        return body
+
+    def _page(self, resource: str, path: str, params: Mapping[str, Any]) -> Page:
+        body = self._get(resource, path, params)
+        return Page(data=list(body.get("data") or []), has_more=bool(body.get("has_more")))
+
     def list_page(self, resource: str, params: Mapping[str, Any] | None = None) -> Page:
         """One page of a list endpoint (``customers``, ``prices``, ... ``events``)."""
-        lister = self._lists[resource]
-        query = dict(params or {})
-        result = self._call(resource, lambda: lister(query))
-        return Page(data=[obj.to_dict(for_json=True) for obj in result.data],
-                    has_more=bool(result.has_more))
+        if resource not in LIST_PATHS:
+            raise KeyError(resource)
+        return self._page(resource, LIST_PATHS[resource], params or {})
 
     def iter_pages(self, resource: str, params: Mapping[str, Any] | None = None, *,
                    starting_after: str | None = None, limit: int = 100) -> Iterator[Page]:
@@ -240,16 +249,13 @@ class StripeReader:
     def invoice_lines_pages(self, invoice_id: str, *, starting_after: str | None = None,
                             limit: int = 100) -> Iterator[Page]:
         """Pages of ``/v1/invoices/{id}/lines`` (only needed when the embedded list is partial)."""
-        service = self.client.v1.invoices.line_items
+        path = f"/v1/invoices/{quote(invoice_id, safe='')}/lines"
         cursor = starting_after
         while True:
             query: dict[str, Any] = {"limit": limit}
             if cursor:
                 query["starting_after"] = cursor
-            result = self._call("invoice_lines",
-                                lambda q=query: service.list(invoice_id, params=q))  # type: ignore[misc]
-            page = Page(data=[obj.to_dict(for_json=True) for obj in result.data],
-                        has_more=bool(result.has_more))
+            page = self._page("invoice_lines", path, query)
             yield page
             if not page.has_more or not page.data:
                 return
@@ -258,16 +264,15 @@ class StripeReader:
     def retrieve(self, resource: str, object_id: str,
                  params: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """The object as plain data, or None when Stripe answers 404 (it was deleted)."""
-        getter = self._retrieves[resource]
-        query = dict(params or {})
+        if resource not in RETRIEVABLE:
+            raise KeyError(resource)
+        path = f"{LIST_PATHS[resource]}/{quote(object_id, safe='')}"
         try:
-            result = self._call(resource, lambda: getter(object_id, query))
+            return self._get(resource, path, params or {})
         except stripe.InvalidRequestError as exc:
             if exc.http_status == 404:
                 return None
             raise
-        data: dict[str, Any] = result.to_dict(for_json=True)
-        return data
 
     def newest_event_created(self) -> int | None:
         """``created`` of the newest event in the account (None when there is none)."""

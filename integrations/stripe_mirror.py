@@ -60,6 +60,11 @@ _TABLES: dict[str, Table] = {
     "invoice": StripeInvoice.__table__,  # type: ignore[dict-item]
     "invoice_line": StripeInvoiceLine.__table__,  # type: ignore[dict-item]
 }
+
+
+def table_for(kind: str) -> Table:
+    """The mirror table of ``kind`` (``customer``, ``price``, ``invoice_line``, ...)."""
+    return _TABLES[kind]
 _CUSTOMERS: Table = StripeCustomer.__table__  # type: ignore[assignment]
 _ITEMS: Table = StripeSubscriptionItem.__table__  # type: ignore[assignment]
 _SUBSCRIPTIONS: Table = StripeSubscription.__table__  # type: ignore[assignment]
@@ -91,12 +96,19 @@ class StoreResult:
 # --------------------------------------------------------------------------- field readers
 
 
-def _plain(value: Any) -> Any:
-    """JSON-safe copy of a payload (the SDK's ``to_dict()`` can hold Decimals)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def to_plain(value: Any) -> Any:
+    """JSON-safe copy of a payload: mappings become dicts with str keys, tuples lists,
+    Decimals (an SDK object's ``to_dict()`` holds them) strings."""
+    kind = type(value)
+    if kind in _SCALARS:  # the bulk of a payload: exact types first, no ABC checks
+        return value
+    if kind is dict or isinstance(value, Mapping):
+        return {k if type(k) is str else str(k): to_plain(v) for k, v in value.items()}
+    if kind is list or isinstance(value, tuple):
+        return [to_plain(v) for v in value]
     if isinstance(value, Decimal):
         return str(value)
     return value
@@ -239,7 +251,7 @@ def _base(obj: Mapping[str, Any], object_id: str, state_at: int, now: datetime) 
         "livemode": _bool(obj, "livemode"),
         "created": _int(obj, "created"),
         "state_at": state_at,
-        "raw": _plain(obj),
+        "raw": obj,  # already plain: store_objects converts each object once
         "synced_at": now,
     }
 
@@ -265,7 +277,7 @@ def _discount_row(obj: Any, *, state_at: int, now: datetime, livemode: bool,
         "livemode": livemode,
         "created": _int(obj, "start"),
         "state_at": state_at,
-        "raw": _plain(obj),
+        "raw": obj,
         "synced_at": now,
         "coupon_id": coupon_id,
         # Where the discount is attached: its own fields say so; the object it was found
@@ -370,7 +382,7 @@ def _parse_subscription(obj: Mapping[str, Any], object_id: str, state_at: int, n
         canceled_at=_int(obj, "canceled_at"),
         ended_at=_int(obj, "ended_at"),
         paused_at=_int(paused, "transitioned_at"),
-        pause_collection=_plain(obj["pause_collection"]) if obj.get("pause_collection") else None,
+        pause_collection=obj["pause_collection"] if obj.get("pause_collection") else None,
         discount_ids=_discount_ids(obj),
         deleted=False,
     )
@@ -393,7 +405,7 @@ def _parse_subscription(obj: Mapping[str, Any], object_id: str, state_at: int, n
             "livemode": livemode,
             "created": _int(item, "created"),
             "state_at": state_at,
-            "raw": _plain(item),
+            "raw": item,
             "synced_at": now,
             "subscription_id": object_id,
             "customer_id": customer_id,
@@ -461,7 +473,7 @@ def _line_row(line: Any, *, invoice_id: str | None, customer_id: str | None,
         "discount_amount": discount_total,
         "discount_ids": discount_ids,
         "livemode": _bool(line, "livemode") if livemode is None else livemode,
-        "raw": _plain(line),
+        "raw": line,
     }
 
 
@@ -614,7 +626,7 @@ def quarantine(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 def _quarantine_row(kind: str, obj: Any, reason: str, stage: str = "mirror") -> dict[str, Any]:
     object_id = obj.get("id") if isinstance(obj, Mapping) else None
     try:
-        raw = _plain(obj)
+        raw = to_plain(obj)
         json.dumps(raw)
     except (TypeError, ValueError):
         raw = {"unserialisable": repr(obj)[:2000]}
@@ -678,6 +690,9 @@ def store_objects(session: Session, kind: str, objects: Iterable[Any], *,
     line_objects: list[tuple[Mapping[str, Any], str]] = []
     for obj in objects:
         try:
+            # One JSON-safe copy per object: the rows' raw payloads (the object's and its
+            # embedded items, lines and discounts) are parts of it, never copied again.
+            obj = to_plain(obj)
             object_id = _object_id(obj, kind)
             if obj.get("deleted") is True:
                 deleted.append(object_id)

@@ -18,8 +18,8 @@ cursor, applied oldest first, each recorded in ``stripe_events`` (insert if abse
 event already processed is a no-op). ``state_at = event.created``, so an older state
 never overwrites a newer one. An object is re-fetched when the event's API version is
 not the pinned one or the payload is partial (embedded lists with ``has_more``, discount
-ids instead of objects, tiers left out). A cursor older than 30 days falls back to a
-list-based refresh (mode ``refresh``).
+ids instead of objects, a price's tiers or currency_options left out). A cursor older
+than 30 days falls back to a list-based refresh (mode ``refresh``).
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ class Resource:
 RESOURCES: tuple[Resource, ...] = (
     Resource("customers", "customer", {}),
     Resource("products", "product", {}),
-    Resource("prices", "price", {"expand": ["data.tiers"]}),
+    # tiers and currency_options are includable: left out of responses unless expanded.
+    Resource("prices", "price", {"expand": ["data.tiers", "data.currency_options"]}),
     Resource("coupons", "coupon", {}),
     Resource("subscriptions", "subscription",
              {"status": "all", "expand": ["data.discounts", "data.items.data.discounts"]}),
@@ -102,7 +103,7 @@ RELEVANT_EVENT_TYPES = frozenset(t for group in EVENT_TYPE_GROUPS for t in group
 _OBJECT_KINDS: dict[str, tuple[str, str, Mapping[str, Any]]] = {
     "customer": ("customer", "customers", {}),
     "product": ("product", "products", {}),
-    "price": ("price", "prices", {"expand": ["tiers"]}),
+    "price": ("price", "prices", {"expand": ["tiers", "currency_options"]}),
     "coupon": ("coupon", "coupons", {}),
     "subscription": ("subscription", "subscriptions",
                      {"expand": ["discounts", "items.data.discounts"]}),
@@ -217,7 +218,7 @@ def record_event(session: Session, event: Mapping[str, Any], *, source: str) -> 
         "source": source,
         "received_at": _utcnow(),
         "processed_at": None,
-        "raw": stripe_mirror._plain(event),
+        "raw": stripe_mirror.to_plain(event),
     }
     insert = stripe_mirror.dialect_insert(session, table)
     result = session.execute(insert.values(**row).on_conflict_do_nothing(index_elements=["id"]))
@@ -227,7 +228,7 @@ def record_event(session: Session, event: Mapping[str, Any], *, source: str) -> 
 def _quarantine(session: Session, object_type: str, object_id: str | None, reason: str,
                 raw: Any, stage: str = "sync") -> None:
     session.add(QuarantinedObject(object_type=object_type, object_id=object_id, stage=stage,
-                                  reason=reason[:4000], raw=stripe_mirror._plain(raw)))
+                                  reason=reason[:4000], raw=stripe_mirror.to_plain(raw)))
     log.warning("sync.quarantined", object_type=object_type, object_id=object_id, reason=reason)
 
 
@@ -248,14 +249,33 @@ def _needs_refetch(event: Mapping[str, Any], obj: Mapping[str, Any]) -> str | No
     elif object_type == "invoice":
         if any(isinstance(d, str) for d in obj.get("discounts") or []):
             return "invoice discounts are ids, not objects"
-    elif (object_type == "price" and obj.get("billing_scheme") == "tiered"
-          and not obj.get("tiers")):
-        return "price tiers were left out"
+    elif object_type == "price":
+        if obj.get("billing_scheme") == "tiered" and not obj.get("tiers"):
+            return "price tiers were left out"
+        if "currency_options" not in obj:
+            # Events never carry includable fields; a price used in another currency
+            # cannot be priced without them.
+            return "price currency_options were left out"
     return None
 
 
+_PRICE_INCLUDABLES = ("tiers", "currency_options")
+
+
+def _with_stored_includables(session: Session, price: dict[str, Any]) -> dict[str, Any]:
+    """A price payload without its includable fields (as events carry it, when nothing
+    could re-fetch it) keeps the stored ones rather than erasing them."""
+    missing = [key for key in _PRICE_INCLUDABLES if key not in price]
+    if not missing:
+        return price
+    table = stripe_mirror.table_for("price")
+    found = session.execute(select(table.c.raw).where(table.c.id == price["id"])).first()
+    stored = found.raw if found is not None and isinstance(found.raw, Mapping) else {}
+    return {**price, **{key: stored[key] for key in missing if key in stored}}
+
+
 def _stored_state_at(session: Session, kind: str, object_id: str) -> int | None:
-    table = stripe_mirror._TABLES[kind]
+    table = stripe_mirror.table_for(kind)
     found = session.execute(select(table.c.state_at).where(table.c.id == object_id)).first()
     return int(found.state_at) if found else None
 
@@ -320,7 +340,10 @@ def apply_event(session: Session, settings: Settings, event: Mapping[str, Any], 
     if reason is not None:
         log.info("sync.untrusted_payload_stored", object_id=object_id, reason=reason)
 
-    touched = stripe_mirror.store_objects(session, kind, [dict(obj)], state_at=created).customer_ids
+    payload = dict(obj)
+    if object_type == "price":
+        payload = _with_stored_includables(session, payload)
+    touched = stripe_mirror.store_objects(session, kind, [payload], state_at=created).customer_ids
     if object_type == "invoice" and client is not None:
         extra = _missing_invoice_lines(client, obj)
         if extra is not None:

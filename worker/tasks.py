@@ -4,11 +4,15 @@ Every task is safe to run twice (``acks_late`` redelivers a task whose worker di
 syncs resume from their stored cursors and upsert by Stripe id, events are applied once
 (``processed_at``), recomputes rebuild the same rows, snapshots are no-ops for the same
 content and alert deliveries are deduplicated. Syncs and recomputes of one account hold an
-account lock (:mod:`worker.locks`). Follow-up tasks are sent only after the transaction
-that triggered them committed (after ``session_scope`` exited).
+account lock (:mod:`nrr.locks`, the same locks ``nrr sync`` takes). Follow-up tasks are
+sent only after the transaction that triggered them committed (after ``session_scope``
+exited).
 
 Chain: sync -> recompute of the touched customers -> snapshot of the last closed month
-(no-op unless history changed) -> alert evaluation.
+(no-op unless history changed) -> alert evaluation. Every recompute (scheduled, after a
+sync, after webhook events) is followed by that snapshot and alert evaluation; alert
+evaluation is exactly-once per rule, month, segment and snapshot version, so running it
+after a recompute that changed nothing sends nothing.
 """
 
 from __future__ import annotations
@@ -22,11 +26,11 @@ from sqlalchemy.exc import OperationalError
 
 from models.mirror import SyncState
 from nrr.db import make_engine, session_scope
+from nrr.locks import RECOMPUTE_LOCK, SYNC_LOCK, account_lock
 from nrr.logs import get_logger
 from nrr.settings import Settings
 from worker.celery_app import app
 from worker.celery_app import settings as app_settings
-from worker.locks import RECOMPUTE_LOCK, SYNC_LOCK, account_lock
 
 log = get_logger(__name__)
 
@@ -143,12 +147,22 @@ def process_event(self: Task, event_id: str) -> list[str]:
         if acquired:
             with session_scope(engine) as session:
                 recompute_customers(session, settings, customer_ids=sorted(touched))
-            return sorted(touched)
-    # The customers stay marked dirty; a dirty recompute picks them up.
+    if acquired:
+        # The recompute committed (session_scope exited): now its follow-up.
+        _after_recompute(f"event {event_id}")
+        return sorted(touched)
+    # The customers stay marked dirty; a dirty recompute picks them up (and follows up).
     log.info("event.recompute_deferred", event_id=event_id, reason="a recompute is running")
     recompute.apply_async(kwargs={"scope": "dirty", "reason": f"event {event_id}"},
                           countdown=5)
     return sorted(touched)
+
+
+def _after_recompute(reason: str) -> None:
+    """What follows every committed recompute (scheduled, after a sync, after webhook
+    events): the snapshot of the last closed month, which queues the alert evaluation.
+    Alerts come after the snapshot so they are keyed by the snapshot version they read."""
+    snapshot.apply_async(kwargs={"reason": reason})
 
 
 @app.task(name="nrr.recompute", bind=True, autoretry_for=_TRANSIENT, retry_backoff=10,
@@ -177,7 +191,7 @@ def recompute(self: Task, scope: str = "dirty", customer_ids: list[str] | None =
             else:
                 result = service.recompute(session, settings, customer_ids=customer_ids or [])
     if follow_up:
-        snapshot.apply_async(kwargs={"reason": reason or f"after {scope} recompute"})
+        _after_recompute(reason or f"after {scope} recompute")
     return result.as_dict()
 
 

@@ -86,6 +86,33 @@ def test_every_reference_exists(big_account: EmulatedAccount) -> None:
         assert price["product"] in a.products
 
 
+def _foreign_prices(account: EmulatedAccount) -> list[tuple[str, str, str]]:
+    """(object id, price id, currency) wherever a subscription or one of its invoice lines
+    uses a price that has neither that currency nor a currency option for it."""
+    def valid(price_id: str, currency: str) -> bool:
+        price = account.prices[price_id]
+        return price["currency"] == currency or currency in price["currency_options"]
+
+    bad = [(item["id"], item["price"]["id"], sub["currency"])
+           for sub in account.subscriptions.values() for item in sub["items"]["data"]
+           if not valid(item["price"]["id"], sub["currency"])]
+    bad += [(line["id"], line["pricing"]["price_details"]["price"], inv["currency"])
+            for inv_id, inv in account.invoices.items() for line in account.invoice_lines[inv_id]
+            if not valid(line["pricing"]["price_details"]["price"], inv["currency"])]
+    return bad
+
+
+def test_every_price_used_is_valid_in_its_subscription_currency(
+        big_account: EmulatedAccount, fresh_account: EmulatedAccount) -> None:
+    # A Stripe subscription has one currency: a price in another one needs an option for it.
+    assert _foreign_prices(big_account) == []
+    assert any(item["price"]["currency"] != sub["currency"]  # the options are exercised
+               for sub in big_account.subscriptions.values() for item in sub["items"]["data"])
+    for _ in range(4):
+        fresh_account.apply_changes(40)
+    assert _foreign_prices(fresh_account) == []
+
+
 def test_current_api_shapes(big_account: EmulatedAccount) -> None:
     a = big_account
     for sub in a.subscriptions.values():

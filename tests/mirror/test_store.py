@@ -8,7 +8,13 @@ import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from integrations.stripe_mirror import mark_deleted, mark_lines_complete, store_objects
+from integrations.stripe_mirror import (
+    mark_deleted,
+    mark_lines_complete,
+    store_objects,
+    table_for,
+    to_plain,
+)
 from models import (
     DirtyCustomer,
     QuarantinedObject,
@@ -26,6 +32,21 @@ from tests.mirror.payloads import customer, discount, invoice, item, line, subsc
 
 def count(session: Session, model: type) -> int:
     return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_to_plain_makes_a_json_safe_copy() -> None:
+    payload = {"unit_amount_decimal": Decimal("12.50"), 3: ("a", {"b": Decimal("1")}),
+               "none": None}
+    plain = to_plain(payload)
+    assert plain == {"unit_amount_decimal": "12.50", "3": ["a", {"b": "1"}], "none": None}
+    assert plain["3"][1] is not payload[3][1]  # a copy, not the same dicts
+
+
+def test_table_for_names_each_mirror_table() -> None:
+    assert table_for("price") is StripePrice.__table__
+    assert table_for("invoice_line") is StripeInvoiceLine.__table__
+    with pytest.raises(KeyError):
+        table_for("charge")
 
 
 def test_storing_the_same_page_twice_is_idempotent(session: Session) -> None:

@@ -99,3 +99,91 @@ def test_help_texts_exist() -> None:
         result = nrr(command, dict(os.environ))
         assert result.returncode == 0
         assert "--format" in result.stdout or "--port" in result.stdout
+
+
+@pytest.mark.parametrize("backend", ["database", "redis"])
+def test_sync_waits_while_another_recompute_holds_the_account_lock(
+        emulator: EmulatorServer, tmp_path: Path, backend: str,
+        request: pytest.FixtureRequest) -> None:
+    """The CLI's recompute takes the worker's recompute lock: Redis with REDIS_URL, else
+    the database lock. While a holder (here: this test) keeps it, `nrr sync` waits and
+    says so; once it is released, the recompute runs."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import func, select
+
+    from models.derived import RecomputeRun
+    from nrr.db import ready_engine, session_scope
+    from nrr.locks import RECOMPUTE_LOCK, account_lock
+    from nrr.settings import load_settings
+
+    extra = {"REDIS_URL": request.getfixturevalue("redis_url")} if backend == "redis" else {}
+    env = _env(tmp_path, STRIPE_API_KEY="sk_test_cli12345", STRIPE_API_BASE=emulator.url,
+               **extra)
+    rates = tmp_path / "rates.csv"
+    rates.write_text("date,currency,rate\n2000-01-01,eur,1.1\n2000-01-01,gbp,1.3\n"
+                     "2000-01-01,jpy,0.0067\n", encoding="utf-8")
+    assert nrr(["fx", "import", str(rates)], env).returncode == 0
+    settings = load_settings(env)
+    engine = ready_engine(settings.database_url)
+    err_path = tmp_path / "sync.err"
+    with account_lock(RECOMPUTE_LOCK, settings, engine, ttl=30) as held:
+        assert held
+        with err_path.open("w") as err:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "nrr.cli", "sync", "--format", "json", "--no-progress"],
+                env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        deadline = time.monotonic() + 90
+        while ("waiting for it to finish" not in err_path.read_text()
+               and process.poll() is None and time.monotonic() < deadline):
+            time.sleep(0.1)
+        time.sleep(1.0)  # still waiting a moment later
+        assert process.poll() is None, err_path.read_text()
+        assert "another recompute of this account is running" in err_path.read_text()
+        with session_scope(engine) as session:
+            assert session.scalar(select(func.count()).select_from(RecomputeRun)) == 0
+        released = datetime.now(UTC)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, err_path.read_text()
+    assert json.loads(out)["recompute"] is not None
+    with session_scope(engine) as session:
+        run = session.scalars(select(RecomputeRun)).one()
+        started = run.started_at if run.started_at.tzinfo else run.started_at.replace(tzinfo=UTC)
+        assert started >= released
+
+
+def test_sync_gives_up_on_the_recompute_lock_with_a_clear_message(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from nrr.commands import sync as sync_command
+    from nrr.commands.common import CommandFailed
+    from nrr.db import ready_engine
+    from nrr.locks import RECOMPUTE_LOCK, account_lock
+    from nrr.settings import load_settings
+
+    settings = load_settings({"DATABASE_URL": f"sqlite:///{tmp_path / 'lock.db'}"})
+    settings = settings.model_copy(update={
+        "worker": settings.worker.model_copy(update={"soft_time_limit_seconds": 1})})
+    monkeypatch.setattr(sync_command, "RECOMPUTE_WAIT_MARGIN_SECONDS", 0)
+    ran: list[str] = []
+    monkeypatch.setattr(sync_command, "_recompute", lambda db, cfg: ran.append("recompute"))
+    engine = ready_engine(settings.database_url)
+    synced = SimpleNamespace(mode="events", objects_stored=0, events_applied=3)
+    with account_lock(RECOMPUTE_LOCK, settings, engine, ttl=30):
+        began = time.monotonic()
+        with pytest.raises(CommandFailed, match="held the recompute lock for 1 s"):
+            sync_command._recompute_under_lock(engine, settings, synced)
+        assert 0.9 <= time.monotonic() - began < 10
+    assert ran == []
+    sync_command._recompute_under_lock(engine, settings, synced)
+    assert ran == ["recompute"]
+
+
+def test_the_sync_command_imports_no_celery() -> None:
+    probe = ("import sys, nrr.cli, nrr.commands.sync, nrr.locks, integrations.stripe_sync;"
+             "print(sorted(m for m in sys.modules if m == 'celery' or m.startswith('worker')))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -59,7 +59,7 @@ def test_expand_and_status_parameters_reach_the_api(world: ListWorld) -> None:
     for resource in RESOURCES:
         list(client.iter_pages(resource.name, resource.params))
     sent = {path: query for path, query in world.requests}
-    assert sent["/v1/prices"]["expand"] == ["data.tiers"]
+    assert sent["/v1/prices"]["expand"] == ["data.tiers", "data.currency_options"]
     assert sent["/v1/subscriptions"]["status"] == "all"
     assert sent["/v1/subscriptions"]["expand"] == ["data.discounts", "data.items.data.discounts"]
     assert sent["/v1/invoices"]["expand"] == ["data.discounts"]
@@ -188,3 +188,38 @@ def test_endpoint_names_hide_object_ids() -> None:
 def test_the_key_is_never_in_a_request_url(world: ListWorld) -> None:
     list(reader().iter_pages("customers"))
     assert world.requests and not any("rk_test" in json.dumps(q) for _p, q in world.requests)
+
+
+def test_pages_are_the_plain_data_the_sdk_objects_would_give() -> None:
+    """The reader hands out the JSON the SDK received (no SDK objects built and turned back
+    into dicts); that is exactly what the SDK's own objects convert to, over real HTTP."""
+    import stripe
+
+    from integrations.emulator import EmulatorServer, generate_account
+    from integrations.stripe_mirror import to_plain
+    from integrations.stripe_sync import RESOURCES
+
+    account = generate_account(seed=3, customers=15, months=6, now=1_795_000_000)
+    with EmulatorServer(account) as server:
+        settings = make_settings(STRIPE_API_BASE=server.url,
+                                 STRIPE_API_KEY="sk_test_equivalence1")
+        plain = StripeReader(settings)
+        sdk = stripe.StripeClient("sk_test_equivalence1", base_addresses={"api": server.url})
+        listers = {"customers": sdk.v1.customers, "products": sdk.v1.products,
+                   "prices": sdk.v1.prices, "coupons": sdk.v1.coupons,
+                   "subscriptions": sdk.v1.subscriptions, "invoices": sdk.v1.invoices}
+        for resource in RESOURCES:
+            params = {**resource.params, "limit": 100}
+            page = plain.list_page(resource.name, params)
+            expected = listers[resource.name].list(params=params)  # type: ignore[attr-defined]
+            assert page.data, resource.name
+            assert [type(o) for o in page.data] == [dict] * len(page.data)
+            assert page.data == [to_plain(o.to_dict(for_json=True)) for o in expected.data]
+            assert page.has_more == expected.has_more
+        invoice_id = next(iter(account.invoices))
+        fetched = plain.retrieve("invoices", invoice_id, {"expand": ["discounts"]})
+        assert fetched == to_plain(sdk.v1.invoices.retrieve(
+            invoice_id, params={"expand": ["discounts"]}).to_dict(for_json=True))
+        assert plain.retrieve("customers", "cus_missing") is None
+        assert plain.request_counts["/v1/invoices/{id}"] == 1  # the SDK, through our client
+        plain.close()

@@ -7,9 +7,10 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
+from integrations import stripe_mirror
 from integrations.stripe_client import PINNED_API_VERSION, StripeReader
 from integrations.stripe_sync import EVENTS_RESOURCE, apply_event, run_sync
-from models.mirror import StripeCustomer, StripeEvent, StripeSubscription, SyncState
+from models.mirror import StripeCustomer, StripeEvent, StripePrice, StripeSubscription, SyncState
 from nrr.db import make_engine, session_scope
 from tests import stripe_world as sw
 from tests.sync.conftest import ListWorld, build_account, make_settings
@@ -107,6 +108,44 @@ def test_subscription_payload_with_discount_ids_is_refetched_with_expand(
     with session_scope(engine) as session:
         row = session.get(StripeSubscription, subscription["id"])
         assert row is not None and row.status == "past_due"
+
+
+def test_a_price_event_is_refetched_with_its_currency_options(world: ListWorld,
+                                                             sqlite_url: str) -> None:
+    engine, settings = _synced(world, sqlite_url)
+    price = next(p for p in world.objects["prices"] if p["id"] == "price_basic")
+    price["currency_options"] = {"eur": {"unit_amount": 900, "unit_amount_decimal": "900"}}
+    price["nickname"] = "Basic (renamed)"
+    # Events never carry includable fields such as currency_options.
+    payload = {k: v for k, v in price.items() if k != "currency_options"}
+    world.add("events", event("price.updated", payload, int(time.time()) + 5))
+
+    run_sync(engine, settings, client=StripeReader(settings))
+
+    fetched = [q for p, q in world.requests if p == "/v1/prices/price_basic"]
+    assert fetched and fetched[0]["expand"] == ["tiers", "currency_options"]
+    with session_scope(engine) as session:
+        row = session.get(StripePrice, "price_basic")
+        assert row is not None and row.nickname == "Basic (renamed)"
+        assert row.raw["currency_options"]["eur"]["unit_amount"] == 900
+
+
+def test_a_price_event_without_a_client_keeps_the_stored_currency_options(
+        sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    settings = make_settings(sqlite_url)
+    options = {"eur": {"unit_amount": 900, "unit_amount_decimal": "900"}}
+    listed = {**sw.price("price_x", unit_amount=1_000), "currency_options": options}
+    with session_scope(engine) as session:
+        stripe_mirror.store_objects(session, "price", [listed], state_at=1_000)
+    renamed = {k: v for k, v in listed.items() if k != "currency_options"}
+    renamed["nickname"] = "renamed"
+    with session_scope(engine) as session:
+        apply_event(session, settings, event("price.updated", renamed, 2_000))
+    with session_scope(engine) as session:
+        row = session.get(StripePrice, "price_x")
+        assert row is not None and row.nickname == "renamed" and row.state_at == 2_000
+        assert row.raw["currency_options"] == options
 
 
 def test_out_of_order_application_keeps_the_newer_state(sqlite_url: str) -> None:

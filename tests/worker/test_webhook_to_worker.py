@@ -49,6 +49,8 @@ def test_a_cancellation_posted_as_a_webhook_reaches_the_stored_mrr(
     worker = start_worker(worker_env)
     client_app(worker_env).send_task("nrr.backfill")
     worker.wait_for("recompute.finished", timeout=90)
+    worker.wait_for("alerts.evaluated", timeout=60)  # the backfill's chain is done
+    evaluated = worker.text().count("alerts.evaluated")
 
     customer_id, events = cancel_one_subscription(
         account, int(time.time()), eligible=lambda cid: has_mrr(engine, cid))
@@ -75,6 +77,8 @@ def test_a_cancellation_posted_as_a_webhook_reaches_the_stored_mrr(
     wait_until(settled, timeout=30, interval=0.05, message="every event processed")
     assert mrr_reflects_cancellation(engine, customer_id, at, before)
     assert "nrr.process_event" in worker.text()
+    # The events' recompute is followed by the snapshot and the alert evaluation.
+    worker.wait_for("alerts.evaluated", count=evaluated + 1, timeout=30)
 
     # Running the same tasks again changes nothing: the event again, a full recompute.
     after = timeline_of(engine, customer_id)

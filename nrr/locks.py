@@ -1,0 +1,208 @@
+"""Account-wide locks: two syncs (or two recomputes) of one account never run at once.
+
+With ``REDIS_URL`` the lock is a redis-py :class:`redis.lock.Lock` (a random token, a TTL,
+renewed by a background thread while the holder works); without it, a row of
+``job_locks`` taken with an insert, or stolen when its lease expired, in one short
+transaction each (SQLite and PostgreSQL). Either way a holder that dies (SIGKILL, lost
+machine) frees the lock when its lease runs out, and a holder whose lease was stolen
+never releases the new holder's lock (the owner token is checked).
+
+Lock names are scoped by the database the worker writes to, so two deployments sharing
+one Redis do not block each other.
+
+The worker's tasks and the CLI (``nrr sync``) take the same locks, so a recompute started
+by either never runs beside another. This module imports neither Celery nor the worker;
+:mod:`worker.locks` re-exports it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from models.derived import JobLock
+from nrr.logs import get_logger
+from nrr.settings import Settings
+
+log = get_logger(__name__)
+
+SYNC_LOCK = "sync"
+RECOMPUTE_LOCK = "recompute"
+
+__all__ = ["RECOMPUTE_LOCK", "SYNC_LOCK", "account_lock", "lock_key"]
+
+
+def lock_key(name: str, settings: Settings) -> str:
+    """The stored name of lock ``name`` for this account (its database)."""
+    account = hashlib.sha256(settings.database_url.encode()).hexdigest()[:12]
+    return f"nrr:lock:{account}:{name}"
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Renewal:
+    """Extends a held lock every ``ttl / 3`` seconds until stopped."""
+
+    def __init__(self, renew: Any, ttl: float, key: str) -> None:
+        self._renew = renew
+        self._interval = max(ttl / 3.0, 0.05)
+        self._key = key
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lock-renew:{key}", daemon=True)
+        self.lost = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                if not self._renew():
+                    self.lost = True
+                    log.warning("lock.lost", lock=self._key,
+                                reason="the lease expired and another holder took it")
+                    return
+            except Exception as exc:  # noqa: BLE001 - a failed renewal is retried next tick
+                log.warning("lock.renew_failed", lock=self._key,
+                            error=f"{type(exc).__name__}: {exc}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+@contextmanager
+def _redis_lock(key: str, url: str, ttl: float, blocking: bool,
+                timeout: float | None) -> Iterator[bool]:
+    import redis
+    from redis.exceptions import LockError
+
+    client = redis.Redis.from_url(url)
+    lock = client.lock(key, timeout=ttl, blocking=blocking, blocking_timeout=timeout,
+                       thread_local=False)
+    try:
+        acquired = bool(lock.acquire())
+        if not acquired:
+            yield False
+            return
+        renewal = _Renewal(lambda: lock.extend(ttl, replace_ttl=True), ttl, key)
+        renewal.start()
+        try:
+            yield True
+        finally:
+            renewal.stop()
+            try:
+                lock.release()
+            except LockError:
+                log.warning("lock.release_lost", lock=key,
+                            reason="the lease had expired; another holder owns it now")
+    finally:
+        client.close()
+
+
+# --------------------------------------------------------------------------- database
+
+
+def _db_try_acquire(engine: Engine, key: str, owner: str, ttl: float) -> bool:
+    now = _utcnow()
+    expires = now + timedelta(seconds=ttl)
+    with engine.begin() as conn:
+        taken = conn.execute(
+            update(JobLock)
+            .where(JobLock.name == key, (JobLock.expires_at < now) | (JobLock.active.is_(False)))
+            .values(owner=owner, expires_at=expires, active=True)
+        ).rowcount
+        if taken:
+            return True
+        exists = conn.execute(select(JobLock.name).where(JobLock.name == key)).first()
+        if exists is not None:
+            return False
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(JobLock).values(name=key, owner=owner, expires_at=expires,
+                                                active=True))
+        return True
+    except IntegrityError:
+        return False  # another worker inserted it first
+
+
+def _db_renew(engine: Engine, key: str, owner: str, ttl: float) -> bool:
+    with engine.begin() as conn:
+        return bool(conn.execute(
+            update(JobLock).where(JobLock.name == key, JobLock.owner == owner,
+                                  JobLock.active.is_(True))
+            .values(expires_at=_utcnow() + timedelta(seconds=ttl))
+        ).rowcount)
+
+
+def _db_release(engine: Engine, key: str, owner: str) -> bool:
+    with engine.begin() as conn:
+        return bool(conn.execute(
+            delete(JobLock).where(JobLock.name == key, JobLock.owner == owner)
+        ).rowcount)
+
+
+@contextmanager
+def _database_lock(key: str, engine: Engine, ttl: float, blocking: bool,
+                   timeout: float | None) -> Iterator[bool]:
+    owner = _owner()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    acquired = _db_try_acquire(engine, key, owner, ttl)
+    while not acquired and blocking and (deadline is None or time.monotonic() < deadline):
+        time.sleep(0.1)
+        acquired = _db_try_acquire(engine, key, owner, ttl)
+    if not acquired:
+        yield False
+        return
+    renewal = _Renewal(lambda: _db_renew(engine, key, owner, ttl), ttl, key)
+    renewal.start()
+    try:
+        yield True
+    finally:
+        renewal.stop()
+        if not _db_release(engine, key, owner):
+            log.warning("lock.release_lost", lock=key,
+                        reason="the lease had expired; another holder owns it now")
+
+
+# --------------------------------------------------------------------------- public
+
+
+@contextmanager
+def account_lock(name: str, settings: Settings, engine: Engine, *, ttl: float | None = None,
+                 blocking: bool = False, timeout: float | None = None) -> Iterator[bool]:
+    """Hold the account's lock ``name`` (``sync``, ``recompute``) for the ``with`` block.
+
+    Yields whether it was acquired; with ``blocking`` it waits up to ``timeout`` seconds
+    (None: as long as it takes). ``ttl`` (default ``settings.worker.lock_ttl_seconds``) is
+    the lease, renewed every third of it while the block runs.
+    """
+    lease = float(ttl if ttl is not None else settings.worker.lock_ttl_seconds)
+    key = lock_key(name, settings)
+    if settings.redis_url:
+        manager = _redis_lock(key, settings.redis_url, lease, blocking, timeout)
+    else:
+        manager = _database_lock(key, engine, lease, blocking, timeout)
+    with manager as acquired:
+        log.debug("lock.acquired" if acquired else "lock.busy", lock=name)
+        yield acquired
