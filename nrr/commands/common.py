@@ -29,7 +29,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-stderr = Console(stderr=True)
+# Messages on stderr are never hard-wrapped: a path or id stays whole for grep and scripts.
+stderr = Console(stderr=True, soft_wrap=True)
 stdout = Console()
 
 
@@ -140,3 +141,31 @@ def _cell(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, default=str)
     return str(value)
+
+
+# A worker's recompute is killed after its soft time limit plus this (its hard limit): the
+# CLI waits no longer than that for the recompute lock.
+RECOMPUTE_WAIT_MARGIN_SECONDS = 60
+
+T = TypeVar("T")
+
+
+def under_recompute_lock(db: Engine, cfg: Settings, work: Callable[[], T],
+                         timeout_message: str) -> T:
+    """Run ``work`` holding the account's recompute lock, the one the worker's recompute
+    takes, so two recomputes of one account never run at once. A running one is waited for
+    (up to the worker's time limit for a recompute); then ``timeout_message`` fails the
+    command."""
+    from nrr.locks import RECOMPUTE_LOCK, account_lock
+
+    with account_lock(RECOMPUTE_LOCK, cfg, db) as acquired:
+        if acquired:
+            return work()
+    wait = float(cfg.worker.soft_time_limit_seconds + RECOMPUTE_WAIT_MARGIN_SECONDS)
+    stderr.print("another recompute of this account is running (the worker or another "
+                 f"command): waiting for it to finish (at most {wait:.0f} s)", highlight=False)
+    with account_lock(RECOMPUTE_LOCK, cfg, db, blocking=True, timeout=wait) as acquired:
+        if acquired:
+            return work()
+    raise CommandFailed(timeout_message.format(wait=wait))
+

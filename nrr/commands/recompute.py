@@ -13,6 +13,7 @@ from nrr.commands.common import (
     engine,
     handle_errors,
     settings,
+    under_recompute_lock,
 )
 
 
@@ -31,7 +32,12 @@ def recompute_command(
     Run it after changing a policy, the reporting currency, the time zone or the exchange rates.
     """
     from nrr.db import session_scope
-    from nrr.services.recompute import RecomputeError, recompute, recompute_dirty
+    from nrr.services.recompute import (
+        RecomputeError,
+        RecomputeResult,
+        recompute,
+        recompute_dirty,
+    )
 
     if output is OutputFormat.csv:
         raise UsageError("--format csv is not available for recompute: use table or json")
@@ -39,12 +45,17 @@ def recompute_command(
         raise UsageError("use either --customer or --dirty, not both")
     cfg = settings()
     db = engine(cfg)
-    try:
+
+    def work() -> RecomputeResult:
         with session_scope(db) as session:
             if dirty:
-                result = recompute_dirty(session, cfg)
-            else:
-                result = recompute(session, cfg, customer_ids=customer or None)
+                return recompute_dirty(session, cfg)
+            return recompute(session, cfg, customer_ids=customer or None)
+
+    try:
+        result = under_recompute_lock(
+            db, cfg, work, "another recompute of this account held the recompute lock for "
+                           "{wait:.0f} s; nothing was changed: run `nrr recompute` again later")
     except RecomputeError as exc:
         raise CommandFailed(str(exc)) from None
     document = result.as_dict()

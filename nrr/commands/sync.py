@@ -15,11 +15,8 @@ from nrr.commands.common import (
     handle_errors,
     settings,
     stderr,
+    under_recompute_lock,
 )
-
-# A worker's recompute is killed after its soft time limit plus this (its hard limit): the
-# CLI waits no longer than that for the recompute lock.
-RECOMPUTE_WAIT_MARGIN_SECONDS = 60
 
 
 def register(app: typer.Typer) -> None:
@@ -127,26 +124,12 @@ def _recompute(db: Any, cfg: Any) -> Any:
 
 
 def _recompute_under_lock(db: Any, cfg: Any, result: Any) -> Any:
-    """Recompute while holding the account's recompute lock, the one the worker's recompute
-    takes: two recomputes of one account never run at once. A running one is waited for
-    (up to the worker's time limit for a recompute); the dirty marks survive a timeout."""
-    from nrr.locks import RECOMPUTE_LOCK, account_lock
-
-    with account_lock(RECOMPUTE_LOCK, cfg, db) as acquired:
-        if acquired:
-            return _recompute(db, cfg)
-    wait = float(cfg.worker.soft_time_limit_seconds + RECOMPUTE_WAIT_MARGIN_SECONDS)
-    stderr.print("another recompute of this account is running (the worker or another "
-                 f"`nrr sync`): waiting for it to finish (at most {wait:.0f} s)",
-                 highlight=False, soft_wrap=True)
-    with account_lock(RECOMPUTE_LOCK, cfg, db, blocking=True, timeout=wait) as acquired:
-        if acquired:
-            return _recompute(db, cfg)
-    raise CommandFailed(
+    """Recompute under the account's recompute lock; the dirty marks survive a timeout."""
+    return under_recompute_lock(db, cfg, lambda: _recompute(db, cfg), (
         f"the Stripe sync finished ({result.mode}, {result.objects_stored} objects, "
         f"{result.events_applied} events; the mirror is stored) but another recompute of "
-        f"this account held the recompute lock for {wait:.0f} s; the changed customers "
-        "stay marked: run `nrr sync` again later, or let the worker recompute them")
+        "this account held the recompute lock for {wait:.0f} s; the changed customers "
+        "stay marked: run `nrr sync` again later, or let the worker recompute them"))
 
 
 def _sync_lock(cfg: Any, db: Any) -> Any:

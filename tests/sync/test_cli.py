@@ -156,6 +156,7 @@ def test_sync_gives_up_on_the_recompute_lock_with_a_clear_message(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
+    from nrr.commands import common
     from nrr.commands import sync as sync_command
     from nrr.commands.common import CommandFailed
     from nrr.db import ready_engine
@@ -165,7 +166,7 @@ def test_sync_gives_up_on_the_recompute_lock_with_a_clear_message(
     settings = load_settings({"DATABASE_URL": f"sqlite:///{tmp_path / 'lock.db'}"})
     settings = settings.model_copy(update={
         "worker": settings.worker.model_copy(update={"soft_time_limit_seconds": 1})})
-    monkeypatch.setattr(sync_command, "RECOMPUTE_WAIT_MARGIN_SECONDS", 0)
+    monkeypatch.setattr(common, "RECOMPUTE_WAIT_MARGIN_SECONDS", 0)
     ran: list[str] = []
     monkeypatch.setattr(sync_command, "_recompute", lambda db, cfg: ran.append("recompute"))
     engine = ready_engine(settings.database_url)
@@ -178,6 +179,40 @@ def test_sync_gives_up_on_the_recompute_lock_with_a_clear_message(
     assert ran == []
     sync_command._recompute_under_lock(engine, settings, synced)
     assert ran == ["recompute"]
+
+
+def test_recompute_command_waits_for_a_running_recompute(tmp_path: Path) -> None:
+    """`nrr recompute` takes the same account-wide lock as the worker and `nrr sync`."""
+    from sqlalchemy import func, select
+
+    from models.derived import RecomputeRun
+    from nrr.db import ready_engine, session_scope
+    from nrr.locks import RECOMPUTE_LOCK, account_lock
+    from nrr.settings import load_settings
+
+    env = _env(tmp_path)
+    settings = load_settings(env)
+    engine = ready_engine(settings.database_url)
+    err_path = tmp_path / "recompute.err"
+    with account_lock(RECOMPUTE_LOCK, settings, engine, ttl=30) as held:
+        assert held
+        with err_path.open("w") as err:
+            process = subprocess.Popen([sys.executable, "-m", "nrr.cli", "recompute",
+                                        "--format", "json"],
+                                       env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        deadline = time.monotonic() + 60
+        while ("waiting for it to finish" not in err_path.read_text()
+               and process.poll() is None and time.monotonic() < deadline):
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert process.poll() is None, err_path.read_text()
+        with session_scope(engine) as session:
+            assert session.scalar(select(func.count()).select_from(RecomputeRun)) == 0
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, err_path.read_text()
+    assert json.loads(out)["customers"] == 0
+    with session_scope(engine) as session:
+        assert session.scalar(select(func.count()).select_from(RecomputeRun)) == 1
 
 
 def test_the_sync_command_imports_no_celery() -> None:
