@@ -40,6 +40,7 @@ from models.mirror import (
     StripeSubscription,
     StripeSubscriptionItem,
 )
+from nrr.domain import fields
 from nrr.logs import get_logger
 
 log = get_logger(__name__)
@@ -82,7 +83,7 @@ _DISCOUNT_LINK_COLUMNS = ("customer_id", "subscription_id", "subscription_item_i
 _IN_CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
 
 
-class MalformedObject(ValueError):
+class MalformedObject(fields.FieldError):
     """The object cannot be understood; the message is the quarantine reason."""
 
 
@@ -114,92 +115,26 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-def _id_of(value: Any, what: str) -> str | None:
-    """An expandable field: an id string, an expanded object with ``id``, or null."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value or None
-    if isinstance(value, Mapping):
-        inner = value.get("id")
-        if isinstance(inner, str) and inner:
-            return inner
-    raise MalformedObject(f"{what} is neither an id nor an object with an id: {value!r:.80}")
-
-
-def _int(obj: Mapping[str, Any], key: str, *, required: bool = False) -> int | None:
-    value = obj.get(key)
-    if value is None:
-        if required:
-            raise MalformedObject(f"missing required field {key!r}")
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise MalformedObject(f"field {key!r} is not an integer: {value!r:.80}")
-    return value
-
-
-def _str(obj: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
-    value = obj.get(key)
-    if value is None:
-        if required:
-            raise MalformedObject(f"missing required field {key!r}")
-        return None
-    if not isinstance(value, str):
-        raise MalformedObject(f"field {key!r} is not a string: {value!r:.80}")
-    return value
-
-
-def _bool(obj: Mapping[str, Any], key: str, default: bool = False) -> bool:
-    value = obj.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise MalformedObject(f"field {key!r} is not a boolean: {value!r:.80}")
-    return value
+# Typed field reads are the normaliser's (nrr.domain.fields); MalformedObject is a
+# FieldError, so a wrong field quarantines the object with the reader's message.
+_id_of = fields.ref
+_int = fields.integer
+_str = fields.text
+_bool = fields.flag
+_list = fields.entries
 
 
 def _map(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = obj.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise MalformedObject(f"field {key!r} is not an object: {value!r:.80}")
-    return value
-
-
-def _list(obj: Mapping[str, Any], key: str) -> list[Any]:
-    value = obj.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise MalformedObject(f"field {key!r} is not a list: {value!r:.80}")
-    return value
+    return fields.mapping(obj, key) or {}
 
 
 def _decimal_text(value: Any, key: str) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise MalformedObject(f"field {key!r} is not a number: {value!r}")
-    try:
-        if isinstance(value, float):
-            number = Decimal(repr(value))
-        else:
-            number = Decimal(str(value))
-    except ArithmeticError as exc:
-        raise MalformedObject(f"field {key!r} is not a number: {value!r:.80}") from exc
-    if not number.is_finite():
-        raise MalformedObject(f"field {key!r} is not a finite number: {value!r:.80}")
-    return str(number)
+    number = fields.decimal({key: value}, key)
+    return None if number is None else str(number)
 
 
 def _currency(obj: Mapping[str, Any], key: str = "currency", *, required: bool = False) -> str | None:
-    value = _str(obj, key, required=required)
-    if value is None:
-        return None
-    if len(value) != 3 or not value.isalpha():
-        raise MalformedObject(f"field {key!r} is not a 3-letter currency: {value!r:.20}")
-    return value.lower()
+    return fields.currency(_str(obj, key, required=required), key)
 
 
 def _object_id(obj: Any, kind: str) -> str:
@@ -702,7 +637,7 @@ def store_objects(session: Session, kind: str, objects: Iterable[Any], *,
                 continue
             scratch = _Parsed()
             _PARSERS[kind](obj, object_id, state_at, now, scratch)
-        except MalformedObject as exc:
+        except fields.FieldError as exc:
             bad.append(_quarantine_row(kind, obj, str(exc)))
             continue
         except (TypeError, AttributeError, KeyError) as exc:  # shapes nobody planned for
@@ -826,7 +761,7 @@ def _store_lines(session: Session, line_objects: Sequence[tuple[Mapping[str, Any
             row = _line_row(obj, invoice_id=invoice_id, customer_id=customer_id,
                             invoice_status=status, livemode=livemode)
             row["currency"] = row["currency"] or currency
-        except MalformedObject as exc:
+        except fields.FieldError as exc:
             bad.append(_quarantine_row("invoice_line", obj, str(exc)))
             continue
         except (TypeError, AttributeError, KeyError) as exc:

@@ -19,9 +19,9 @@ accepted as ids or as expanded objects; expanded objects are parsed as well.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from nrr.domain import fields
 from nrr.domain.history import mark_gaps
 from nrr.domain.records import (
     Coupon,
@@ -40,9 +40,16 @@ from nrr.domain.records import (
     TransformQuantity,
 )
 
-
-class _Bad(Exception):
-    """Internal: this object cannot be understood (never escapes the module)."""
+# The field readers are shared with the mirror; a FieldError skips the one object.
+_Bad = fields.FieldError
+_str = fields.text
+_int = fields.integer
+_bool = fields.flag
+_decimal = fields.decimal
+_dict = fields.mapping
+_list = fields.entries
+_ref = fields.ref
+_currency = fields.currency
 
 
 def _get(obj: Mapping[str, Any], key: str, *, required: bool = False) -> Any:
@@ -52,27 +59,9 @@ def _get(obj: Mapping[str, Any], key: str, *, required: bool = False) -> Any:
     return value
 
 
-def _str(obj: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
-    value = _get(obj, key, required=required)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise _Bad(f"{key} is {type(value).__name__}, expected a string")
-    return value
-
-
 def _req_str(obj: Mapping[str, Any], key: str) -> str:
     value = _str(obj, key, required=True)
     assert value is not None
-    return value
-
-
-def _int(obj: Mapping[str, Any], key: str, *, required: bool = False) -> int | None:
-    value = _get(obj, key, required=required)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Bad(f"{key} is {type(value).__name__}, expected an integer")
     return value
 
 
@@ -80,70 +69,6 @@ def _req_int(obj: Mapping[str, Any], key: str) -> int:
     value = _int(obj, key, required=True)
     assert value is not None
     return value
-
-
-def _bool(obj: Mapping[str, Any], key: str) -> bool:
-    value = obj.get(key)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise _Bad(f"{key} is {type(value).__name__}, expected a boolean")
-    return value
-
-
-def _decimal(obj: Mapping[str, Any], key: str) -> Decimal | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
-        raise _Bad(f"{key} is {type(value).__name__}, expected a decimal")
-    try:
-        result = Decimal(str(value))
-    except InvalidOperation as exc:
-        raise _Bad(f"{key} {value!r} is not a decimal") from exc
-    if not result.is_finite():
-        raise _Bad(f"{key} {value!r} is not a finite decimal")
-    return result
-
-
-def _dict(obj: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise _Bad(f"{key} is {type(value).__name__}, expected an object")
-    return value
-
-
-def _list(obj: Mapping[str, Any], key: str) -> list[Any]:
-    value = obj.get(key)
-    if value is None:
-        return []
-    if isinstance(value, Mapping) and isinstance(value.get("data"), list):
-        return list(value["data"])  # an embedded list object
-    if not isinstance(value, list):
-        raise _Bad(f"{key} is {type(value).__name__}, expected a list")
-    return value
-
-
-def _ref(value: Any, what: str) -> str | None:
-    """An expandable field: an id or an object with an id."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Mapping) and isinstance(value.get("id"), str):
-        return str(value["id"])
-    raise _Bad(f"{what} is neither an id nor an object with an id")
-
-
-def _currency(value: str | None) -> str | None:
-    if value is None:
-        return None
-    code = value.strip().lower()
-    if len(code) != 3 or not code.isalpha():
-        raise _Bad(f"currency {value!r} is not a 3-letter code")
-    return code
 
 
 def _object_id(obj: Any) -> str | None:
