@@ -33,6 +33,9 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
+if __package__ in (None, ""):  # run as a script: the repository root holds tests/support
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "whsec_benchmarksecret"
 API_KEY = "sk_test_benchmarkkey"
