@@ -17,8 +17,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-# Each module defines register(app). Missing modules are skipped so the CLI stays usable
-# while a capability is being built.
+# Each module defines register(app); command modules import their heavy dependencies
+# inside the command so that `nrr --help` and `nrr report` start fast.
 COMMAND_MODULES = [
     "nrr.commands.sync",
     "nrr.commands.recompute",
@@ -61,13 +61,7 @@ def _root(
 
 
 for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != _name:
-            raise
-        continue
-    _module.register(app)
+    importlib.import_module(_name).register(app)
 
 
 def main() -> None:
