@@ -53,6 +53,8 @@ def child(kind: str, url: str, now: int) -> int:
     figures: dict[str, Any] = result.as_dict()
     figures["seconds_with_commit"] = seconds
     figures["max_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # The largest worker process of a parallel recompute (0 when it ran in this process).
+    figures["max_rss_worker_kib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(json.dumps(figures))
     return 0
 
@@ -127,7 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  timeline points:     {full['timeline_points']:,}")
     print(f"  ledger entries:      {full['ledger_entries']:,}")
     print(f"  monthly facts:       {full['facts']:,}")
-    print(f"  peak RSS:            {full['max_rss_kib'] / 1024:.0f} MiB")
+    print(f"  peak RSS:            {full['max_rss_kib'] / 1024:.0f} MiB"
+          + (f" (+ each worker process <= {full['max_rss_worker_kib'] / 1024:.0f} MiB)"
+             if full.get("max_rss_worker_kib") else ""))
     print("  time split:          " + ", ".join(
         f"{name} {seconds:.1f} s" for name, seconds in sorted(full["timings"].items())))
     print(f"  lines/s:             {lines / full_s:,.0f}")

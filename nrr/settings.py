@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     stripe_rate_limit: float | None = Field(default=None, alias="NRR_STRIPE_RATE_LIMIT")
     stripe_endpoint_rate_limit: float = Field(default=25.0, alias="NRR_STRIPE_ENDPOINT_RATE_LIMIT")
     log_level: str = Field(default="INFO", alias="NRR_LOG_LEVEL")
+    # Processes of a full recompute of 5,000 customers or more; None: one per core, at
+    # most 4; 0 or 1: the recompute runs in the calling process only.
+    recompute_workers: int | None = Field(default=None, ge=0, alias="NRR_RECOMPUTE_WORKERS")
     # Path to a metric catalogue YAML replacing the shipped nrr/catalogue/metrics.yaml.
     metric_catalogue: str | None = Field(default=None, alias="NRR_METRIC_CATALOGUE")
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
+from functools import lru_cache
 
 MICRO = 1_000_000
 
 ZERO_DECIMAL = frozenset(
-    "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()
+    ["bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"]
 )
-THREE_DECIMAL = frozenset("bhd jod kwd omr tnd".split())
+THREE_DECIMAL = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
 
 
 def minor_exponent(currency: str) -> int:
@@ -29,11 +30,17 @@ def minor_exponent(currency: str) -> int:
 
 
 def to_micro(amount_minor: Fraction | Decimal | int) -> int:
-    """Exact minor-unit amount to micro-minor integer, rounding half to even."""
-    value = Fraction(amount_minor) * MICRO
-    floor = value.numerator // value.denominator
-    rest = value - floor
-    if rest > Fraction(1, 2) or (rest == Fraction(1, 2) and floor % 2 == 1):
+    """Exact minor-unit amount to micro-minor integer, rounding half to even (integer
+    arithmetic on the exact ratio)."""
+    if type(amount_minor) is int:
+        return amount_minor * MICRO
+    if isinstance(amount_minor, Fraction):
+        numerator, denominator = amount_minor.numerator, amount_minor.denominator
+    else:
+        numerator, denominator = Fraction(amount_minor).as_integer_ratio()
+    floor, rest = divmod(numerator * MICRO, denominator)
+    twice = 2 * rest
+    if twice > denominator or (twice == denominator and floor % 2 == 1):
         return floor + 1
     return floor
 
@@ -54,5 +61,30 @@ def convert_micro(value_micro: int, from_currency: str, to_currency: str, rate: 
     """Convert a micro-minor amount with ``rate`` = to-currency major units per from-currency unit."""
     if from_currency.lower() == to_currency.lower():
         return value_micro
-    scale = Fraction(10) ** (minor_exponent(to_currency) - minor_exponent(from_currency))
-    return to_micro(Fraction(value_micro) * Fraction(Decimal(rate)) * scale / MICRO)
+    return convert_micro_by(value_micro, conversion_factor(from_currency, to_currency, rate))
+
+
+@lru_cache(maxsize=65_536)
+def conversion_factor(from_currency: str, to_currency: str, rate: Decimal | str) -> tuple[int, int]:
+    """The exact factor ``(numerator, denominator)`` (denominator > 0) that turns a
+    ``from_currency`` micro-minor amount into ``to_currency`` micro-minor units: the rate
+    times the ratio of the minor units. Cached: a recompute converts millions of amounts
+    at a few dozen (currency, month) rates."""
+    if from_currency.lower() == to_currency.lower():
+        return 1, 1
+    factor = (Fraction(Decimal(rate))
+              * Fraction(10) ** (minor_exponent(to_currency) - minor_exponent(from_currency)))
+    return factor.numerator, factor.denominator
+
+
+def convert_micro_by(value_micro: int, factor: tuple[int, int]) -> int:
+    """``value_micro`` times ``factor`` rounded half to even, in integers (the same result
+    as :func:`to_micro` of the exact product)."""
+    numerator, denominator = factor
+    if denominator == 1:
+        return value_micro * numerator
+    floor, rest = divmod(value_micro * numerator, denominator)
+    twice = 2 * rest
+    if twice > denominator or (twice == denominator and floor % 2 == 1):
+        return floor + 1
+    return floor

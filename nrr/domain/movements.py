@@ -28,9 +28,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from nrr.domain.money import convert_micro
+from nrr.domain.money import conversion_factor, convert_micro_by
 from nrr.domain.months import add_months, month_of, month_range, month_start
 from nrr.domain.records import Customer, CustomerHistory, ItemInterval, MonthFact
 
@@ -89,10 +90,33 @@ class _Steps:
         return self.values[index - 1]
 
 
-def _convert(values: Sequence[int], currencies: Sequence[str], day: date, rate: RateLookup,
+Factor = tuple[int, int]
+FactorLookup = Callable[[str, date], Factor]
+
+
+def factor_lookup(rate: RateLookup, reporting: str) -> FactorLookup:
+    """``(currency, day) -> exact conversion factor`` to ``reporting``, memoised (a few dozen
+    distinct (currency, month) pairs serve every customer). Missing rates are not cached:
+    the lookup raises each time, as ``rate`` does."""
+    cache: dict[tuple[str, date], Factor] = {}
+
+    def lookup(currency: str, day: date) -> Factor:
+        key = (currency, day)
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = conversion_factor(currency, reporting, rate(currency, day))
+        return found
+
+    return lookup
+
+
+def _convert(values: Sequence[int], currencies: Sequence[str], day: date, factor: FactorLookup,
              reporting: str) -> int:
-    if len(currencies) == 1 and currencies[0] == reporting:
-        return values[0]
+    if len(currencies) == 1:
+        value = values[0]
+        if not value or currencies[0] == reporting:
+            return value
+        return convert_micro_by(value, factor(currencies[0], day))
     total = 0
     for currency, value in zip(currencies, values, strict=True):
         if not value:
@@ -100,14 +124,16 @@ def _convert(values: Sequence[int], currencies: Sequence[str], day: date, rate: 
         if currency == reporting:
             total += value
         else:
-            total += convert_micro(value, currency, reporting, rate(currency, day))
+            total += convert_micro_by(value, factor(currency, day))
     return total
 
 
 def largest_item(intervals: Sequence[ItemInterval], at: int, day: date, rate: RateLookup,
-                 reporting: str) -> ItemInterval | None:
+                 reporting: str, *, factor: FactorLookup | None = None) -> ItemInterval | None:
     """The item in force at ``at`` with the largest MRR (reporting currency); equal MRR: the
     smallest price id wins."""
+    if factor is None:
+        factor = factor_lookup(rate, reporting)
     best_value = -1
     chosen: ItemInterval | None = None
     for interval in intervals:
@@ -115,8 +141,7 @@ def largest_item(intervals: Sequence[ItemInterval], at: int, day: date, rate: Ra
             if interval.currency == reporting:
                 value = interval.mrr_micro
             else:
-                value = convert_micro(interval.mrr_micro, interval.currency, reporting,
-                                      rate(interval.currency, day))
+                value = convert_micro_by(interval.mrr_micro, factor(interval.currency, day))
             if (chosen is None or value > best_value
                     or (value == best_value and (interval.price_id or "") < (chosen.price_id or ""))):
                 best_value, chosen = value, interval
@@ -138,49 +163,114 @@ def customer_month_facts(history: CustomerHistory, customer: Customer, *, rate: 
     which the customer neither paid at the opening, the closing, nor at any instant are
     left out. ``product_names`` maps product ids to the names used as the product segment.
     """
+    metadata = dict(customer.metadata) if customer.metadata else None
+    return [
+        MonthFact(month=row[0], customer_id=row[1], opening_mrr_micro=row[2],
+                  closing_mrr_micro=row[3], movement=row[4], movement_micro=row[5],
+                  fx_impact_micro=row[6], first_paid_month=row[7], currency=row[8], plan=row[9],
+                  product=row[10], country=row[11],
+                  metadata_=dict(metadata) if metadata else None)
+        for row in customer_month_fact_rows(
+            history, customer, factor=factor_lookup(rate, reporting_currency.lower()),
+            reporting_currency=reporting_currency, tz=tz, now=now, first_month=first_month,
+            last_month=last_month, product_names=product_names, metadata=None)]
+
+
+FactRow = tuple[str, str, int, int, str | None, int, int, str | None, str | None, str | None,
+                str | None, str | None, Any]
+
+
+def customer_month_fact_rows(history: CustomerHistory, customer: Customer, *,
+                             factor: FactorLookup, reporting_currency: str, tz: ZoneInfo,
+                             now: int | None = None, first_month: str | None = None,
+                             last_month: str | None = None,
+                             product_names: Mapping[str, str] | None = None,
+                             metadata: Any = None) -> list[FactRow]:
+    """:func:`customer_month_facts` as plain tuples in the fields' order (month, customer_id,
+    opening, closing, movement, movement_micro, fx_impact, first_paid_month, currency,
+    plan, product, country, metadata), ``metadata`` being whatever the caller stores for
+    the customer's metadata; ``factor`` is a :func:`factor_lookup`. The bulk path of a
+    recompute: no object per month."""
     reporting = reporting_currency.lower()
     if history.excluded:
         return []
     steps = _Steps(history)
-    if not any(steps.paying):
+    paying = steps.paying
+    if True not in paying:
         return []
     instants = steps.instants
-    first_paying = instants[steps.paying.index(True)]
+    first_paying = instants[paying.index(True)]
     first_paid_month = month_of(first_paying, tz)
     start_month = first_month or first_paid_month
     if last_month is None:
         last_month = month_of(now if now is not None else max(instants[-1], _now()), tz)
     currencies = steps.currencies
-    epochs = _epochs(history.intervals)
-    single_currency = len({i.currency for i in history.intervals}) <= 1
+    intervals = history.intervals
+    epochs = _epochs(intervals)
+    single_currency = len({i.currency for i in intervals}) <= 1
     items_by_epoch: dict[int, ItemInterval | None] = {}
-    metadata = dict(customer.metadata) if customer.metadata else None
-    facts: list[MonthFact] = []
+    customer_id = customer.id
+    country = customer.country
+    rows: list[FactRow] = []
     bounds = month_bounds(add_months(start_month, -1), last_month, tz)
     previous_day = bounds[0][3]
     previous_closing_native = steps.before(bounds[1][1]) if len(bounds) > 1 else ()
+    # The previous month's closing in the reporting currency at its own rate (None when that
+    # month was not reported): this month's opening at last month's rate, for fx_impact.
+    previous_closing: int | None = None
+    values = steps.values
     for month, begin, end, day in bounds[1:]:
         opening_native = previous_closing_native
-        closing_native = steps.before(end)
         lo = bisect_left(instants, begin)
         hi = bisect_left(instants, end)
-        paying_inside = [instants[i] for i in range(lo, hi) if steps.paying[i]]
-        opening_any = any(opening_native)
-        if not opening_any and not any(closing_native) and not paying_inside:
-            previous_closing_native, previous_day = closing_native, day
+        if lo == hi:
+            # Nothing changes inside the month: closing = opening (native), no movement.
+            if not any(opening_native):
+                previous_day, previous_closing = day, None
+                continue
+            opening = _convert(opening_native, currencies, day, factor, reporting)
+            before = previous_closing if previous_closing is not None else _convert(
+                opening_native, currencies, previous_day, factor, reporting)
+            epoch = bisect_right(epochs, begin - 1)
+            if single_currency and epoch in items_by_epoch:
+                item = items_by_epoch[epoch]
+            else:
+                item = largest_item(intervals, begin - 1, day, _no_rate, reporting, factor=factor)
+                items_by_epoch[epoch] = item
+            if item is None:
+                currency = plan = product = None
+            else:
+                currency, plan, product = item.currency, item.price_id, item.product_id
+                if product is not None and product_names:
+                    product = product_names.get(product, product)
+            rows.append((month, customer_id, opening, opening, None, 0, opening - before,
+                         first_paid_month, currency, plan, product, country, metadata))
+            previous_day, previous_closing = day, opening
             continue
-        opening = _convert(opening_native, currencies, day, rate, reporting)
-        closing = _convert(closing_native, currencies, day, rate, reporting)
+        closing_native = values[hi - 1] if hi else steps.before(end)
+        paying_at = None
+        for i in range(lo, hi):
+            if paying[i]:
+                paying_at = instants[i]
+                break
+        opening_any = any(opening_native)
+        if not opening_any and paying_at is None and not any(closing_native):
+            previous_closing_native, previous_day, previous_closing = closing_native, day, None
+            continue
+        opening = _convert(opening_native, currencies, day, factor, reporting)
+        closing = _convert(closing_native, currencies, day, factor, reporting)
         fx_impact = 0
         if opening_any:
-            fx_impact = opening - _convert(opening_native, currencies, previous_day, rate, reporting)
+            before = previous_closing if previous_closing is not None else _convert(
+                opening_native, currencies, previous_day, factor, reporting)
+            fx_impact = opening - before
         movement: str | None = None
         amount = 0
         if opening == 0 and closing > 0:
             # The paying stretch still running at the close started at ``since``.
             since = begin
             for i in range(lo, hi):
-                if steps.paying[i] and (i == 0 or not steps.paying[i - 1]):
+                if paying[i] and (i == 0 or not paying[i - 1]):
                     since = instants[i]
             movement = "new" if since <= first_paying else "reactivation"
             amount = closing
@@ -193,32 +283,26 @@ def customer_month_facts(history: CustomerHistory, customer: Customer, *, rate: 
         if opening_any:
             segment_at = begin - 1
         else:
-            segment_at = paying_inside[0] if paying_inside else end - 1
+            segment_at = paying_at if paying_at is not None else end - 1
         # The largest item only changes where an interval starts or ends (and, across
         # currencies, with the rate): reuse it within one epoch for one-currency customers.
         epoch = bisect_right(epochs, segment_at)
         if single_currency and epoch in items_by_epoch:
             item = items_by_epoch[epoch]
         else:
-            item = largest_item(history.intervals, segment_at, day, rate, reporting)
+            item = largest_item(intervals, segment_at, day, _no_rate, reporting, factor=factor)
             items_by_epoch[epoch] = item
-        product = item.product_id if item else None
-        if product is not None and product_names:
-            product = product_names.get(product, product)
-        facts.append(MonthFact(
-            month=month,
-            customer_id=customer.id,
-            opening_mrr_micro=opening,
-            closing_mrr_micro=closing,
-            movement=movement,
-            movement_micro=amount,
-            fx_impact_micro=fx_impact,
-            first_paid_month=first_paid_month,
-            currency=item.currency if item else None,
-            plan=item.price_id if item else None,
-            product=product,
-            country=customer.country,
-            metadata_=dict(metadata) if metadata else None,
-        ))
-        previous_closing_native, previous_day = closing_native, day
-    return facts
+        if item is None:
+            currency = plan = product = None
+        else:
+            currency, plan, product = item.currency, item.price_id, item.product_id
+            if product is not None and product_names:
+                product = product_names.get(product, product)
+        rows.append((month, customer_id, opening, closing, movement, amount, fx_impact,
+                     first_paid_month, currency, plan, product, country, metadata))
+        previous_closing_native, previous_day, previous_closing = closing_native, day, closing
+    return rows
+
+
+def _no_rate(currency: str, day: date) -> Decimal:  # pragma: no cover - factor given instead
+    raise AssertionError("largest_item was given a factor lookup")

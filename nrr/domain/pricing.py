@@ -46,6 +46,7 @@ class PricingError(ValueError):
     """The item cannot be priced (unknown interval, missing currency option, ...)."""
 
 
+@lru_cache(maxsize=256)
 def months_per_interval(interval: str | None, interval_count: int) -> Fraction:
     if interval not in MONTHS_PER_UNIT:
         raise PricingError(f"unknown recurring interval {interval!r}")

@@ -12,9 +12,17 @@ Nothing here calls Stripe: a policy change is a recompute. The work is set-based
   agree.
 * Customers are processed in chunks in id order; each chunk is six indexed queries, one
   pass of the pure domain functions per customer, and bulk inserts of the results
-  (``executemany`` on SQLite, ``COPY`` on PostgreSQL). No ORM object per row.
-* A full recompute empties the derived tables in one statement each and rebuilds them;
-  an incremental one deletes and rebuilds only the given customers' rows.
+  (``executemany`` on SQLite, ``COPY`` on PostgreSQL). No ORM object per row: the
+  domain hands back fact rows as tuples, JSON columns are serialised once per distinct
+  value, and currency conversion uses exact integer factors cached per (currency, month).
+* A full recompute empties the derived tables in one statement each and rebuilds them.
+  From ``PARALLEL_MIN_CUSTOMERS`` customers on (and when the database is reachable from
+  another process), worker processes read and compute the chunks (one index range per
+  chunk on SQLite) while this process writes them, in the same order, so the result is
+  the same as a single-process run. ``NRR_RECOMPUTE_WORKERS`` sets the number of workers
+  (0 or 1: none).
+* An incremental recompute rebuilds the given customers' timeline and ledger rows and
+  compares their facts with the stored ones: only facts that changed are rewritten.
 
 The service never commits: the caller's ``nrr.db.session_scope`` does.
 """
@@ -22,13 +30,15 @@ The service never commits: the caller's ``nrr.db.session_scope`` does.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Table, delete, func, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from integrations.stripe_mirror import JsonText, bulk_insert
@@ -46,8 +56,11 @@ from models.mirror import (
     StripeSubscription,
     StripeSubscriptionItem,
 )
+from nrr.domain import history as domain_history
+from nrr.domain import movements as domain_movements
 from nrr.domain import stripe_shapes
 from nrr.domain.months import month_of
+from nrr.domain.movements import FactorLookup
 from nrr.domain.records import (
     Coupon,
     Customer,
@@ -131,6 +144,15 @@ class RecomputeResult:
 # --------------------------------------------------------------------------- SQL pieces
 
 
+@dataclass(frozen=True)
+class Span:
+    """Every customer id from ``first`` to ``last`` (inclusive, SQLite's binary order, the
+    same as Python's for str): one index range instead of a long IN list."""
+
+    first: str
+    last: str
+
+
 class _Query:
     """SQL text plus positional parameters, in the driver's own placeholder style."""
 
@@ -149,10 +171,13 @@ class _Query:
         self.params.append(value)
         return self.mark
 
-    def in_ids(self, column: str, ids: Sequence[str] | None) -> str:
-        """``AND column IN (...)``, or nothing for every customer."""
+    def in_ids(self, column: str, ids: Sequence[str] | Span | None) -> str:
+        """``AND column IN (...)``, ``AND column BETWEEN ...`` for a :class:`Span`, or
+        nothing for every customer."""
         if ids is None:
             return ""
+        if isinstance(ids, Span):
+            return f" AND {column} BETWEEN {self.p(ids.first)} AND {self.p(ids.last)}"
         return f" AND {column} IN ({', '.join(self.p(i) for i in ids)})"
 
     def json_text(self, column: str, *path: str) -> str:
@@ -185,7 +210,7 @@ def _mix(expression: str, mod: str = "%") -> str:
             f"{mod} 999983)")
 
 
-def state_lines_query(q: _Query, livemode: bool, ids: Sequence[str] | None) -> str:
+def state_lines_query(q: _Query, livemode: bool, ids: Sequence[str] | Span | None) -> str:
     """The state-changing lines (``nrr.domain.history`` docstring), ordered by customer.
 
     Per item, cycle lines with the same key (price, quantity, discounts, status class) are
@@ -246,7 +271,7 @@ def state_lines_query(q: _Query, livemode: bool, ids: Sequence[str] | None) -> s
 
 
 def _stream_queries(dialect: str, livemode: bool,
-                    ids: Sequence[str] | None) -> dict[str, tuple[str, list[Any]]]:
+                    ids: Sequence[str] | Span | None) -> dict[str, tuple[str, list[Any]]]:
     """One query per source, each ordered by customer id (first column)."""
     queries: dict[str, tuple[str, list[Any]]] = {}
 
@@ -407,7 +432,7 @@ class _Stream:
 
 
 def _open_streams(session: Session, livemode: bool,
-                  ids: Sequence[str] | None) -> tuple[dict[str, _Stream], list[Any]]:
+                  ids: Sequence[str] | Span | None) -> tuple[dict[str, _Stream], list[Any]]:
     connection = session.connection()
     dialect = connection.dialect.name
     raw = connection.connection.driver_connection
@@ -428,16 +453,22 @@ def _open_streams(session: Session, livemode: bool,
 
 
 def iter_customer_data(session: Session, ids: Sequence[str], catalogue: Catalogue,
-                       livemode: bool, *, every_customer: bool = False
+                       livemode: bool, *, every_customer: bool = False, span: bool = False
                        ) -> Iterator[tuple[str, CustomerData, int]]:
     """``(customer_id, CustomerData, state lines read)`` for ``ids`` (sorted), streamed.
 
-    With ``every_customer`` the queries read whole tables (a full recompute); otherwise
-    they are limited to ``ids``.
+    With ``every_customer`` the queries read whole tables (a full recompute); with
+    ``span`` the id range from ``ids[0]`` to ``ids[-1]`` (a slice of every customer);
+    otherwise they are limited to ``ids``.
     """
     from nrr.domain.history import select_state_lines
 
-    streams, cursors = _open_streams(session, livemode, None if every_customer else ids)
+    selection: Sequence[str] | Span | None = ids
+    if every_customer:
+        selection = None
+    elif span and ids:
+        selection = Span(ids[0], ids[-1])
+    streams, cursors = _open_streams(session, livemode, selection)
     try:
         for cid in ids:
             yield cid, *_customer_data(cid, streams, catalogue, livemode, select_state_lines)
@@ -568,13 +599,58 @@ def _fill_inclusive_tax(session: Session, data: dict[str, CustomerData],
 # --------------------------------------------------------------------------- domain calls
 
 
-def customer_rows(data: CustomerData, settings: Settings, rates: RateBook, *, now: int,
-                  catalogue: Catalogue, timings: dict[str, float] | None = None) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]],
-                                                 list[tuple[Any, ...]], list[Skip], bool]:
-    """Timeline, ledger and fact rows of one customer (tuples in the column orders above)."""
-    from nrr.domain import history as domain_history
-    from nrr.domain import movements as domain_movements
+# ``json.dumps(value, separators=(",", ":"), default=str)``, as ``bulk_insert`` writes JSON.
+_encode_json = json.JSONEncoder(separators=(",", ":"), default=str).encode
+_STATE_JSON: dict[tuple[Any, ...], JsonText] = {}
 
+
+def _state_json(state: Mapping[str, Any] | None) -> JsonText | None:
+    """A ledger item state (``{"price", "quantity", "discount", "status"}``) as JSON text."""
+    if state is None:
+        return None
+    if len(state) != 4 or not isinstance(state.get("discount"), list):
+        return JsonText(_encode_json(state))
+    key = (state.get("price"), state.get("quantity"), tuple(state["discount"]),
+           state.get("status"), tuple(state))
+    found = _STATE_JSON.get(key)
+    if found is None:
+        if len(_STATE_JSON) > 100_000:
+            _STATE_JSON.clear()
+        found = _STATE_JSON[key] = JsonText(_encode_json(state))
+    return found
+
+
+def _insert_rows(session: Session, table: Table, columns: Sequence[str],
+                 rows: list[tuple[Any, ...]]) -> int:
+    """Insert rows whose JSON columns are already :class:`JsonText` (or None) and that
+    hold no datetimes: straight ``executemany`` on SQLite, ``bulk_insert`` (COPY) on
+    PostgreSQL."""
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        return bulk_insert(session, table, columns, rows)
+    if not rows:
+        return 0
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    names = ", ".join(f'"{c}"' for c in columns)
+    marks = ", ".join("?" for _ in columns)
+    cursor = raw.cursor()
+    try:
+        cursor.executemany(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', rows)
+    finally:
+        cursor.close()
+    return len(rows)
+
+
+def customer_rows(data: CustomerData, settings: Settings, rates: RateBook, *, now: int,
+                  catalogue: Catalogue, timings: dict[str, float] | None = None,
+                  factor: FactorLookup | None = None
+                  ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]],
+                             list[tuple[Any, ...]], list[Skip], bool]:
+    """Timeline, ledger and fact rows of one customer (tuples in the column orders above).
+
+    ``factor``: a shared :func:`nrr.domain.movements.factor_lookup` over ``rates`` (one per
+    recompute, so conversion factors are computed once per currency and month)."""
     tz = settings.tz
     clock = time.perf_counter()
     result = domain_history.customer_history(data, settings.policies, now=now)
@@ -585,22 +661,22 @@ def customer_rows(data: CustomerData, settings: Settings, rates: RateBook, *, no
     cid = data.customer.id
     timeline = [(cid, currency, at, mrr)
                 for currency, steps in result.points.items() for at, mrr in steps]
+    # JSON columns serialised here (item states repeat: memoised), as ``bulk_insert`` would.
     ledger = [(month_of(ch.effective_at, tz), ch.effective_at, ch.customer_id, ch.subscription_id,
                ch.subscription_item_id, ch.cause, ch.currency, ch.mrr_before_micro,
-               ch.mrr_after_micro, ch.before, ch.after, ch.stripe_ids)
+               ch.mrr_after_micro, _state_json(ch.before), _state_json(ch.after),
+               None if ch.stripe_ids is None else JsonText(_encode_json(ch.stripe_ids)))
               for ch in result.ledger]
     clock = time.perf_counter()
+    if factor is None:
+        factor = domain_movements.factor_lookup(rates.rate, settings.reporting_currency.lower())
     # The customer's metadata repeats on every month: serialise it once.
     metadata = dict(data.customer.metadata) or None
     metadata_text = None if metadata is None else JsonText(json.dumps(metadata, sort_keys=True))
-    facts = [(f.month, f.customer_id, f.opening_mrr_micro, f.closing_mrr_micro, f.movement,
-              f.movement_micro, f.fx_impact_micro, f.first_paid_month, f.currency, f.plan,
-              f.product, f.country,
-              metadata_text if f.metadata_ == metadata else f.metadata_)
-             for f in domain_movements.customer_month_facts(
-                 result, data.customer, rate=rates.rate,
-                 reporting_currency=settings.reporting_currency, tz=tz, now=now,
-                 product_names=catalogue.product_names)]
+    facts: list[tuple[Any, ...]] = domain_movements.customer_month_fact_rows(  # type: ignore[assignment]
+        result, data.customer, factor=factor,
+        reporting_currency=settings.reporting_currency, tz=tz, now=now,
+        product_names=catalogue.product_names, metadata=metadata_text)
     if timings is not None:
         timings["facts"] = timings.get("facts", 0.0) + time.perf_counter() - clock
     return timeline, ledger, facts, list(result.skips), False
@@ -629,6 +705,7 @@ def recompute(session: Session, settings: Settings, *, customer_ids: Iterable[st
 
     catalogue = load_catalogue(session, livemode)
     rates = load_rate_book(session, settings.reporting_currency)
+    factor = domain_movements.factor_lookup(rates.rate, settings.reporting_currency.lower())
     result.skips.extend(catalogue.skips)
 
     restore_pragmas = _sqlite_bulk_pragmas(session) if full else []
@@ -638,8 +715,10 @@ def recompute(session: Session, settings: Settings, *, customer_ids: Iterable[st
         dropped_indexes = _empty_derived(session)
     else:
         ids = sorted({c for c in customer_ids or () if c})
+        # Facts are diffed against the stored ones per chunk (``_keep_changed_facts``): a
+        # change rewrites a few recent months, not a customer's whole history.
         for chunk in _chunks(ids, CHUNK):
-            for table in (T_TIMELINE, T_LEDGER, T_FACTS):
+            for table in (T_TIMELINE, T_LEDGER):
                 session.execute(delete(table).where(table.c.customer_id.in_(list(chunk))),
                                 execution_options={"synchronize_session": False})
 
@@ -651,17 +730,36 @@ def recompute(session: Session, settings: Settings, *, customer_ids: Iterable[st
         clock = time.perf_counter()
         # Rows in primary-key order append to the b-tree instead of splitting pages all over.
         facts.sort(key=_fact_key)
-        result.timeline_points += bulk_insert(session, T_TIMELINE, TIMELINE_COLUMNS, timeline)
-        result.ledger_entries += bulk_insert(session, T_LEDGER, LEDGER_COLUMNS, ledger)
-        result.facts += bulk_insert(session, T_FACTS, FACT_COLUMNS, facts)
+        result.timeline_points += _insert_rows(session, T_TIMELINE, TIMELINE_COLUMNS, timeline)
+        result.ledger_entries += _insert_rows(session, T_LEDGER, LEDGER_COLUMNS, ledger)
+        result.facts += _insert_rows(session, T_FACTS, FACT_COLUMNS, facts)
         timeline.clear()
         ledger.clear()
         facts.clear()
         result.timings["write"] = result.timings.get("write", 0.0) + time.perf_counter() - clock
 
+    workers = _parallel_workers(session, settings, len(ids)) if full else 0
+    pool = (_start_pool(session, workers, settings, catalogue, rates, livemode, now_ts)
+            if workers else None)
+    if pool is not None:
+        # Worker processes read and compute chunks of customers (in order); this process
+        # only writes, so the database work overlaps the domain work.
+        for part, t_rows, l_rows, f_rows in _parallel_chunks(pool, ids, result):
+            result.customers += part.customers
+            result.excluded += part.excluded
+            result.lines_read += part.lines_read
+            result.skips.extend(part.skips)
+            for key, seconds in part.timings.items():
+                result.timings[key] = result.timings.get(key, 0.0) + seconds
+            timeline.extend(t_rows)
+            ledger.extend(l_rows)
+            facts.extend(f_rows)
+            if len(facts) >= FLUSH_ROWS:
+                flush()
     # A full recompute streams whole tables once; an incremental one asks for its customers.
-    groups = [ids] if full else list(_chunks(ids, CHUNK))
+    groups = [] if pool is not None else [ids] if full else list(_chunks(ids, CHUNK))
     for group in groups:
+        first_fact = len(facts)
         batch: dict[str, CustomerData] = {}
         stream = _timed(iter_customer_data(session, group, catalogue, livemode,
                                            every_customer=full), result.timings, "load")
@@ -670,16 +768,24 @@ def recompute(session: Session, settings: Settings, *, customer_ids: Iterable[st
             batch[cid] = data
             if len(batch) >= CHUNK:
                 _compute_batch(session, batch, settings, rates, now_ts, catalogue, result,
-                               timeline, ledger, facts)
+                               timeline, ledger, facts, factor)
                 batch = {}
                 if len(facts) >= FLUSH_ROWS:
                     flush()
-        _compute_batch(session, batch, settings, rates, now_ts, catalogue, result, timeline, ledger, facts)
+        _compute_batch(session, batch, settings, rates, now_ts, catalogue, result, timeline,
+                       ledger, facts, factor)
+        if not full:
+            clock = time.perf_counter()
+            fresh = _keep_changed_facts(session, group, facts[first_fact:])
+            result.facts += len(facts) - first_fact - len(fresh)  # stored already, unchanged
+            facts[first_fact:] = fresh
+            result.timings["write"] = (result.timings.get("write", 0.0)
+                                       + time.perf_counter() - clock)
     flush()
     clock = time.perf_counter()
     _restore_indexes(session, dropped_indexes)
     for statement in restore_pragmas:
-        session.execute(text(statement))
+        _sqlite_pragma(session, statement)
     result.timings["write"] = result.timings.get("write", 0.0) + time.perf_counter() - clock
 
     result.skipped = len(result.skips)
@@ -705,8 +811,36 @@ def recompute(session: Session, settings: Settings, *, customer_ids: Iterable[st
     return result
 
 
-def _fact_key(row: tuple[Any, ...]) -> tuple[str, str]:
-    return row[0], row[1]
+def _keep_changed_facts(session: Session, ids: Sequence[str],
+                        rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Of the new fact ``rows`` of customers ``ids``, the ones to insert; stored facts of
+    these customers that are gone or differ are deleted. The table ends up exactly as if
+    every fact of ``ids`` had been deleted and ``rows`` inserted."""
+    stored: dict[tuple[str, str], tuple[Any, ...]] = {}
+    columns = [T_FACTS.c[name] for name in FACT_COLUMNS]
+    metadata_at = FACT_COLUMNS.index("metadata")
+    for chunk in _chunks(list(ids), 500):
+        for stored_row in session.execute(select(*columns).where(T_FACTS.c.customer_id.in_(list(chunk)))):
+            values: tuple[Any, ...] = tuple(stored_row)
+            metadata = values[metadata_at]
+            if metadata is not None and not isinstance(metadata, str):  # PostgreSQL: a dict
+                values = (*values[:metadata_at], json.dumps(metadata, sort_keys=True),
+                          *values[metadata_at + 1:])
+            stored[(values[0], values[1])] = values
+    fresh: list[tuple[Any, ...]] = []
+    for row in rows:
+        if stored.pop((row[0], row[1]), None) != tuple(row):
+            fresh.append(row)
+    stale = list(stored) + [(row[0], row[1]) for row in fresh]
+    if stale:
+        session.execute(delete(T_FACTS).where(T_FACTS.c.month == bindparam("b_month"),
+                                              T_FACTS.c.customer_id == bindparam("b_customer")),
+                        [{"b_month": month, "b_customer": cid} for month, cid in stale],
+                        execution_options={"synchronize_session": False})
+    return fresh
+
+
+_fact_key = itemgetter(0, 1)  # (month, customer_id): the facts' primary key
 
 
 def _timed(items: Iterator[Any], timings: dict[str, float], key: str) -> Iterator[Any]:
@@ -725,14 +859,17 @@ def _timed(items: Iterator[Any], timings: dict[str, float], key: str) -> Iterato
 def _compute_batch(session: Session, batch: dict[str, CustomerData], settings: Settings, rates: RateBook,
                    now_ts: int, catalogue: Catalogue, result: RecomputeResult,
                    timeline: list[tuple[Any, ...]], ledger: list[tuple[Any, ...]],
-                   facts: list[tuple[Any, ...]]) -> None:
+                   facts: list[tuple[Any, ...]], factor: FactorLookup | None = None) -> None:
     if not batch:
         return
+    if factor is None:
+        factor = domain_movements.factor_lookup(rates.rate, settings.reporting_currency.lower())
     _fill_inclusive_tax(session, batch, catalogue)
     for cid, data in batch.items():
         try:
             t_rows, l_rows, f_rows, skips, excluded = customer_rows(
-                data, settings, rates, now=now_ts, catalogue=catalogue, timings=result.timings)
+                data, settings, rates, now=now_ts, catalogue=catalogue, timings=result.timings,
+                factor=factor)
         except MissingRate as exc:
             raise RecomputeError(f"customer {cid}: {exc}") from exc
         result.customers += 1
@@ -745,6 +882,107 @@ def _compute_batch(session: Session, batch: dict[str, CustomerData], settings: S
         facts.extend(f_rows)
 
 
+# --------------------------------------------------------------------------- parallel compute
+
+# A full recompute of at least this many customers runs the reading and the domain work
+# in worker processes (``NRR_RECOMPUTE_WORKERS`` sets their number; 0 or 1 turns it off).
+PARALLEL_MIN_CUSTOMERS = 5_000
+MAX_WORKERS = 4
+
+
+def _parallel_workers(session: Session, settings: Settings, customers: int) -> int:
+    """How many worker processes a full recompute of ``customers`` uses (0: none)."""
+    if settings.recompute_workers is not None:
+        workers = settings.recompute_workers
+    elif customers < PARALLEL_MIN_CUSTOMERS:
+        return 0
+    else:
+        workers = min(MAX_WORKERS, len(os.sched_getaffinity(0)))
+    if workers < 2:
+        return 0
+    url = session.get_bind().engine.url
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        return 0  # another process cannot see an in-memory database
+    return workers
+
+
+def _start_pool(session: Session, workers: int, settings: Settings, catalogue: Catalogue,
+                rates: RateBook, livemode: bool, now_ts: int) -> Any | None:
+    """A pool of ``workers`` fresh processes set up for :func:`_worker_chunk`, or None when
+    this process cannot start children (then the recompute runs here)."""
+    import multiprocessing
+
+    if multiprocessing.current_process().daemon:
+        return None  # a daemonic process may not have children
+    url = session.get_bind().engine.url.render_as_string(hide_password=False)
+    context = multiprocessing.get_context("spawn")  # no inherited connections or locks
+    try:
+        return context.Pool(workers, initializer=_worker_init,
+                            initargs=(url, settings, catalogue, rates, livemode, now_ts))
+    except (AssertionError, OSError) as exc:
+        log.warning("recompute.parallel_unavailable", error=str(exc))
+        return None
+
+
+def _parallel_chunks(pool: Any, ids: Sequence[str], result: RecomputeResult
+                     ) -> Iterator[tuple[RecomputeResult, list[tuple[Any, ...]],
+                                         list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
+    """The rows of ``ids`` computed by the ``pool``'s processes, chunk by chunk in id order.
+
+    Workers open their own connections and read only the mirror (committed data: on
+    SQLite in WAL mode and on PostgreSQL a reader is not blocked by this transaction).
+    The pool is closed at the end (or terminated on an error)."""
+    try:
+        parts = pool.imap(_worker_chunk, [list(chunk) for chunk in _chunks(ids, CHUNK)])
+        while True:
+            clock = time.perf_counter()
+            part = next(parts, None)
+            result.timings["wait"] = result.timings.get("wait", 0.0) + time.perf_counter() - clock
+            if part is None:
+                break
+            yield part
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(url: str, settings: Settings, catalogue: Catalogue, rates: RateBook,
+                 livemode: bool, now_ts: int) -> None:
+    from nrr.db import make_engine
+
+    _WORKER.update(engine=make_engine(url), settings=settings, catalogue=catalogue,
+                   rates=rates, livemode=livemode, now_ts=now_ts,
+                   factor=domain_movements.factor_lookup(
+                       rates.rate, settings.reporting_currency.lower()))
+
+
+def _worker_chunk(ids: list[str]) -> tuple[RecomputeResult, list[tuple[Any, ...]],
+                                           list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """One chunk of customers read and computed in a worker (rows in the column orders)."""
+    w = _WORKER
+    part = RecomputeResult(kind="chunk")
+    timeline: list[tuple[Any, ...]] = []
+    ledger: list[tuple[Any, ...]] = []
+    facts: list[tuple[Any, ...]] = []
+    with Session(bind=w["engine"]) as session:
+        batch: dict[str, CustomerData] = {}
+        # SQLite walks one index range per chunk; PostgreSQL's ids sort in "C" order
+        # while its columns compare in the database's collation: a list of ids there.
+        span = session.get_bind().dialect.name == "sqlite"
+        for cid, data, lines_read in _timed(iter_customer_data(
+                session, ids, w["catalogue"], w["livemode"], span=span), part.timings, "load"):
+            part.lines_read += lines_read
+            batch[cid] = data
+        _compute_batch(session, batch, w["settings"], w["rates"], w["now_ts"], w["catalogue"],
+                       part, timeline, ledger, facts, w["factor"])
+        session.rollback()
+    return part, timeline, ledger, facts
+
+
 def recompute_dirty(session: Session, settings: Settings, *,
                     now: datetime | None = None) -> RecomputeResult:
     """Recompute the customers marked in ``dirty_customers``, then clear them."""
@@ -755,15 +993,30 @@ def recompute_dirty(session: Session, settings: Settings, *,
 def _sqlite_bulk_pragmas(session: Session) -> list[str]:
     """A bigger page cache and in-memory temp b-trees for a full rebuild on SQLite (the
     GROUP BY of the line selection, the index builds); returns the statements that put the
-    connection back as it was."""
+    connection back as it was. Both are only speed: a setting SQLite refuses (``temp_store``
+    cannot change inside a transaction once the connection has temp storage) is left."""
     if session.get_bind().dialect.name != "sqlite":
         return []
     restore = []
     for name, value in (("cache_size", "-262144"), ("temp_store", "2")):
         old = session.execute(text(f"PRAGMA {name}")).scalar()
-        session.execute(text(f"PRAGMA {name}={value}"))
-        restore.append(f"PRAGMA {name}={old}")
+        if _sqlite_pragma(session, f"PRAGMA {name}={value}"):
+            restore.append(f"PRAGMA {name}={old}")
     return restore
+
+
+def _sqlite_pragma(session: Session, statement: str) -> bool:
+    """Run a PRAGMA on the driver connection; False when SQLite refuses it."""
+    import sqlite3
+
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    try:
+        raw.execute(statement).close()
+    except sqlite3.OperationalError as exc:
+        log.info("recompute.sqlite_pragma_skipped", statement=statement, error=str(exc))
+        return False
+    return True
 
 
 def _empty_derived(session: Session) -> list[Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
@@ -54,3 +55,29 @@ def test_generated_account_recomputes_and_incremental_equals_full(db_url: str,
         recompute(session, settings, now=moment)
     with Session(db_engine) as session:
         assert snapshot(session) == after_incremental
+
+
+def test_the_parallel_full_recompute_stores_what_one_process_stores(
+        db_url: str, db_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two worker processes computing chunks (here of 7 customers) write the same rows, in
+    the same order of customers, as a recompute in the calling process."""
+    from nrr.services import recompute as service
+
+    with session_scope(db_engine) as session:
+        generate(session, 40, seed=5, now=NOW)
+    moment = datetime.fromtimestamp(NOW, tz=UTC)
+    single = make_settings(db_url).model_copy(update={"recompute_workers": 0})
+    with session_scope(db_engine) as session:
+        one = recompute(session, single, now=moment)
+    with Session(db_engine) as session:
+        expected = snapshot(session)
+    assert one.customers == 40 and "wait" not in one.timings
+
+    monkeypatch.setattr(service, "CHUNK", 7)
+    parallel = single.model_copy(update={"recompute_workers": 2})
+    with session_scope(db_engine) as session:
+        two = recompute(session, parallel, now=moment)
+    assert "wait" in two.timings  # the rows came from the worker processes
+    assert (two.customers, two.facts, two.skipped) == (one.customers, one.facts, one.skipped)
+    with Session(db_engine) as session:
+        assert snapshot(session) == expected
