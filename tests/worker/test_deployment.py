@@ -110,6 +110,13 @@ def test_the_dockerfile_installs_the_packages_the_services_run() -> None:
     for package in ("nrr", "models", "integrations", "worker"):
         assert f"COPY {package} ./{package}" in text
     assert 'pip install ".[postgres]"' in text
+    # The files pyproject.toml names must be in the image, or `pip install .` fails.
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    copied = " ".join(line for line in text.splitlines() if line.startswith("COPY "))
+    for name in [project["readme"], *project.get("license-files", [])]:
+        assert f" {name} " in f" {copied} ", f"{name} is not copied into the image"
 
 
 def test_nrr_worker_rejects_an_unknown_log_level() -> None:
