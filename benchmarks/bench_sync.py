@@ -164,8 +164,21 @@ def bench_rate_direct(account: EmulatedAccount, seconds: float) -> None:
             reader.close()
 
 
+def _rate_over(stamps: list[float]) -> tuple[int, float, float]:
+    """(requests, seconds from the first to the last, requests per second) of some stamps."""
+    if len(stamps) < 2:
+        return len(stamps), 0.0, 0.0
+    span = max(stamps) - min(stamps)
+    # n requests spread over a span cover n - 1 intervals.
+    return len(stamps), span, (len(stamps) - 1) / span if span > 0 else 0.0
+
+
 def bench_rate_backfill(folder: Path, customers: int) -> None:
     print("\n== 3b. Backfill with 50 ms latency: resources in parallel threads ==")
+    print("   overall: the whole run_sync (event probe, listing, storing, events) / its time;")
+    print("   listing phase: the backfill's list and line requests (no /v1/events), first to")
+    print("   last; per endpoint: each busy endpoint from its first to its last request.")
+    print("   % are of Stripe's limits (the limiter paces at 95 % of them).")
     account = generate_account(seed=9, customers=customers, months=24)
     for key, label in ((KEY_TEST, "test key: 25/s global, 25/s per endpoint"),
                        (KEY_LIVE, "live key: 100/s global, 25/s per endpoint")):
@@ -173,27 +186,41 @@ def bench_rate_backfill(folder: Path, customers: int) -> None:
             url = fresh_db(folder, f"rate-{key[3:7]}.db")
             settings = settings_for(url, server, key=key, rate=None, endpoint_rate=25)
             reader = StripeReader(settings)
-            server.rate_limit = int(round(reader.limiter.global_rate / PACING))
+            global_limit = round(reader.limiter.global_rate / PACING)
+            server.rate_limit = int(global_limit)
             server.endpoint_rate_limit = 25
             engine = make_engine(url)
             started = time.monotonic()
             result = run_sync(engine, settings, client=reader)
             elapsed = time.monotonic() - started
             log = server.requests
-            stamps = sorted(r.at for r in log) if log and hasattr(log[0], "at") else []
             peaks = server.peak_rates()
             rejected = sum(1 for r in log if r.status == 429)
             print(f"{label}: {result.requests} requests in {elapsed:.1f} s = "
                   f"{result.requests / elapsed:.1f}/s overall; peak in any second: global "
                   f"{peaks['global']}, per endpoint {max(peaks['per_endpoint'].values())}; "
                   f"429s: {rejected}")
-            if stamps:
+            listing = [r.at for r in log if r.endpoint != "/v1/events"]
+            n, span, rate = _rate_over(listing)
+            print(f"   listing phase: {n} requests in {span:.1f} s = {rate:.1f}/s "
+                  f"({100 * rate / global_limit:.1f}% of the {global_limit}/s global limit)")
+            by_endpoint: dict[str, list[float]] = {}
+            for r in log:
+                by_endpoint.setdefault(r.endpoint, []).append(r.at)
+            for endpoint, stamps in sorted(by_endpoint.items()):
+                n, span, rate = _rate_over(stamps)
+                if n >= 20:
+                    print(f"   {endpoint}: {n} requests in {span:.1f} s = {rate:.1f}/s "
+                          f"({100 * rate / 25:.1f}% of 25/s), peak "
+                          f"{peaks['per_endpoint'].get(endpoint, 0)} in a second")
+            if log:
+                first = min(r.at for r in log)
                 per_second: dict[int, int] = {}
-                for stamp in stamps:
-                    per_second[int(stamp - stamps[0])] = per_second.get(
-                        int(stamp - stamps[0]), 0) + 1
+                for r in log:
+                    per_second[int(r.at - first)] = per_second.get(int(r.at - first), 0) + 1
                 busiest = sorted(per_second.values(), reverse=True)[:5]
-                print(f"   busiest seconds: {busiest}")
+                timeline = [per_second.get(i, 0) for i in range(max(per_second) + 1)]
+                print(f"   busiest seconds: {busiest}; each second: {timeline}")
             engine.dispose()
             reader.close()
 

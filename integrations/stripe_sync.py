@@ -9,9 +9,13 @@ resource's ``sync_state.cursor`` (the last stored id) are committed in one trans
 a crash or kill resumes with ``starting_after=<cursor>``: no duplicates, nothing skipped.
 Invoices whose embedded ``lines`` list is partial get the rest from
 ``/v1/invoices/{id}/lines`` before the page is committed. Independent resources are
-listed in parallel threads so the rate limiter, not latency, sets the pace. The event
-cursor (``created`` of the newest event, read before the backfill starts) is stored
-first, and the events since then are applied once every resource is done.
+listed in parallel threads, and within a resource the next page is already requested (and
+its partial lists completed) while earlier pages are completed and stored, so the rate
+limiter, not latency, sets the pace; pages are still stored strictly in order, one
+transaction each with its cursor, and a prefetched page that was not stored is simply
+listed again on resume. The event cursor (``created`` of the newest event, read before
+the backfill starts) is stored first, and the events since then are applied once every
+resource is done.
 
 **Incremental**: ``/v1/events`` filtered to the types that matter, ``created[gte]`` the
 cursor, applied oldest first, each recorded in ``stripe_events`` (insert if absent; an
@@ -24,10 +28,11 @@ than 30 days falls back to a list-based refresh (mode ``refresh``).
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -394,12 +399,23 @@ def _missing_invoice_lines(client: StripeReader, invoice: Mapping[str, Any]
     lines = invoice.get("lines")
     if not isinstance(lines, Mapping) or not lines.get("has_more"):
         return None
-    embedded = [line for line in lines.get("data") or [] if isinstance(line, Mapping)]
+    return _paged_invoice_lines(client, invoice)[0]
+
+
+def _paged_invoice_lines(client: StripeReader, invoice: Mapping[str, Any]
+                         ) -> tuple[list[dict[str, Any]], int]:
+    """The lines after the embedded ones, from ``/v1/invoices/{id}/lines``, and the number
+    of pages that took."""
+    lines = invoice.get("lines")
+    embedded = [line for line in (lines.get("data") or [] if isinstance(lines, Mapping) else [])
+                if isinstance(line, Mapping)]
     after = str(embedded[-1]["id"]) if embedded and "id" in embedded[-1] else None
     extra: list[dict[str, Any]] = []
+    pages = 0
     for page in client.invoice_lines_pages(str(invoice["id"]), starting_after=after):
         extra.extend(page.data)
-    return extra
+        pages += 1
+    return extra, pages
 
 
 def _store_extra_lines(session: Session, invoice_id: str, lines: list[dict[str, Any]],
@@ -594,36 +610,36 @@ def _backfill_resource(engine: Engine, reader: StripeReader, resource: Resource,
         state_at = _state(session, EVENTS_RESOURCE).event_cursor or int(time.time())
     if progress:
         progress(resource.name, 0, False)
-    for page in reader.iter_pages(resource.name, resource.params, starting_after=cursor):
-        if stop.is_set():
-            raise SyncInterrupted(f"{resource.name}: stopped because another resource failed")
-        objects = page.data
-        extra_lines: dict[str, list[dict[str, Any]]] = {}
-        if resource.name == "subscriptions":
-            objects = [_complete_subscription_items(reader, s) for s in objects]
-        elif resource.name == "invoices":
-            extra_lines = _fetch_missing_lines(reader, objects, outcome)
-        if page_hook is not None:
-            page_hook(resource.name, outcome.pages)
-        with session_scope(engine) as session:
-            stored = stripe_mirror.store_objects(session, resource.kind, objects,
-                                                 state_at=state_at)
-            touched |= stored.customer_ids
-            for invoice_id, lines in extra_lines.items():
-                touched |= _store_extra_lines(session, invoice_id, lines, state_at)
-            row = _state(session, resource.name)
-            row.cursor = page.last_id or row.cursor
-            row.objects_synced = (row.objects_synced or 0) + stored.stored
-            row.last_error = None
-            if not page.has_more:
-                row.phase = "done"
-                row.cursor = None
-                row.finished_at = _utcnow()
-        outcome.pages += 1
-        outcome.stored += stored.stored
-        outcome.skipped += stored.skipped
-        if progress:
-            progress(resource.name, stored.stored + stored.skipped, not page.has_more)
+    # Pages are fetched (and their partial lists completed) ahead of the store, but stored
+    # strictly in order, one transaction per page with its cursor: see _PagePipeline.
+    with _PagePipeline(reader, resource, cursor, stop) as pipeline:
+        for fetched in pipeline:
+            if stop.is_set():
+                raise SyncInterrupted(f"{resource.name}: stopped because another resource failed")
+            page = fetched.page
+            objects, extra_lines, line_pages = fetched.result()
+            outcome.line_pages += line_pages
+            if page_hook is not None:
+                page_hook(resource.name, outcome.pages)
+            with session_scope(engine) as session:
+                stored = stripe_mirror.store_objects(session, resource.kind, objects,
+                                                     state_at=state_at)
+                touched |= stored.customer_ids
+                for invoice_id, lines in extra_lines.items():
+                    touched |= _store_extra_lines(session, invoice_id, lines, state_at)
+                row = _state(session, resource.name)
+                row.cursor = page.last_id or row.cursor
+                row.objects_synced = (row.objects_synced or 0) + stored.stored
+                row.last_error = None
+                if not page.has_more:
+                    row.phase = "done"
+                    row.cursor = None
+                    row.finished_at = _utcnow()
+            outcome.pages += 1
+            outcome.stored += stored.stored
+            outcome.skipped += stored.skipped
+            if progress:
+                progress(resource.name, stored.stored + stored.skipped, not page.has_more)
     with session_scope(engine) as session:
         row = _state(session, resource.name)
         if row.phase != "done":  # an empty list ends without a has_more=false page
@@ -633,22 +649,133 @@ def _backfill_resource(engine: Engine, reader: StripeReader, resource: Resource,
     return outcome, touched
 
 
-def _fetch_missing_lines(reader: StripeReader, invoices: list[dict[str, Any]],
-                        outcome: ResourceResult) -> dict[str, list[dict[str, Any]]]:
-    """Invoice id -> the lines its embedded list left out, for the invoices of one page."""
-    partial = [inv for inv in invoices
-               if isinstance(inv.get("lines"), Mapping) and inv["lines"].get("has_more")
-               and isinstance(inv.get("id"), str)]
-    if not partial:
-        return {}
-    before = reader.request_counts.get("/v1/invoices/{id}/lines", 0)
-    # Different invoices' lines are independent: fetch them side by side (the limiter
-    # keeps the per-endpoint rate).
-    with ThreadPoolExecutor(max_workers=min(4, len(partial)),
-                            thread_name_prefix="nrr-lines") as pool:
-        fetched = list(pool.map(lambda inv: _missing_invoice_lines(reader, inv), partial))
-    outcome.line_pages += reader.request_counts.get("/v1/invoices/{id}/lines", 0) - before
-    return {str(inv["id"]): lines or [] for inv, lines in zip(partial, fetched, strict=True)}
+# How many listed pages may wait, fetched, for the store (besides the one being stored and
+# the one being requested), and how many requests complete partial embedded lists at once.
+PREFETCH_PAGES = 2
+COMPLETION_THREADS = 4
+
+
+@dataclass
+class _FetchedPage:
+    """A listed page and the requests completing its partial embedded lists (running)."""
+
+    page: Page
+    objects: Future[list[dict[str, Any]]] | None = None
+    lines: dict[str, Future[tuple[list[dict[str, Any]], int]]] = field(default_factory=dict)
+
+    def result(self) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]], int]:
+        """(objects, invoice id -> missing lines, line pages fetched); waits for them."""
+        objects = self.objects.result() if self.objects is not None else self.page.data
+        extra: dict[str, list[dict[str, Any]]] = {}
+        line_pages = 0
+        for invoice_id, future in self.lines.items():
+            extra[invoice_id], pages = future.result()
+            line_pages += pages
+        return objects, extra, line_pages
+
+
+_END = object()
+
+
+class _PagePipeline:
+    """Lists one resource in a background thread, ahead of the consumer that stores it.
+
+    The next page is requested as soon as the previous one arrives (its ``starting_after``
+    is known then), while the consumer completes and stores earlier pages; each page's
+    partial embedded lists (invoice lines, subscription items) start being fetched as soon
+    as it arrives. At most ``PREFETCH_PAGES`` fetched pages wait. Pages come out in list
+    order, and the consumer stores them one at a time with their cursor, so a crash or a
+    kill resumes from the last stored page: a prefetched page that was not stored is just
+    listed again (from the stored cursor), never skipped. Closing the pipeline stops the
+    lister and waits for the requests in flight, so none outlives the backfill.
+    """
+
+    def __init__(self, reader: StripeReader, resource: Resource, cursor: str | None,
+                 stop: threading.Event) -> None:
+        self._reader = reader
+        self._resource = resource
+        self._cursor = cursor
+        self._stop = stop
+        self._closed = threading.Event()
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=PREFETCH_PAGES)
+        self._pool: ThreadPoolExecutor | None = None
+        if resource.name in ("invoices", "subscriptions"):
+            self._pool = ThreadPoolExecutor(max_workers=COMPLETION_THREADS,
+                                            thread_name_prefix=f"nrr-{resource.name}-complete")
+        self._thread = threading.Thread(target=self._list, daemon=True,
+                                        name=f"nrr-list-{resource.name}")
+
+    def __enter__(self) -> _PagePipeline:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __iter__(self) -> Iterator[_FetchedPage]:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _put(self, item: Any) -> bool:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _list(self) -> None:
+        pages = self._reader.iter_pages(self._resource.name, self._resource.params,
+                                        starting_after=self._cursor)
+        try:
+            for page in pages:
+                if not self._put(self._start_completion(page)):
+                    return
+                if self._stop.is_set():
+                    # Not the end of the list: the consumer must not mark the resource done.
+                    self._put(SyncInterrupted(
+                        f"{self._resource.name}: stopped because another resource failed"))
+                    return
+            self._put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put(exc)
+        finally:
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()
+
+    def _start_completion(self, page: Page) -> _FetchedPage:
+        fetched = _FetchedPage(page)
+        if self._pool is None:
+            return fetched
+        reader = self._reader
+        if self._resource.name == "subscriptions":
+            if any(isinstance(s.get("items"), Mapping) and s["items"].get("has_more")
+                   for s in page.data):
+                fetched.objects = self._pool.submit(
+                    lambda: [_complete_subscription_items(reader, s) for s in page.data])
+        elif self._resource.name == "invoices":
+            # Different invoices' lines are independent: fetched side by side (the limiter
+            # keeps the global and per-endpoint rates).
+            for invoice in page.data:
+                lines = invoice.get("lines")
+                if (isinstance(lines, Mapping) and lines.get("has_more")
+                        and isinstance(invoice.get("id"), str)):
+                    fetched.lines[str(invoice["id"])] = self._pool.submit(
+                        _paged_invoice_lines, reader, invoice)
+        return fetched
 
 
 def _fetch_events(reader: StripeReader, since: int) -> list[dict[str, Any]]:

@@ -173,3 +173,68 @@ def test_missing_permission_stops_and_is_recorded(mocked: responses.RequestsMock
     assert "Invoices: Read" in (states["invoices"]["last_error"] or "")
     assert states["invoices"]["phase"] == "running"
     assert API not in (states["invoices"]["last_error"] or "")
+
+
+def test_crash_while_the_next_page_is_prefetched_resumes_exactly(
+        world: ListWorld, sqlite_url: str) -> None:
+    """Pages are listed ahead of the store: a crash with page N+1 (and its lines) already
+    fetched but not stored resumes from page N's cursor, and no request outlives the run."""
+    import shutil
+    import threading
+    import time
+
+    from nrr.db import make_engine
+
+    counts = build_account(world, customers=30)
+    world.embedded_lines = 3
+    reference_url = sqlite_url.replace("nrr.db", "reference.db")
+    shutil.copy(sqlite_url.removeprefix("sqlite:///"), reference_url.removeprefix("sqlite:///"))
+    reference = make_engine(reference_url)
+    settings = make_settings(reference_url)
+    run_sync(reference, settings, client=StripeReader(settings), parallel=False)
+    world.requests.clear()
+
+    engine = make_engine(sqlite_url)
+    settings = make_settings(sqlite_url)
+    crash_page = 2
+    lister_ran_ahead = threading.Event()
+
+    def invoice_pages() -> list[dict[str, object]]:
+        return [q for p, q in list(world.requests) if p == "/v1/invoices"]
+
+    def crash(resource: str, pages_done: int) -> None:
+        if resource != "invoices" or pages_done != crash_page:
+            return
+        deadline = time.monotonic() + 10
+        while len(invoice_pages()) < crash_page + 2 and time.monotonic() < deadline:
+            time.sleep(0.005)  # wait until page crash_page + 1 has been requested
+        if len(invoice_pages()) >= crash_page + 2:
+            lister_ran_ahead.set()
+        raise SyncInterrupted("injected crash")
+
+    with pytest.raises(SyncInterrupted):
+        run_sync(engine, settings, client=_small_pages(settings), page_hook=crash,
+                 parallel=False)
+    assert lister_ran_ahead.is_set(), "the next page was not requested ahead of the store"
+    made = len(world.requests)
+    time.sleep(0.2)
+    assert len(world.requests) == made, "a request outlived the interrupted backfill"
+
+    listed = invoice_pages()
+    states = {row["resource"]: row for row in read_sync_state(engine)}
+    assert states["invoices"]["phase"] == "running"
+    # The cursor is the last id of the last stored page (page crash_page - 1), not of a
+    # prefetched one.
+    newest_first = sorted(world.objects["invoices"], key=lambda o: (o["created"], o["id"]),
+                          reverse=True)
+    assert states["invoices"]["cursor"] == newest_first[7 * crash_page - 1]["id"]
+    assert listed[crash_page]["starting_after"] == states["invoices"]["cursor"]
+    assert _count(engine, StripeInvoice) == 7 * crash_page
+    world.requests.clear()
+
+    run_sync(engine, settings, client=_small_pages(settings))
+
+    resumed = invoice_pages()
+    assert resumed[0]["starting_after"] == states["invoices"]["cursor"]
+    assert len(resumed) == math.ceil(counts["invoices"] / 7) - crash_page  # nothing twice
+    assert mirror_snapshot(engine) == mirror_snapshot(reference)
