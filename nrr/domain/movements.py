@@ -219,6 +219,24 @@ def customer_month_fact_rows(history: CustomerHistory, customer: Customer, *,
     # month was not reported): this month's opening at last month's rate, for fx_impact.
     previous_closing: int | None = None
     values = steps.values
+
+    def segment(at: int, day: date) -> tuple[str | None, str | None, str | None]:
+        """(currency, plan, product) of the customer's largest item at ``at``. The largest
+        item only changes where an interval starts or ends (and, across currencies, with
+        the rate): reused within one epoch for one-currency customers."""
+        epoch = bisect_right(epochs, at)
+        if single_currency and epoch in items_by_epoch:
+            item = items_by_epoch[epoch]
+        else:
+            item = largest_item(intervals, at, day, _no_rate, reporting, factor=factor)
+            items_by_epoch[epoch] = item
+        if item is None:
+            return None, None, None
+        product = item.product_id
+        if product is not None and product_names:
+            product = product_names.get(product, product)
+        return item.currency, item.price_id, product
+
     for month, begin, end, day in bounds[1:]:
         opening_native = previous_closing_native
         lo = bisect_left(instants, begin)
@@ -231,18 +249,7 @@ def customer_month_fact_rows(history: CustomerHistory, customer: Customer, *,
             opening = _convert(opening_native, currencies, day, factor, reporting)
             before = previous_closing if previous_closing is not None else _convert(
                 opening_native, currencies, previous_day, factor, reporting)
-            epoch = bisect_right(epochs, begin - 1)
-            if single_currency and epoch in items_by_epoch:
-                item = items_by_epoch[epoch]
-            else:
-                item = largest_item(intervals, begin - 1, day, _no_rate, reporting, factor=factor)
-                items_by_epoch[epoch] = item
-            if item is None:
-                currency = plan = product = None
-            else:
-                currency, plan, product = item.currency, item.price_id, item.product_id
-                if product is not None and product_names:
-                    product = product_names.get(product, product)
+            currency, plan, product = segment(begin - 1, day)
             rows.append((month, customer_id, opening, opening, None, 0, opening - before,
                          first_paid_month, currency, plan, product, country, metadata))
             previous_day, previous_closing = day, opening
@@ -284,20 +291,7 @@ def customer_month_fact_rows(history: CustomerHistory, customer: Customer, *,
             segment_at = begin - 1
         else:
             segment_at = paying_at if paying_at is not None else end - 1
-        # The largest item only changes where an interval starts or ends (and, across
-        # currencies, with the rate): reuse it within one epoch for one-currency customers.
-        epoch = bisect_right(epochs, segment_at)
-        if single_currency and epoch in items_by_epoch:
-            item = items_by_epoch[epoch]
-        else:
-            item = largest_item(intervals, segment_at, day, _no_rate, reporting, factor=factor)
-            items_by_epoch[epoch] = item
-        if item is None:
-            currency = plan = product = None
-        else:
-            currency, plan, product = item.currency, item.price_id, item.product_id
-            if product is not None and product_names:
-                product = product_names.get(product, product)
+        currency, plan, product = segment(segment_at, day)
         rows.append((month, customer_id, opening, closing, movement, amount, fx_impact,
                      first_paid_month, currency, plan, product, country, metadata))
         previous_closing_native, previous_day, previous_closing = closing_native, day, closing
