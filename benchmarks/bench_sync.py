@@ -1,8 +1,10 @@
 """Benchmark the Stripe sync against the local emulator; prints numbers, asserts nothing.
 
 1. Backfill: list pages made vs the minimum (ceil(objects/100) per resource, plus the
-   line pages of invoices whose embedded list is partial, plus the event pages).
-   Target: at most 1.05 x minimum + a small constant; no per-object requests.
+   line pages of invoices whose embedded list is partial, plus the event pages: the
+   single-chain minimum). Target: at most 1.05 x minimum + a small constant; no per-object
+   requests. The constant is K, the number of ``created`` windows the big resources are
+   listed in (each window may end with one partial page): "bound" = 1.05 x minimum + K.
 2. Incremental: requests of an incremental sync after k changes, for k = 10 and 100 and
    two account sizes. Target: proportional to k, not to the account size.
 3. Rate: with 50 ms injected latency and concurrent threads, the achieved request rate vs
@@ -26,7 +28,7 @@ from pathlib import Path
 from integrations.emulator import EmulatedAccount, EmulatorServer, generate_account
 from integrations.ratelimit import PACING
 from integrations.stripe_client import StripeReader
-from integrations.stripe_sync import EVENT_TYPE_GROUPS, run_sync
+from integrations.stripe_sync import EVENT_TYPE_GROUPS, backfill_windows, run_sync
 from nrr.db import make_engine, upgrade
 from nrr.logs import configure_logging
 from nrr.settings import Settings, load_settings
@@ -66,8 +68,11 @@ def minimum_pages(account: EmulatedAccount, events_after: int) -> dict[str, int]
 
 def bench_backfill(folder: Path, sizes: list[tuple[int, int]]) -> None:
     print("\n== 1. Backfill: list pages made vs minimum ==")
+    windows = backfill_windows(False)  # settings_for: a test key
+    k = sum(n for n in windows.values() if n > 1)
+    print(f"   created windows (test key): {windows}; K = {k}")
     print(f"{'customers':>9} {'months':>6} {'objects':>8} {'minimum':>8} {'made':>6} "
-          f"{'ratio':>6} {'retrieves':>9} {'seconds':>8}")
+          f"{'ratio':>6} {'bound':>6} {'retrieves':>9} {'seconds':>8}")
     for customers, months in sizes:
         account = generate_account(seed=3, customers=customers, months=months)
         with EmulatorServer(account) as server:
@@ -85,7 +90,8 @@ def bench_backfill(folder: Path, sizes: list[tuple[int, int]]) -> None:
                                                         "coupons", "subscriptions", "invoices",
                                                         "invoice_lines"))
             print(f"{customers:>9} {months:>6} {objects:>8} {minimum:>8} {lists:>6} "
-                  f"{lists / minimum:>6.3f} {retrieves:>9} {seconds:>8.2f}")
+                  f"{lists / minimum:>6.3f} {1.05 * minimum + k:>6.1f} {retrieves:>9} "
+                  f"{seconds:>8.2f}")
             print(f"{'':>9} by endpoint: {dict(sorted(counts.items()))}; "
                   f"events applied after the listing: {result.events_applied}")
             engine.dispose()
@@ -196,7 +202,9 @@ def bench_rate_backfill(folder: Path, customers: int) -> None:
             log = server.requests
             peaks = server.peak_rates()
             rejected = sum(1 for r in log if r.status == 429)
-            print(f"{label}: {result.requests} requests in {elapsed:.1f} s = "
+            windows = backfill_windows(key == KEY_LIVE)
+            print(f"{label}, created windows {windows}: {result.requests} requests in "
+                  f"{elapsed:.1f} s = "
                   f"{result.requests / elapsed:.1f}/s overall; peak in any second: global "
                   f"{peaks['global']}, per endpoint {max(peaks['per_endpoint'].values())}; "
                   f"429s: {rejected}")

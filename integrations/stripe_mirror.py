@@ -523,7 +523,9 @@ def upsert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]], 
             set_[name] = stmt.excluded[name]
     where = (stmt.excluded.state_at >= table.c.state_at) if guard else None
     stmt = stmt.on_conflict_do_update(index_elements=["id"], set_=set_, where=where)
-    session.execute(stmt, list(rows))
+    # In id order (stable: of two rows with one id the later still wins), so concurrent
+    # writers (resources stored side by side) lock shared rows in one order: no deadlock.
+    session.execute(stmt, sorted(rows, key=lambda row: row["id"]))
 
 
 def _chunks(values: Sequence[str], size: int = _IN_CHUNK) -> Iterable[Sequence[str]]:

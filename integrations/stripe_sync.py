@@ -17,6 +17,33 @@ listed again on resume. The event cursor (``created`` of the newest event, read 
 the backfill starts) is stored first, and the events since then are applied once every
 resource is done.
 
+**Created windows**: one chain of pages cannot go faster than one page per round trip
+(``starting_after`` needs the previous page), about 10 pages/s at 50 ms and 2-3 pages/s
+on real Stripe, far below the 25/s per endpoint. So the big resources
+(``BACKFILL_WINDOWS_LIVE`` / ``BACKFILL_WINDOWS_TEST``: invoices) are split into K disjoint ``created`` windows listed concurrently:
+``created[lt]=b1``, ``created[gte]=b1&created[lt]=b2``, ..., ``created[gte]=b(K-1)`` (the
+oldest window open downward, the newest upward, so every object falls in exactly one
+window whatever the boundaries are; an object created exactly at ``b`` belongs to the
+window starting at ``b``). Each window is a ``sync_state`` row of its own named
+``<resource>@<gte>..<lt>`` (``invoices@..1700000000``, ``invoices@1700000000..``) with
+its own cursor and phase, so resuming stays exact per window; the base row
+(``invoices``) is ``running`` until every window is done, then ``done`` with the total.
+The boundaries are chosen once, when the resource starts, and the window rows are written
+in one transaction: a resumed backfill finds the rows and reuses their boundaries (a
+resource already partly listed as one chain, with a cursor in its base row, goes on as
+one chain). Choosing them costs no request: a windowed resource waits until customers are
+listed, and invoices are split so each window holds about as many customer-months (an
+invoice stream per customer from its ``created`` to the event cursor) as the others,
+between the oldest customer and the event cursor. Objects older than every listed
+customer (a deleted customer's invoices) still land in the oldest window. Each window may
+end with one partial page, so a backfill makes at most K - 1 list pages more than one
+chain would. The windows are fetched side by side but their pages are stored one at a time
+(SQLite has one writer anyway; on PostgreSQL two pages upserting the same discount rows in
+different orders could deadlock). Windows: 4 for invoices with a live key (100/s global: the per-endpoint 25/s
+is what binds, and 4 chains at 10 pages/s reach it at 50 ms latency), 2 with a test key
+(25/s global, shared with the line pages and the other resources, so more chains would
+only queue in the limiter); ``run_sync(windows={...})`` overrides them (1 = one chain).
+
 **Incremental**: ``/v1/events`` filtered to the types that matter, ``created[gte]`` the
 cursor, applied oldest first, each recorded in ``stripe_events`` (insert if absent; an
 event already processed is a no-op). ``state_at = event.created``, so an older state
@@ -28,7 +55,10 @@ than 30 days falls back to a list-based refresh (mode ``refresh``).
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -47,7 +77,7 @@ from integrations.stripe_client import (
     StripeAccessDenied,
     StripeReader,
 )
-from models.mirror import QuarantinedObject, StripeEvent, SyncState
+from models.mirror import QuarantinedObject, StripeCustomer, StripeEvent, SyncState
 from nrr.db import session_scope
 from nrr.logs import get_logger
 from nrr.settings import Settings
@@ -82,6 +112,55 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("invoices", "invoice", {"expand": ["data.discounts"]}),
 )
 RESOURCE_NAMES = tuple(r.name for r in RESOURCES)
+
+# Concurrent ``created`` windows per resource during a backfill (see the module docstring).
+BACKFILL_WINDOWS_LIVE: Mapping[str, int] = {"invoices": 4}
+BACKFILL_WINDOWS_TEST: Mapping[str, int] = {"invoices": 2}
+WINDOW_SEPARATOR = "@"
+_WINDOW_NAME = re.compile(r"^(?P<base>[a-z_]+)@(?P<gte>\d*)\.\.(?P<lt>\d*)$")
+
+
+def backfill_windows(livemode: bool) -> dict[str, int]:
+    """The default number of ``created`` windows per resource for a key's mode."""
+    return dict(BACKFILL_WINDOWS_LIVE if livemode else BACKFILL_WINDOWS_TEST)
+
+
+@dataclass(frozen=True)
+class Window:
+    """``created[gte]=gte&created[lt]=lt`` of one resource; None is open on that side."""
+
+    base: str
+    gte: int | None
+    lt: int | None
+
+    @property
+    def name(self) -> str:
+        return (f"{self.base}{WINDOW_SEPARATOR}{'' if self.gte is None else self.gte}.."
+                f"{'' if self.lt is None else self.lt}")
+
+    @property
+    def created(self) -> dict[str, int]:
+        bounds: dict[str, int] = {}
+        if self.gte is not None:
+            bounds["gte"] = self.gte
+        if self.lt is not None:
+            bounds["lt"] = self.lt
+        return bounds
+
+    @classmethod
+    def parse(cls, name: str) -> Window | None:
+        match = _WINDOW_NAME.match(name)
+        if match is None:
+            return None
+        return cls(match["base"], int(match["gte"]) if match["gte"] else None,
+                   int(match["lt"]) if match["lt"] else None)
+
+
+def windows_from_boundaries(base: str, boundaries: list[int]) -> list[Window]:
+    """K - 1 increasing boundaries -> K windows covering every ``created`` once."""
+    edges: list[int | None] = [None, *sorted(set(boundaries)), None]
+    return [Window(base, edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
+
 
 # /v1/events takes at most 20 names in types[]: two groups, each listed on its own.
 EVENT_TYPE_GROUPS: tuple[tuple[str, ...], ...] = (
@@ -194,6 +273,13 @@ def read_sync_state(engine: Engine) -> list[dict[str, Any]]:
             "started_at": r.started_at, "finished_at": r.finished_at,
             "last_error": r.last_error,
         } for r in rows]
+
+
+def _window_rows(session: Session, base: str) -> list[SyncState]:
+    prefix = base + WINDOW_SEPARATOR
+    return [row for row in session.scalars(
+        select(SyncState).where(SyncState.resource.startswith(prefix, autoescape=True))
+        .order_by(SyncState.resource)) if Window.parse(row.resource) is not None]
 
 
 def _record_error(engine: Engine, resource: str, message: str) -> None:
@@ -470,11 +556,15 @@ def _apply_recorded(session: Session, settings: Settings, row: StripeEvent, *,
 def run_sync(engine: Engine, settings: Settings, *, full: bool = False,
              progress: ProgressCallback | None = None, client: StripeReader | None = None,
              parallel: bool = True, now: float | None = None,
-             page_hook: Callable[[str, int], None] | None = None) -> SyncResult:
+             page_hook: Callable[[str, int], None] | None = None,
+             windows: Mapping[str, int] | None = None) -> SyncResult:
     """Bring the mirror up to date with Stripe; see the module docstring.
 
+    ``windows`` (resource -> number of ``created`` windows, default
+    :func:`backfill_windows` for the key's mode) applies when a resource starts listing.
+
     ``page_hook(resource, pages_done)`` runs before each page is committed (tests use it
-    to inject crashes). ``now`` (Unix seconds) overrides the clock for the 30-day check.
+    to inject crashes); ``pages_done`` counts the resource's pages over all its windows. ``now`` (Unix seconds) overrides the clock for the 30-day check.
     """
     started = time.monotonic()
     own_client = client is None
@@ -492,7 +582,7 @@ def run_sync(engine: Engine, settings: Settings, *, full: bool = False,
         if mode in ("backfill", "refresh"):
             _prepare_backfill(engine, reader, restart=full or mode == "refresh")
             _backfill(engine, settings, reader, result, progress=progress, parallel=parallel,
-                      page_hook=page_hook)
+                      page_hook=page_hook, windows=windows)
             _finish_backfill(engine)
         _apply_events(engine, settings, reader, result, progress=progress)
     finally:
@@ -539,6 +629,8 @@ def _prepare_backfill(engine: Engine, reader: StripeReader, *, restart: bool) ->
         for name in RESOURCE_NAMES:
             row = _state(session, name)
             if fresh or row.phase not in ("running", "done"):
+                for window_row in _window_rows(session, name):
+                    session.delete(window_row)
                 row.phase = "running"
                 row.cursor = None
                 row.objects_synced = 0
@@ -555,21 +647,30 @@ def _finish_backfill(engine: Engine) -> None:
 
 def _backfill(engine: Engine, settings: Settings, reader: StripeReader, result: SyncResult, *,
               progress: ProgressCallback | None, parallel: bool,
-              page_hook: Callable[[str, int], None] | None) -> None:
+              page_hook: Callable[[str, int], None] | None,
+              windows: Mapping[str, int] | None = None) -> None:
     stop = threading.Event()
     lock = threading.Lock()
     errors: list[BaseException] = []
+    # Windowed resources split by the customers' created times: they wait for customers.
+    customers_listed = threading.Event()
+    per_resource = dict(backfill_windows(bool(settings.stripe_livemode))
+                        if windows is None else windows)
 
     def run(resource: Resource) -> None:
         try:
             outcome = _backfill_resource(engine, reader, resource, progress=progress,
-                                         stop=stop, page_hook=page_hook)
+                                         stop=stop, page_hook=page_hook,
+                                         windows=per_resource.get(resource.name, 1),
+                                         customers_listed=customers_listed)
         except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
             stop.set()
             _record_error(engine, resource.name, f"{type(exc).__name__}: {exc}")
             with lock:
                 errors.append(exc)
             return
+        if resource.name == "customers":
+            customers_listed.set()
         with lock:
             result.resources[resource.name] = outcome[0]
             result.objects_stored += outcome[0].stored
@@ -588,12 +689,32 @@ def _backfill(engine: Engine, settings: Settings, reader: StripeReader, result: 
     if errors:
         # An access problem says what to fix; report it before secondary failures.
         denied = [e for e in errors if isinstance(e, StripeAccessDenied)]
-        raise (denied or errors)[0]
+        interrupted = [e for e in errors if not isinstance(e, SyncInterrupted)]
+        raise (denied or interrupted or errors)[0]
+
+
+class _PageCounter:
+    """Numbers a resource's pages across its windows for ``page_hook`` (tests)."""
+
+    def __init__(self, name: str, hook: Callable[[str, int], None] | None) -> None:
+        self._name = name
+        self._hook = hook
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        if self._hook is None:
+            return
+        with self._lock:
+            number = self._next
+            self._next += 1
+        self._hook(self._name, number)
 
 
 def _backfill_resource(engine: Engine, reader: StripeReader, resource: Resource, *,
                        progress: ProgressCallback | None, stop: threading.Event,
-                       page_hook: Callable[[str, int], None] | None
+                       page_hook: Callable[[str, int], None] | None, windows: int = 1,
+                       customers_listed: threading.Event | None = None
                        ) -> tuple[ResourceResult, set[str]]:
     outcome = ResourceResult()
     touched: set[str] = set()
@@ -608,26 +729,150 @@ def _backfill_resource(engine: Engine, reader: StripeReader, resource: Resource,
         # began; the events after that instant are applied over it, oldest first. (Stripe's
         # clock, not ours: the two need not agree.)
         state_at = _state(session, EVENTS_RESOURCE).event_cursor or int(time.time())
+        planned = [w for w in (Window.parse(r.resource)
+                               for r in _window_rows(session, resource.name)) if w is not None]
+    if not planned and cursor is None and windows > 1:
+        # Nothing listed yet: choose the windows once (kept on resume).
+        if customers_listed is not None and resource.name != "customers":
+            while not customers_listed.wait(0.05):
+                if stop.is_set():
+                    raise SyncInterrupted(f"{resource.name}: stopped because another "
+                                          "resource failed")
+        planned = _plan_windows(engine, resource.name, windows, until=state_at)
     if progress:
         progress(resource.name, 0, False)
+    count_page = _PageCounter(resource.name, page_hook)
+    if not planned:
+        _list_chain(engine, reader, resource, resource.name, resource.params, cursor,
+                    state_at, outcome, touched, progress=progress, stop=stop,
+                    count_page=count_page, final=True)
+    else:
+        lock = threading.Lock()
+        # Windows are listed side by side but stored one page at a time: SQLite has one
+        # writer anyway, and on PostgreSQL two windows' pages upserting shared rows (the
+        # same discount on invoices of both) in different orders could deadlock.
+        store_lock = threading.Lock()
+        errors: list[BaseException] = []
+
+        def run_window(window: Window) -> None:
+            with session_scope(engine) as session:
+                window_row = _state(session, window.name)
+                if window_row.phase == "done":
+                    return
+                window_cursor = window_row.cursor
+            params = {**resource.params, "created": window.created}
+            try:
+                _list_chain(engine, reader, resource, window.name, params, window_cursor,
+                            state_at, outcome, touched, progress=progress, stop=stop,
+                            count_page=count_page, final=False, lock=lock,
+                            store_lock=store_lock)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                stop.set()
+                with lock:
+                    errors.append(exc)
+
+        with ThreadPoolExecutor(max_workers=len(planned),
+                                thread_name_prefix=f"nrr-{resource.name}-window") as pool:
+            list(pool.map(run_window, planned))
+        if errors:
+            first = [e for e in errors if not isinstance(e, SyncInterrupted)] or errors
+            raise first[0]
+    with session_scope(engine) as session:
+        row = _state(session, resource.name)
+        if planned:
+            row.objects_synced = sum(int(w.objects_synced or 0)
+                                     for w in _window_rows(session, resource.name))
+        if row.phase != "done":  # an empty list ends without a has_more=false page
+            row.phase = "done"
+            row.cursor = None
+            row.finished_at = _utcnow()
+    if progress and planned:
+        progress(resource.name, 0, True)
+    return outcome, touched
+
+
+def plan_boundaries(customer_created: list[int], windows: int, until: int) -> list[int]:
+    """K - 1 ``created`` boundaries giving each window about as many customer-months.
+
+    A customer adds one invoice stream from its ``created`` to ``until``; the boundaries
+    split the total of those streams' lengths in K equal parts. Empty (one window) when
+    there are no customers or no time to split.
+    """
+    created = sorted(c for c in customer_created if c <= until)
+    if windows < 2 or not created or created[0] >= until:
+        return []
+    prefix = [0]
+    for value in created:
+        prefix.append(prefix[-1] + value)
+
+    def volume(t: int) -> int:  # sum over customers created <= t of (t - created)
+        n = bisect.bisect_right(created, t)
+        return n * t - prefix[n]
+
+    total = volume(until)
+    boundaries: list[int] = []
+    for k in range(1, windows):
+        target = total * k / windows
+        lo, hi = created[0], until
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if volume(mid) < target:
+                lo = mid + 1
+            else:
+                hi = mid
+        if (not boundaries or lo > boundaries[-1]) and created[0] < lo < until:
+            boundaries.append(lo)
+    return boundaries
+
+
+def _plan_windows(engine: Engine, base: str, windows: int, *, until: int) -> list[Window]:
+    """Choose and store the windows of ``base`` in one transaction; [] for one chain."""
+    with session_scope(engine) as session:
+        created = [int(c) for c in session.scalars(select(StripeCustomer.created))
+                   if c is not None]
+        boundaries = plan_boundaries(created, windows, until)
+        if not boundaries:
+            return []
+        planned = windows_from_boundaries(base, boundaries)
+        for window in planned:
+            row = _state(session, window.name)
+            row.phase = "running"
+            row.cursor = None
+            row.objects_synced = 0
+            row.started_at = _utcnow()
+            row.finished_at = None
+            row.last_error = None
+    log.info("sync.windows", resource=base, windows=[w.name for w in planned])
+    return planned
+
+
+def _list_chain(engine: Engine, reader: StripeReader, resource: Resource, row_name: str,
+                params: Mapping[str, Any], cursor: str | None, state_at: int,
+                outcome: ResourceResult, touched: set[str], *,
+                progress: ProgressCallback | None, stop: threading.Event,
+                count_page: Callable[[], None], final: bool,
+                lock: threading.Lock | None = None,
+                store_lock: threading.Lock | None = None) -> None:
+    """List one chain of pages (a resource, or one of its windows) into the mirror, each
+    page committed with the chain's cursor in its ``sync_state`` row ``row_name``."""
+    guard = lock if lock is not None else threading.Lock()
     # Pages are fetched (and their partial lists completed) ahead of the store, but stored
     # strictly in order, one transaction per page with its cursor: see _PagePipeline.
-    with _PagePipeline(reader, resource, cursor, stop) as pipeline:
+    with _PagePipeline(reader, resource, cursor, stop, params=params, label=row_name) \
+            as pipeline:
         for fetched in pipeline:
             if stop.is_set():
-                raise SyncInterrupted(f"{resource.name}: stopped because another resource failed")
+                raise SyncInterrupted(f"{row_name}: stopped because another resource failed")
             page = fetched.page
             objects, extra_lines, line_pages = fetched.result()
-            outcome.line_pages += line_pages
-            if page_hook is not None:
-                page_hook(resource.name, outcome.pages)
-            with session_scope(engine) as session:
+            with store_lock or contextlib.nullcontext(), session_scope(engine) as session:
+                count_page()
                 stored = stripe_mirror.store_objects(session, resource.kind, objects,
                                                      state_at=state_at)
-                touched |= stored.customer_ids
+                page_touched = set(stored.customer_ids)
                 for invoice_id, lines in extra_lines.items():
-                    touched |= _store_extra_lines(session, invoice_id, lines, state_at)
-                row = _state(session, resource.name)
+                    page_touched |= _store_extra_lines(session, invoice_id, lines, state_at)
+                row = _state(session, row_name)
                 row.cursor = page.last_id or row.cursor
                 row.objects_synced = (row.objects_synced or 0) + stored.stored
                 row.last_error = None
@@ -635,18 +880,21 @@ def _backfill_resource(engine: Engine, reader: StripeReader, resource: Resource,
                     row.phase = "done"
                     row.cursor = None
                     row.finished_at = _utcnow()
-            outcome.pages += 1
-            outcome.stored += stored.stored
-            outcome.skipped += stored.skipped
+            with guard:
+                touched |= page_touched
+                outcome.line_pages += line_pages
+                outcome.pages += 1
+                outcome.stored += stored.stored
+                outcome.skipped += stored.skipped
             if progress:
-                progress(resource.name, stored.stored + stored.skipped, not page.has_more)
+                progress(resource.name, stored.stored + stored.skipped,
+                         final and not page.has_more)
     with session_scope(engine) as session:
-        row = _state(session, resource.name)
+        row = _state(session, row_name)
         if row.phase != "done":  # an empty list ends without a has_more=false page
             row.phase = "done"
             row.cursor = None
             row.finished_at = _utcnow()
-    return outcome, touched
 
 
 # How many listed pages may wait, fetched, for the store (besides the one being stored and
@@ -691,9 +939,12 @@ class _PagePipeline:
     """
 
     def __init__(self, reader: StripeReader, resource: Resource, cursor: str | None,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, *, params: Mapping[str, Any] | None = None,
+                 label: str | None = None) -> None:
         self._reader = reader
         self._resource = resource
+        self._params = resource.params if params is None else params
+        self._label = label or resource.name
         self._cursor = cursor
         self._stop = stop
         self._closed = threading.Event()
@@ -701,9 +952,9 @@ class _PagePipeline:
         self._pool: ThreadPoolExecutor | None = None
         if resource.name in ("invoices", "subscriptions"):
             self._pool = ThreadPoolExecutor(max_workers=COMPLETION_THREADS,
-                                            thread_name_prefix=f"nrr-{resource.name}-complete")
+                                            thread_name_prefix=f"nrr-{self._label}-complete")
         self._thread = threading.Thread(target=self._list, daemon=True,
-                                        name=f"nrr-list-{resource.name}")
+                                        name=f"nrr-list-{self._label}")
 
     def __enter__(self) -> _PagePipeline:
         self._thread.start()
@@ -737,7 +988,7 @@ class _PagePipeline:
         return False
 
     def _list(self) -> None:
-        pages = self._reader.iter_pages(self._resource.name, self._resource.params,
+        pages = self._reader.iter_pages(self._resource.name, self._params,
                                         starting_after=self._cursor)
         try:
             for page in pages:
@@ -746,7 +997,7 @@ class _PagePipeline:
                 if self._stop.is_set():
                     # Not the end of the list: the consumer must not mark the resource done.
                     self._put(SyncInterrupted(
-                        f"{self._resource.name}: stopped because another resource failed"))
+                        f"{self._label}: stopped because another resource failed"))
                     return
             self._put(_END)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
@@ -862,6 +1113,7 @@ def _apply_events_since_cursor(engine: Engine, settings: Settings, reader: Strip
 
 
 __all__ = [
-    "EVENT_TYPE_GROUPS", "RESOURCES", "Page", "SyncResult", "apply_event",
+    "EVENT_TYPE_GROUPS", "RESOURCES", "Page", "SyncResult", "Window", "apply_event",
+    "backfill_windows", "plan_boundaries",
     "process_stored_event", "read_sync_state", "record_event", "run_sync",
 ]

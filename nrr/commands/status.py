@@ -45,7 +45,8 @@ def status_command(
         emit_json(document)
         return
     emit_rows(document["sync"], output, title="Sync per resource",
-              columns=["resource", "phase", "objects_synced", "finished_at", "last_error"])
+              columns=["resource", "phase", "objects_synced", "windows", "finished_at",
+                       "last_error"])
     cursor = document["event_cursor"]
     queue = document["queue"]
     snap = document["last_snapshot"] or {}

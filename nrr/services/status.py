@@ -1,6 +1,7 @@
 """What the worker has done lately: one document for ``nrr status``.
 
-Last sync per resource (``sync_state``), the event cursor's age, the queue depth (Redis
+Last sync per resource (``sync_state``, a backfill's ``created`` windows folded into
+their resource), the event cursor's age, the queue depth (Redis
 list length with ``REDIS_URL``, else the embedded broker's message files), the last
 snapshot, the last alert (``alert_deliveries``), quarantined objects, customers waiting
 for a recompute and the last recompute. A service: reads only, never commits.
@@ -19,6 +20,7 @@ from models.mirror import DirtyCustomer, QuarantinedObject, SyncState
 from nrr.settings import Settings
 
 EVENTS_RESOURCE = "events"
+WINDOW_SEPARATOR = "@"  # integrations.stripe_sync: ``invoices@1700000000..1720000000``
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -26,10 +28,31 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _sync_rows(session: Session) -> list[dict[str, Any]]:
+    """One row per resource. A backfill lists the big resources in ``created`` windows,
+    each a ``sync_state`` row ``<resource>@<gte>..<lt>``: they are folded into their
+    resource's row (objects summed, ``windows`` "done/total", the first window error)."""
     rows = session.scalars(select(SyncState).order_by(SyncState.resource)).all()
-    return [{"resource": r.resource, "phase": r.phase, "objects_synced": r.objects_synced,
-             "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
-             "last_error": r.last_error} for r in rows]
+    out: dict[str, dict[str, Any]] = {}
+    windows: dict[str, list[SyncState]] = {}
+    for r in rows:
+        if WINDOW_SEPARATOR in r.resource:
+            windows.setdefault(r.resource.split(WINDOW_SEPARATOR, 1)[0], []).append(r)
+            continue
+        out[r.resource] = {"resource": r.resource, "phase": r.phase,
+                           "objects_synced": r.objects_synced,
+                           "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
+                           "last_error": r.last_error, "windows": None}
+    for base, parts in windows.items():
+        row = out.setdefault(base, {"resource": base, "phase": "running", "objects_synced": 0,
+                                    "started_at": None, "finished_at": None,
+                                    "last_error": None, "windows": None})
+        done = sum(1 for w in parts if w.phase == "done")
+        row["windows"] = f"{done}/{len(parts)}"
+        if row["phase"] != "done":
+            row["objects_synced"] = sum(int(w.objects_synced or 0) for w in parts)
+        row["last_error"] = row["last_error"] or next(
+            (w.last_error for w in parts if w.last_error), None)
+    return [out[name] for name in sorted(out)]
 
 
 def _event_cursor(session: Session, now: datetime) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 :class:`ListWorld` serves Stripe list semantics over ``responses`` (newest first, ``limit``,
 ``starting_after``, ``has_more``, ``/v1/invoices/{id}/lines``, retrieve, ``/v1/events`` with
-``created[gte]``) from plain dicts, and records every request, so client behaviours can
+``created[gte|gt|lt|lte]`` on every list) from plain dicts, and records every request, so client behaviours can
 be tested at the HTTP edge with the real SDK.
 """
 
@@ -114,11 +114,13 @@ class ListWorld:
             self.requests.append((urlsplit(request.url).path, query))
             items = sorted(self.objects[resource], key=lambda o: (o.get("created", 0), o["id"]),
                            reverse=True)
-            if resource == "events":
-                if "created[gte]" in query:
-                    items = [e for e in items if e["created"] >= int(query["created[gte]"])]
-                if "types" in query:
-                    items = [e for e in items if e["type"] in query["types"]]
+            for op, keep in (("gte", int.__ge__), ("gt", int.__gt__), ("lt", int.__lt__),
+                             ("lte", int.__le__)):
+                if f"created[{op}]" in query:
+                    bound = int(query[f"created[{op}]"])
+                    items = [o for o in items if keep(int(o.get("created", 0)), bound)]
+            if resource == "events" and "types" in query:
+                items = [e for e in items if e["type"] in query["types"]]
             items = [self._render(resource, o) for o in items]
             return 200, {}, json.dumps(self._page(items, query, f"/v1/{resource}"))
         return callback
