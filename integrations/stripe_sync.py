@@ -263,6 +263,16 @@ def _state(session: Session, resource: str) -> SyncState:
     return row
 
 
+def _start_listing(row: SyncState) -> None:
+    """A resource (or window) about to be listed from its first page."""
+    row.phase = "running"
+    row.cursor = None
+    row.objects_synced = 0
+    row.started_at = _utcnow()
+    row.finished_at = None
+    row.last_error = None
+
+
 def read_sync_state(engine: Engine) -> list[dict[str, Any]]:
     """Every resource's sync state as plain rows (for ``nrr status``)."""
     with session_scope(engine) as session:
@@ -631,12 +641,7 @@ def _prepare_backfill(engine: Engine, reader: StripeReader, *, restart: bool) ->
             if fresh or row.phase not in ("running", "done"):
                 for window_row in _window_rows(session, name):
                     session.delete(window_row)
-                row.phase = "running"
-                row.cursor = None
-                row.objects_synced = 0
-                row.started_at = _utcnow()
-                row.finished_at = None
-                row.last_error = None
+                _start_listing(row)
 
 
 def _finish_backfill(engine: Engine) -> None:
@@ -835,13 +840,7 @@ def _plan_windows(engine: Engine, base: str, windows: int, *, until: int) -> lis
             return []
         planned = windows_from_boundaries(base, boundaries)
         for window in planned:
-            row = _state(session, window.name)
-            row.phase = "running"
-            row.cursor = None
-            row.objects_synced = 0
-            row.started_at = _utcnow()
-            row.finished_at = None
-            row.last_error = None
+            _start_listing(_state(session, window.name))
     log.info("sync.windows", resource=base, windows=[w.name for w in planned])
     return planned
 

@@ -84,21 +84,30 @@ def test_second_sync_reads_events_only(world: ListWorld, sqlite_url: str) -> Non
     assert world.paths() == ["/v1/events", "/v1/events"]
 
 
-@pytest.mark.parametrize("seed", range(20))
-def test_crash_at_a_random_page_then_resume_gives_the_same_mirror(
-        world: ListWorld, sqlite_url: str, tmp_path: object, seed: int) -> None:
+def _account_and_reference(world: ListWorld, sqlite_url: str) -> tuple[dict[str, int], Engine]:
+    """A 30-customer account with lines paged 3 at a time (more places to crash), and a
+    copy of the empty database beside ``sqlite_url`` synced once without interruption."""
+    import shutil
+
     from nrr.db import make_engine
 
     counts = build_account(world, customers=30)
-    world.embedded_lines = 3  # more line paging, more places to crash
+    world.embedded_lines = 3
     reference_url = sqlite_url.replace("nrr.db", "reference.db")
-    import shutil
-
     shutil.copy(sqlite_url.removeprefix("sqlite:///"), reference_url.removeprefix("sqlite:///"))
     reference = make_engine(reference_url)
     settings = make_settings(reference_url)
     run_sync(reference, settings, client=StripeReader(settings), parallel=False)
     world.requests.clear()
+    return counts, reference
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_crash_at_a_random_page_then_resume_gives_the_same_mirror(
+        world: ListWorld, sqlite_url: str, tmp_path: object, seed: int) -> None:
+    from nrr.db import make_engine
+
+    counts, reference = _account_and_reference(world, sqlite_url)
 
     engine = make_engine(sqlite_url)
     settings = make_settings(sqlite_url)
@@ -190,20 +199,12 @@ def test_crash_while_the_next_page_is_prefetched_resumes_exactly(
     """Pages are listed ahead of the store: a crash with page N+1 (and its lines) already
     fetched but not stored resumes from page N's cursor, and no request outlives the run.
     (One chain of invoice pages: windows are covered by tests/sync/test_sync_windows.py.)"""
-    import shutil
     import threading
     import time
 
     from nrr.db import make_engine
 
-    counts = build_account(world, customers=30)
-    world.embedded_lines = 3
-    reference_url = sqlite_url.replace("nrr.db", "reference.db")
-    shutil.copy(sqlite_url.removeprefix("sqlite:///"), reference_url.removeprefix("sqlite:///"))
-    reference = make_engine(reference_url)
-    settings = make_settings(reference_url)
-    run_sync(reference, settings, client=StripeReader(settings), parallel=False)
-    world.requests.clear()
+    counts, reference = _account_and_reference(world, sqlite_url)
 
     engine = make_engine(sqlite_url)
     settings = make_settings(sqlite_url)
