@@ -120,9 +120,13 @@ WINDOW_SEPARATOR = "@"
 _WINDOW_NAME = re.compile(r"^(?P<base>[a-z_]+)@(?P<gte>\d*)\.\.(?P<lt>\d*)$")
 
 
-def backfill_windows(livemode: bool) -> dict[str, int]:
-    """The default number of ``created`` windows per resource for a key's mode."""
-    return dict(BACKFILL_WINDOWS_LIVE if livemode else BACKFILL_WINDOWS_TEST)
+def backfill_windows(livemode: bool, configured: int | None = None) -> dict[str, int]:
+    """The number of ``created`` windows per resource: ``configured``
+    (``NRR_STRIPE_BACKFILL_WINDOWS``) for every windowed resource, else the key mode's."""
+    defaults = BACKFILL_WINDOWS_LIVE if livemode else BACKFILL_WINDOWS_TEST
+    if configured is not None:
+        return {name: configured for name in defaults}
+    return dict(defaults)
 
 
 @dataclass(frozen=True)
@@ -659,7 +663,8 @@ def _backfill(engine: Engine, settings: Settings, reader: StripeReader, result: 
     errors: list[BaseException] = []
     # Windowed resources split by the customers' created times: they wait for customers.
     customers_listed = threading.Event()
-    per_resource = dict(backfill_windows(bool(settings.stripe_livemode))
+    per_resource = dict(backfill_windows(bool(settings.stripe_livemode),
+                                         settings.stripe_backfill_windows)
                         if windows is None else windows)
 
     def run(resource: Resource) -> None:

@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     # Stripe rate limits (requests per second); None means "from the key's mode".
     stripe_rate_limit: float | None = Field(default=None, alias="NRR_STRIPE_RATE_LIMIT")
     stripe_endpoint_rate_limit: float = Field(default=25.0, alias="NRR_STRIPE_ENDPOINT_RATE_LIMIT")
+    # `created` windows the backfill lists invoices in side by side; None: 4 live, 2 test.
+    stripe_backfill_windows: int | None = Field(default=None, ge=1, le=16,
+                                                alias="NRR_STRIPE_BACKFILL_WINDOWS")
     log_level: str = Field(default="INFO", alias="NRR_LOG_LEVEL")
     # Processes of a full recompute of 5,000 customers or more; None: one per core, at
     # most 4; 0 or 1: the recompute runs in the calling process only.

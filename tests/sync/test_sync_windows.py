@@ -252,3 +252,16 @@ def test_a_full_restart_drops_the_old_windows(world: ListWorld, sqlite_url: str,
     assert _window_states(engine) == {}
     states = {row["resource"]: row for row in read_sync_state(engine)}
     assert states["invoices"]["phase"] == "done"
+
+
+def test_the_setting_sets_the_number_of_windows(world: ListWorld, sqlite_url: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    assert stripe_sync.backfill_windows(True) == {"invoices": 4}
+    assert stripe_sync.backfill_windows(False, 3) == {"invoices": 3}
+    build_account(world, customers=12)
+    engine = make_engine(sqlite_url)
+    settings = make_settings(sqlite_url).model_copy(update={"stripe_backfill_windows": 3})
+    monkeypatch.setattr(stripe_sync, "plan_boundaries",
+                        lambda _created, windows, _until: _boundaries_at_invoices(world, windows))
+    run_sync(engine, settings, client=StripeReader(settings))
+    assert len(_window_states(engine)) == 3
