@@ -20,7 +20,6 @@ import hashlib
 import hmac
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -177,7 +176,7 @@ def run(changes: int, customers: int, database_url: str | None, workdir: Path,
     from integrations.webhook_app import WEBHOOK_PATH, create_app, make_webhook_server
     from nrr.db import make_engine, upgrade
     from nrr.settings import load_settings
-    from tests.support.servers import start_redis
+    from tests.support.servers import start_redis, stop_process_group
     from worker.dispatch import celery_dispatch
 
     database_url = database_url or f"sqlite:///{workdir / 'bench.db'}"
@@ -223,11 +222,7 @@ def run(changes: int, customers: int, database_url: str | None, workdir: Path,
         server.shutdown()
         server.server_close()
         app.close()
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
+        stop_process_group(worker)
         emulator.stop()
         redis_server.stop()
         engine.dispose()

@@ -101,6 +101,23 @@ def test_help_texts_exist() -> None:
         assert "--format" in result.stdout or "--port" in result.stdout
 
 
+def _start_waiting_for_the_lock(args: list[str], env: dict[str, str],
+                                err_path: Path) -> subprocess.Popen[str]:
+    """Start `nrr ARGS` while the test holds the recompute lock; return once it says it
+    waits for the lock, checking that it is still waiting a moment later."""
+    with err_path.open("w") as err:
+        process = subprocess.Popen([sys.executable, "-m", "nrr.cli", *args], env=env,
+                                   stdout=subprocess.PIPE, stderr=err, text=True)
+    deadline = time.monotonic() + 90
+    while ("waiting for it to finish" not in err_path.read_text()
+           and process.poll() is None and time.monotonic() < deadline):
+        time.sleep(0.1)
+    time.sleep(1.0)  # still waiting a moment later
+    assert process.poll() is None, err_path.read_text()
+    assert "another recompute of this account is running" in err_path.read_text()
+    return process
+
+
 @pytest.mark.parametrize("backend", ["database", "redis"])
 def test_sync_waits_while_another_recompute_holds_the_account_lock(
         emulator: EmulatorServer, tmp_path: Path, backend: str,
@@ -129,17 +146,8 @@ def test_sync_waits_while_another_recompute_holds_the_account_lock(
     err_path = tmp_path / "sync.err"
     with account_lock(RECOMPUTE_LOCK, settings, engine, ttl=30) as held:
         assert held
-        with err_path.open("w") as err:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "nrr.cli", "sync", "--format", "json", "--no-progress"],
-                env=env, stdout=subprocess.PIPE, stderr=err, text=True)
-        deadline = time.monotonic() + 90
-        while ("waiting for it to finish" not in err_path.read_text()
-               and process.poll() is None and time.monotonic() < deadline):
-            time.sleep(0.1)
-        time.sleep(1.0)  # still waiting a moment later
-        assert process.poll() is None, err_path.read_text()
-        assert "another recompute of this account is running" in err_path.read_text()
+        process = _start_waiting_for_the_lock(
+            ["sync", "--format", "json", "--no-progress"], env, err_path)
         with session_scope(engine) as session:
             assert session.scalar(select(func.count()).select_from(RecomputeRun)) == 0
         released = datetime.now(UTC)
@@ -196,16 +204,7 @@ def test_recompute_command_waits_for_a_running_recompute(tmp_path: Path) -> None
     err_path = tmp_path / "recompute.err"
     with account_lock(RECOMPUTE_LOCK, settings, engine, ttl=30) as held:
         assert held
-        with err_path.open("w") as err:
-            process = subprocess.Popen([sys.executable, "-m", "nrr.cli", "recompute",
-                                        "--format", "json"],
-                                       env=env, stdout=subprocess.PIPE, stderr=err, text=True)
-        deadline = time.monotonic() + 60
-        while ("waiting for it to finish" not in err_path.read_text()
-               and process.poll() is None and time.monotonic() < deadline):
-            time.sleep(0.1)
-        time.sleep(0.5)
-        assert process.poll() is None, err_path.read_text()
+        process = _start_waiting_for_the_lock(["recompute", "--format", "json"], env, err_path)
         with session_scope(engine) as session:
             assert session.scalar(select(func.count()).select_from(RecomputeRun)) == 0
     out, _ = process.communicate(timeout=120)

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from integrations.emulator import EmulatedAccount, EmulatorServer, generate_account
 from nrr.db import make_engine
 from nrr.settings import Settings, load_settings
+from tests.support.servers import stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 CELERY = str(ROOT / ".venv" / "bin" / "celery")
@@ -63,12 +64,7 @@ class WorkerProcess:
             self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process_group(self.process)
         self._log.close()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from integrations.emulator import EmulatorServer
 from models.derived import RetentionSnapshot
 from nrr.cli import app as cli
 from nrr.db import make_engine, session_scope
+from tests.support.servers import stop_process_group
 from tests.worker.conftest import API_KEY, ROOT, seed_rates, wait_until, write_config
 
 
@@ -61,10 +61,6 @@ def test_nrr_worker_runs_the_schedule_on_the_embedded_broker(
         assert status["queue"]["broker"] == "embedded"
         assert isinstance(status["queue"]["depth"], int)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_process_group(process)
         engine.dispose()
         time.sleep(0.1)
