@@ -13,9 +13,8 @@ from functools import lru_cache
 
 MICRO = 1_000_000
 
-ZERO_DECIMAL = frozenset(
-    ["bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"]
-)
+ZERO_DECIMAL = frozenset(["bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf",
+                          "ugx", "vnd", "vuv", "xaf", "xof", "xpf"])
 THREE_DECIMAL = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
 
 
@@ -38,7 +37,12 @@ def to_micro(amount_minor: Fraction | Decimal | int) -> int:
         numerator, denominator = amount_minor.numerator, amount_minor.denominator
     else:
         numerator, denominator = Fraction(amount_minor).as_integer_ratio()
-    floor, rest = divmod(numerator * MICRO, denominator)
+    return _round_half_even(numerator * MICRO, denominator)
+
+
+def _round_half_even(numerator: int, denominator: int) -> int:
+    """``numerator / denominator`` (denominator > 0) rounded half to even, in integers."""
+    floor, rest = divmod(numerator, denominator)
     twice = 2 * rest
     if twice > denominator or (twice == denominator and floor % 2 == 1):
         return floor + 1
@@ -83,8 +87,4 @@ def convert_micro_by(value_micro: int, factor: tuple[int, int]) -> int:
     numerator, denominator = factor
     if denominator == 1:
         return value_micro * numerator
-    floor, rest = divmod(value_micro * numerator, denominator)
-    twice = 2 * rest
-    if twice > denominator or (twice == denominator and floor % 2 == 1):
-        return floor + 1
-    return floor
+    return _round_half_even(value_micro * numerator, denominator)
