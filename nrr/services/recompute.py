@@ -655,7 +655,7 @@ def customer_rows(data: CustomerData, settings: Settings, rates: RateBook, *, no
     clock = time.perf_counter()
     result = domain_history.customer_history(data, settings.policies, now=now)
     if timings is not None:
-        timings["history"] = timings.get("history", 0.0) + time.perf_counter() - clock
+        _add_seconds(timings, "history", clock)
     if result.excluded:
         return [], [], [], list(result.skips), True
     cid = data.customer.id
@@ -678,7 +678,7 @@ def customer_rows(data: CustomerData, settings: Settings, rates: RateBook, *, no
         reporting_currency=settings.reporting_currency, tz=tz, now=now,
         product_names=catalogue.product_names, metadata=metadata_text)
     if timings is not None:
-        timings["facts"] = timings.get("facts", 0.0) + time.perf_counter() - clock
+        _add_seconds(timings, "facts", clock)
     return timeline, ledger, facts, list(result.skips), False
 
 
@@ -736,7 +736,7 @@ def recompute(session: Session, settings: Settings, *, customer_ids: Iterable[st
         timeline.clear()
         ledger.clear()
         facts.clear()
-        result.timings["write"] = result.timings.get("write", 0.0) + time.perf_counter() - clock
+        _add_seconds(result.timings, "write", clock)
 
     workers = _parallel_workers(session, settings, len(ids)) if full else 0
     pool = (_start_pool(session, workers, settings, catalogue, rates, livemode, now_ts)
@@ -779,14 +779,13 @@ def recompute(session: Session, settings: Settings, *, customer_ids: Iterable[st
             fresh = _keep_changed_facts(session, group, facts[first_fact:])
             result.facts += len(facts) - first_fact - len(fresh)  # stored already, unchanged
             facts[first_fact:] = fresh
-            result.timings["write"] = (result.timings.get("write", 0.0)
-                                       + time.perf_counter() - clock)
+            _add_seconds(result.timings, "write", clock)
     flush()
     clock = time.perf_counter()
     _restore_indexes(session, dropped_indexes)
     for statement in restore_pragmas:
         _sqlite_pragma(session, statement)
-    result.timings["write"] = result.timings.get("write", 0.0) + time.perf_counter() - clock
+    _add_seconds(result.timings, "write", clock)
 
     result.skipped = len(result.skips)
     for skip in result.skips[:50]:
@@ -843,6 +842,11 @@ def _keep_changed_facts(session: Session, ids: Sequence[str],
 _fact_key = itemgetter(0, 1)  # (month, customer_id): the facts' primary key
 
 
+def _add_seconds(timings: dict[str, float], key: str, since: float) -> None:
+    """Add the seconds since ``since`` (a ``perf_counter`` reading) to ``timings[key]``."""
+    timings[key] = timings.get(key, 0.0) + time.perf_counter() - since
+
+
 def _timed(items: Iterator[Any], timings: dict[str, float], key: str) -> Iterator[Any]:
     """Yield from ``items``, adding the time spent producing them to ``timings[key]``."""
     while True:
@@ -850,9 +854,9 @@ def _timed(items: Iterator[Any], timings: dict[str, float], key: str) -> Iterato
         try:
             item = next(items)
         except StopIteration:
-            timings[key] = timings.get(key, 0.0) + time.perf_counter() - clock
+            _add_seconds(timings, key, clock)
             return
-        timings[key] = timings.get(key, 0.0) + time.perf_counter() - clock
+        _add_seconds(timings, key, clock)
         yield item
 
 
@@ -937,7 +941,7 @@ def _parallel_chunks(pool: Any, ids: Sequence[str], result: RecomputeResult
         while True:
             clock = time.perf_counter()
             part = next(parts, None)
-            result.timings["wait"] = result.timings.get("wait", 0.0) + time.perf_counter() - clock
+            _add_seconds(result.timings, "wait", clock)
             if part is None:
                 break
             yield part
