@@ -61,11 +61,11 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Table, select
 from sqlalchemy.orm import Session
@@ -112,6 +112,7 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("invoices", "invoice", {"expand": ["data.discounts"]}),
 )
 RESOURCE_NAMES = tuple(r.name for r in RESOURCES)
+T = TypeVar("T")
 
 # Concurrent ``created`` windows per resource during a backfill (see the module docstring).
 BACKFILL_WINDOWS_LIVE: Mapping[str, int] = {"invoices": 4}
@@ -660,7 +661,6 @@ def _backfill(engine: Engine, settings: Settings, reader: StripeReader, result: 
               windows: Mapping[str, int] | None = None) -> None:
     stop = threading.Event()
     lock = threading.Lock()
-    errors: list[BaseException] = []
     # Windowed resources split by the customers' created times: they wait for customers.
     customers_listed = threading.Event()
     per_resource = dict(backfill_windows(bool(settings.stripe_livemode),
@@ -673,12 +673,9 @@ def _backfill(engine: Engine, settings: Settings, reader: StripeReader, result: 
                                          stop=stop, page_hook=page_hook,
                                          windows=per_resource.get(resource.name, 1),
                                          customers_listed=customers_listed)
-        except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
-            stop.set()
+        except BaseException as exc:
             _record_error(engine, resource.name, f"{type(exc).__name__}: {exc}")
-            with lock:
-                errors.append(exc)
-            return
+            raise
         if resource.name == "customers":
             customers_listed.set()
         with lock:
@@ -687,17 +684,35 @@ def _backfill(engine: Engine, settings: Settings, reader: StripeReader, result: 
             result.skipped += outcome[0].skipped
             result.customer_ids |= outcome[1]
 
+    _side_by_side(RESOURCES, run, stop=stop, parallel=parallel, name="nrr-backfill")
+
+
+def _side_by_side(tasks: Sequence[T], work: Callable[[T], None], *, stop: threading.Event,
+                  parallel: bool = True, name: str) -> None:
+    """Run ``work`` on every task, in threads (or one after the other); the first failure
+    sets ``stop`` for the others. Then raise the failure that says the most: an access
+    problem (what to fix) before a real error before a :class:`SyncInterrupted` (a task
+    that stopped because another failed)."""
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def guarded(task: T) -> None:
+        try:
+            work(task)
+        except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
+            stop.set()
+            with lock:
+                errors.append(exc)
+
     if parallel:
-        with ThreadPoolExecutor(max_workers=len(RESOURCES),
-                                thread_name_prefix="nrr-backfill") as pool:
-            list(pool.map(run, RESOURCES))
+        with ThreadPoolExecutor(max_workers=max(1, len(tasks)), thread_name_prefix=name) as pool:
+            list(pool.map(guarded, tasks))
     else:
-        for resource in RESOURCES:
+        for task in tasks:
             if stop.is_set():
                 break
-            run(resource)
+            guarded(task)
     if errors:
-        # An access problem says what to fix; report it before secondary failures.
         denied = [e for e in errors if isinstance(e, StripeAccessDenied)]
         interrupted = [e for e in errors if not isinstance(e, SyncInterrupted)]
         raise (denied or interrupted or errors)[0]
@@ -762,7 +777,6 @@ def _backfill_resource(engine: Engine, reader: StripeReader, resource: Resource,
         # writer anyway, and on PostgreSQL two windows' pages upserting shared rows (the
         # same discount on invoices of both) in different orders could deadlock.
         store_lock = threading.Lock()
-        errors: list[BaseException] = []
 
         def run_window(window: Window) -> None:
             with session_scope(engine) as session:
@@ -771,22 +785,11 @@ def _backfill_resource(engine: Engine, reader: StripeReader, resource: Resource,
                     return
                 window_cursor = window_row.cursor
             params = {**resource.params, "created": window.created}
-            try:
-                _list_chain(engine, reader, resource, window.name, params, window_cursor,
-                            state_at, outcome, touched, progress=progress, stop=stop,
-                            count_page=count_page, final=False, lock=lock,
-                            store_lock=store_lock)
-            except BaseException as exc:  # noqa: BLE001 - re-raised below
-                stop.set()
-                with lock:
-                    errors.append(exc)
+            _list_chain(engine, reader, resource, window.name, params, window_cursor,
+                        state_at, outcome, touched, progress=progress, stop=stop,
+                        count_page=count_page, final=False, lock=lock, store_lock=store_lock)
 
-        with ThreadPoolExecutor(max_workers=len(planned),
-                                thread_name_prefix=f"nrr-{resource.name}-window") as pool:
-            list(pool.map(run_window, planned))
-        if errors:
-            first = [e for e in errors if not isinstance(e, SyncInterrupted)] or errors
-            raise first[0]
+        _side_by_side(planned, run_window, stop=stop, name=f"nrr-{resource.name}-window")
     with session_scope(engine) as session:
         row = _state(session, resource.name)
         if planned:
