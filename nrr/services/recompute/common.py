@@ -67,6 +67,18 @@ class RecomputeResult:
     # Seconds spent reading the mirror, in the domain (history, facts) and writing rows.
     timings: dict[str, float] = field(default_factory=dict)
 
+    def add(self, part: RecomputeResult) -> None:
+        """Count in a part computed elsewhere (a chunk in a worker process, a shard)."""
+        self.customers += part.customers
+        self.excluded += part.excluded
+        self.lines_read += part.lines_read
+        self.timeline_points += part.timeline_points
+        self.ledger_entries += part.ledger_entries
+        self.facts += part.facts
+        self.skips.extend(part.skips)
+        for key, seconds in part.timings.items():
+            self.timings[key] = self.timings.get(key, 0.0) + seconds
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind, "customers": self.customers, "excluded": self.excluded,

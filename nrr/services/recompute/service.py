@@ -5,22 +5,24 @@ through the load, compute, write and pool steps. The service never commits: the 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from models.derived import RecomputeRun
+from models.live_rows import live_run_id
 from nrr.domain import movements as domain_movements
+from nrr.domain.movements import FactorLookup
 from nrr.domain.records import CustomerData
 from nrr.logs import get_logger
-from nrr.services.fx import load_rate_book
+from nrr.services.fx import RateBook, load_rate_book
 from nrr.services.recompute import common
 from nrr.services.recompute.common import (
     FACT_COLUMNS,
-    FLUSH_ROWS,
     LEDGER_COLUMNS,
     T_CUSTOMERS,
     T_DIRTY,
@@ -35,10 +37,18 @@ from nrr.services.recompute.common import (
     timed,
 )
 from nrr.services.recompute.compute import compute_batch
-from nrr.services.recompute.load import iter_customer_data, load_catalogue
+from nrr.services.recompute.load import Catalogue, iter_customer_data, load_catalogue
 from nrr.services.recompute.pool import parallel_chunks, parallel_workers, start_pool
+from nrr.services.recompute.runs import (
+    clear_dirty,
+    drop_other_runs,
+    live_run,
+    new_run,
+    switch_to,
+)
 from nrr.services.recompute.write import (
-    empty_derived,
+    delete_customers,
+    drop_secondary_indexes,
     fact_key,
     insert_rows,
     keep_changed_facts,
@@ -52,7 +62,7 @@ from nrr.settings import Settings
 log = get_logger(__name__)
 
 
-def _mode(session: Session, settings: Settings) -> bool:
+def account_mode(session: Session, settings: Settings) -> bool:
     """The key's mode; without a key, the mode most stored customers are in."""
     mode = settings.stripe_livemode
     if mode is not None:
@@ -61,137 +71,215 @@ def _mode(session: Session, settings: Settings) -> bool:
         select(T_CUSTOMERS.c.livemode, func.count()).group_by(T_CUSTOMERS.c.livemode))}
     return counts.get(True, 0) > counts.get(False, 0)
 
-def _customer_ids(session: Session, livemode: bool) -> list[str]:
-    """Every customer of the mode that has a customer row or a subscription (sorted)."""
-    ids = set(session.scalars(select(T_CUSTOMERS.c.id).where(T_CUSTOMERS.c.livemode == livemode)))
-    ids.update(session.scalars(select(T_SUBSCRIPTIONS.c.customer_id)
-                               .where(T_SUBSCRIPTIONS.c.livemode == livemode).distinct()))
+
+def customer_ids_of(session: Session, livemode: bool, start: str = "",
+                    end: str | None = None) -> list[str]:
+    """Every customer of the mode that has a customer row or a subscription (sorted, in
+    Python's order), or only those from ``start`` (inclusive) to ``end`` (exclusive)."""
+    customers: Any = T_CUSTOMERS.c.id
+    subscriptions: Any = T_SUBSCRIPTIONS.c.customer_id
+    if session.get_bind().dialect.name == "postgresql":
+        # Python's (code point) order, not the database collation's.
+        customers, subscriptions = customers.collate("C"), subscriptions.collate("C")
+    query_customers = select(T_CUSTOMERS.c.id).where(T_CUSTOMERS.c.livemode == livemode)
+    query_subscriptions = (select(T_SUBSCRIPTIONS.c.customer_id)
+                           .where(T_SUBSCRIPTIONS.c.livemode == livemode).distinct())
+    if start:
+        query_customers = query_customers.where(customers >= start)
+        query_subscriptions = query_subscriptions.where(subscriptions >= start)
+    if end is not None:
+        query_customers = query_customers.where(customers < end)
+        query_subscriptions = query_subscriptions.where(subscriptions < end)
+    ids = set(session.scalars(query_customers))
+    ids.update(session.scalars(query_subscriptions))
     return sorted(ids)
 
 
-def recompute(session: Session, settings: Settings, *, customer_ids: Iterable[str] | None = None,
-              now: datetime | None = None) -> RecomputeResult:
-    """Rebuild derived rows for all customers (``customer_ids`` None) or the given ones."""
-    started = time.perf_counter()
-    moment = now or datetime.now(UTC)
-    now_ts = int(moment.timestamp())
-    full = customer_ids is None
-    result = RecomputeResult(kind="full" if full else "incremental")
-    livemode = _mode(session, settings)
-    result.livemode = livemode
-    run = RecomputeRun(kind=result.kind, started_at=datetime.now(UTC),
-                       policies=settings.policies.as_dict(),
-                       reporting_currency=settings.reporting_currency,
-                       timezone=settings.timezone)
-    session.add(run)
-    session.flush()
-    result.run_id = run.id
+@dataclass
+class Context:
+    """What computing any customer of one run needs, read once per run (or shard)."""
 
-    catalogue = load_catalogue(session, livemode)
+    settings: Settings
+    livemode: bool
+    now_ts: int
+    catalogue: Catalogue
+    rates: RateBook
+    factor: FactorLookup
+
+
+def prepare(session: Session, settings: Settings, now_ts: int,
+            livemode: bool | None = None) -> Context:
+    mode = account_mode(session, settings) if livemode is None else livemode
     rates = load_rate_book(session, settings.reporting_currency)
-    factor = domain_movements.factor_lookup(rates.rate, settings.reporting_currency.lower())
-    result.skips.extend(catalogue.skips)
+    return Context(settings, mode, now_ts, load_catalogue(session, mode), rates,
+                   domain_movements.factor_lookup(rates.rate,
+                                                  settings.reporting_currency.lower()))
 
-    restore_pragmas = sqlite_bulk_pragmas(session) if full else []
-    dropped_indexes: list[Any] = []
-    if full:
-        ids = _customer_ids(session, livemode)
-        dropped_indexes = empty_derived(session)
-    else:
-        ids = sorted({c for c in customer_ids or () if c})
-        # Facts are diffed against the stored ones per chunk (``keep_changed_facts``): a
-        # change rewrites a few recent months, not a customer's whole history.
-        for chunk in chunks(ids, common.CHUNK):
-            for table in (T_TIMELINE, T_LEDGER):
-                session.execute(delete(table).where(table.c.customer_id.in_(list(chunk))),
-                                execution_options={"synchronize_session": False})
 
-    timeline: list[tuple[Any, ...]] = []
-    ledger: list[tuple[Any, ...]] = []
-    facts: list[tuple[Any, ...]] = []
+class RowBuffer:
+    """Timeline, ledger and fact rows of one run, written in bulk every ``FLUSH_ROWS``
+    facts (and at the end)."""
 
-    def flush() -> None:
+    def __init__(self, session: Session, run_id: int, result: RecomputeResult,
+                 flush_rows: int | None = None) -> None:
+        self.session, self.run_id, self.result = session, run_id, result
+        self.flush_rows = common.FLUSH_ROWS if flush_rows is None else flush_rows
+        self.timeline: list[tuple[Any, ...]] = []
+        self.ledger: list[tuple[Any, ...]] = []
+        self.facts: list[tuple[Any, ...]] = []
+
+    def full(self) -> bool:
+        return len(self.facts) >= self.flush_rows
+
+    def flush(self) -> None:
         clock = time.perf_counter()
         # Rows in primary-key order append to the b-tree instead of splitting pages all over.
-        facts.sort(key=fact_key)
-        result.timeline_points += insert_rows(session, T_TIMELINE, TIMELINE_COLUMNS, timeline)
-        result.ledger_entries += insert_rows(session, T_LEDGER, LEDGER_COLUMNS, ledger)
-        result.facts += insert_rows(session, T_FACTS, FACT_COLUMNS, facts)
-        timeline.clear()
-        ledger.clear()
-        facts.clear()
+        self.facts.sort(key=fact_key)
+        session, run_id, result = self.session, self.run_id, self.result
+        result.timeline_points += insert_rows(session, T_TIMELINE, TIMELINE_COLUMNS,
+                                              self.timeline, run_id)
+        result.ledger_entries += insert_rows(session, T_LEDGER, LEDGER_COLUMNS, self.ledger,
+                                             run_id)
+        result.facts += insert_rows(session, T_FACTS, FACT_COLUMNS, self.facts, run_id)
+        self.timeline.clear()
+        self.ledger.clear()
+        self.facts.clear()
         add_seconds(result.timings, "write", clock)
 
-    workers = parallel_workers(session, settings, len(ids)) if full else 0
-    pool = (start_pool(session, workers, settings, catalogue, rates, livemode, now_ts)
-            if workers else None)
-    if pool is not None:
-        # Worker processes read and compute chunks of customers (in order); this process
-        # only writes, so the database work overlaps the domain work.
-        for part, t_rows, l_rows, f_rows in parallel_chunks(pool, ids, result):
-            result.customers += part.customers
-            result.excluded += part.excluded
-            result.lines_read += part.lines_read
-            result.skips.extend(part.skips)
-            for key, seconds in part.timings.items():
-                result.timings[key] = result.timings.get(key, 0.0) + seconds
-            timeline.extend(t_rows)
-            ledger.extend(l_rows)
-            facts.extend(f_rows)
-            if len(facts) >= FLUSH_ROWS:
-                flush()
-    # A full recompute streams whole tables once; an incremental one asks for its customers.
-    groups = [] if pool is not None else [ids] if full else list(chunks(ids, common.CHUNK))
+
+def compute_customers(session: Session, ctx: Context, ids: Sequence[str],
+                      result: RecomputeResult, rows: RowBuffer, *,
+                      every_customer: bool = False, span: bool = False,
+                      on_chunk: Any = None) -> None:
+    """Load and compute the customers ``ids`` (sorted) chunk by chunk into ``rows``.
+
+    ``every_customer``: the queries stream whole tables (``ids`` is every customer);
+    ``span``: each chunk reads one id range (SQLite); otherwise each chunk lists its ids.
+    ``on_chunk(ids, first_fact)`` runs after each chunk is computed (before a flush)."""
+    groups = [ids] if every_customer else list(chunks(ids, common.CHUNK))
     for group in groups:
-        first_fact = len(facts)
+        first_fact = len(rows.facts)
         batch: dict[str, CustomerData] = {}
-        stream = timed(iter_customer_data(session, group, catalogue, livemode,
-                                           every_customer=full), result.timings, "load")
+        stream = timed(iter_customer_data(session, group, ctx.catalogue, ctx.livemode,
+                                          every_customer=every_customer, span=span),
+                       result.timings, "load")
         for cid, data, lines_read in stream:
             result.lines_read += lines_read
             batch[cid] = data
             if len(batch) >= common.CHUNK:
-                compute_batch(session, batch, settings, rates, now_ts, catalogue, result,
-                               timeline, ledger, facts, factor)
+                _compute(session, ctx, batch, result, rows)
                 batch = {}
-                if len(facts) >= FLUSH_ROWS:
-                    flush()
-        compute_batch(session, batch, settings, rates, now_ts, catalogue, result, timeline,
-                       ledger, facts, factor)
-        if not full:
-            clock = time.perf_counter()
-            fresh = keep_changed_facts(session, group, facts[first_fact:])
-            result.facts += len(facts) - first_fact - len(fresh)  # stored already, unchanged
-            facts[first_fact:] = fresh
-            add_seconds(result.timings, "write", clock)
-    flush()
+                if every_customer and rows.full():
+                    rows.flush()
+        _compute(session, ctx, batch, result, rows)
+        if on_chunk is not None:
+            on_chunk(group, first_fact)
+        if rows.full():
+            rows.flush()
+
+
+def _compute(session: Session, ctx: Context, batch: dict[str, CustomerData],
+             result: RecomputeResult, rows: RowBuffer) -> None:
+    compute_batch(session, batch, ctx.settings, ctx.rates, ctx.now_ts, ctx.catalogue, result,
+                  rows.timeline, rows.ledger, rows.facts, ctx.factor)
+
+
+def recompute(session: Session, settings: Settings, *, customer_ids: Iterable[str] | None = None,
+              now: datetime | None = None) -> RecomputeResult:
+    """Rebuild derived rows for all customers (``customer_ids`` None) or the given ones.
+
+    A full recompute writes a new run beside the live one and switches readers to it
+    (``runs``); an incremental one rewrites the given customers' rows of the live run."""
+    if customer_ids is None:
+        return _full(session, settings, now)
+    return _incremental(session, settings, sorted({c for c in customer_ids if c}), now)
+
+
+def _incremental(session: Session, settings: Settings, ids: list[str],
+                 now: datetime | None) -> RecomputeResult:
+    started = time.perf_counter()
+    result = RecomputeResult(kind="incremental")
+    run = new_run(session, settings, "incremental")
+    result.run_id = run.id
+    ctx = prepare(session, settings, int((now or datetime.now(UTC)).timestamp()))
+    result.livemode = ctx.livemode
+    result.skips.extend(ctx.catalogue.skips)
+    live = live_run_id(session)
+    # Facts are diffed against the stored ones per chunk (``keep_changed_facts``): a change
+    # rewrites a few recent months, not a customer's whole history.
+    delete_customers(session, live, ids, tables=(T_TIMELINE, T_LEDGER))
+    rows = RowBuffer(session, live, result)
+
+    def keep_changed(group: Sequence[str], first_fact: int) -> None:
+        clock = time.perf_counter()
+        fresh = keep_changed_facts(session, live, group, rows.facts[first_fact:])
+        result.facts += len(rows.facts) - first_fact - len(fresh)  # stored, unchanged
+        rows.facts[first_fact:] = fresh
+        add_seconds(result.timings, "write", clock)
+
+    compute_customers(session, ctx, ids, result, rows, on_chunk=keep_changed)
+    rows.flush()
+    _finish(session, run, result, started)
+    clear_dirty(session, run, ids)
+    return result
+
+
+def _full(session: Session, settings: Settings, now: datetime | None) -> RecomputeResult:
+    started = time.perf_counter()
+    result = RecomputeResult(kind="full")
+    live = live_run(session).run_id
+    drop_other_runs(session, keep=live)
+    run = new_run(session, settings, "full")
+    result.run_id = run.id
+    ctx = prepare(session, settings, int((now or datetime.now(UTC)).timestamp()))
+    result.livemode = ctx.livemode
+    result.skips.extend(ctx.catalogue.skips)
+    ids = customer_ids_of(session, ctx.livemode)
+
+    restore_pragmas = sqlite_bulk_pragmas(session)
+    dropped_indexes = drop_secondary_indexes(session)
+    rows = RowBuffer(session, run.id, result)
+    workers = parallel_workers(session, settings, len(ids))
+    pool = (start_pool(session, workers, settings, ctx.catalogue, ctx.rates, ctx.livemode,
+                       ctx.now_ts) if workers else None)
+    if pool is not None:
+        # Worker processes read and compute chunks of customers (in order); this process
+        # only writes, so the database work overlaps the domain work.
+        for part, t_rows, l_rows, f_rows in parallel_chunks(pool, ids, result):
+            result.add(part)
+            rows.timeline.extend(t_rows)
+            rows.ledger.extend(l_rows)
+            rows.facts.extend(f_rows)
+            if rows.full():
+                rows.flush()
+    else:
+        # One pass over whole tables, streamed in customer order.
+        compute_customers(session, ctx, ids, result, rows, every_customer=True)
+    rows.flush()
     clock = time.perf_counter()
     restore_indexes(session, dropped_indexes)
     for statement in restore_pragmas:
         sqlite_pragma(session, statement)
     add_seconds(result.timings, "write", clock)
 
+    record_skips(session, result.skips)
+    _finish(session, run, result, started)
+    switch_to(session, run)
+    clear_dirty(session, run, None)
+    return result
+
+
+def _finish(session: Session, run: RecomputeRun, result: RecomputeResult,
+            started: float) -> None:
     result.skipped = len(result.skips)
     for skip in result.skips[:50]:
         log.warning("recompute.skipped", object_type=skip.object_type, object_id=skip.object_id,
                     reason=skip.reason)
-    if full:
-        record_skips(session, result.skips)
     session.execute(update(RecomputeRun).where(RecomputeRun.id == run.id).values(
         finished_at=datetime.now(UTC), customers=result.customers - result.excluded,
         skipped=result.skipped), execution_options={"synchronize_session": False})
-    # Marks made while this run read the mirror stay for the next run.
-    if full:
-        session.execute(delete(T_DIRTY).where(T_DIRTY.c.marked_at <= run.started_at),
-                        execution_options={"synchronize_session": False})
-    else:
-        for chunk in chunks(ids, common.CHUNK):
-            session.execute(delete(T_DIRTY).where(T_DIRTY.c.marked_at <= run.started_at,
-                                                  T_DIRTY.c.customer_id.in_(list(chunk))),
-                            execution_options={"synchronize_session": False})
     result.seconds = time.perf_counter() - started
     log.info("recompute.finished", **result.as_dict())
-    return result
 
 
 def recompute_dirty(session: Session, settings: Settings, *,

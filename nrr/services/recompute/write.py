@@ -12,7 +12,6 @@ from typing import Any
 from sqlalchemy import Table, bindparam, delete, select, text
 from sqlalchemy.orm import Session
 
-from integrations.stripe_mirror import bulk_insert
 from nrr.domain.records import Skip
 from nrr.logs import get_logger
 from nrr.services.recompute.common import (
@@ -27,37 +26,58 @@ from nrr.services.recompute.common import (
 log = get_logger(__name__)
 
 def insert_rows(session: Session, table: Table, columns: Sequence[str],
-                 rows: list[tuple[Any, ...]]) -> int:
-    """Insert rows whose JSON columns are already :class:`JsonText` (or None) and that
-    hold no datetimes: straight ``executemany`` on SQLite, ``bulk_insert`` (COPY) on
-    PostgreSQL."""
-    connection = session.connection()
-    if connection.dialect.name != "sqlite":
-        return bulk_insert(session, table, columns, rows)
+                rows: list[tuple[Any, ...]], run_id: int) -> int:
+    """Insert rows of run ``run_id`` whose JSON columns are already :class:`JsonText` (or
+    None) and that hold no datetimes: ``executemany`` on SQLite (the run id a literal of the
+    statement), ``COPY`` on PostgreSQL (psycopg's copy, rows streamed as they are)."""
     if not rows:
         return 0
+    connection = session.connection()
     raw = connection.connection.driver_connection
     assert raw is not None
     names = ", ".join(f'"{c}"' for c in columns)
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        tail = (int(run_id),)
+        with raw.cursor() as cursor, cursor.copy(
+                f'COPY "{table.name}" ({names}, "run_id") FROM STDIN') as copy:
+            write_row = copy.write_row
+            for row in rows:
+                write_row(row + tail)
+        return len(rows)
+    if dialect != "sqlite":
+        raise RuntimeError(f"unsupported database dialect {dialect!r}")
     marks = ", ".join("?" for _ in columns)
     cursor = raw.cursor()
     try:
-        cursor.executemany(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', rows)
+        cursor.executemany(f'INSERT INTO "{table.name}" ({names}, "run_id") '
+                           f'VALUES ({marks}, {int(run_id)})', rows)
     finally:
         cursor.close()
     return len(rows)
 
 
-def keep_changed_facts(session: Session, ids: Sequence[str],
-                        rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+def delete_customers(session: Session, run_id: int, ids: Sequence[str],
+                     tables: Sequence[Table] = (T_TIMELINE, T_LEDGER, T_FACTS)) -> None:
+    """Delete run ``run_id``'s rows of the customers ``ids``."""
+    for chunk in chunks(list(ids), 2000):
+        for table in tables:
+            session.execute(delete(table).where(table.c.run_id == run_id,
+                                                table.c.customer_id.in_(list(chunk))),
+                            execution_options={"synchronize_session": False})
+
+
+def keep_changed_facts(session: Session, run_id: int, ids: Sequence[str],
+                       rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Of the new fact ``rows`` of customers ``ids``, the ones to insert; stored facts of
-    these customers that are gone or differ are deleted. The table ends up exactly as if
-    every fact of ``ids`` had been deleted and ``rows`` inserted."""
+    these customers (in run ``run_id``) that are gone or differ are deleted. The table ends
+    up exactly as if every fact of ``ids`` had been deleted and ``rows`` inserted."""
     stored: dict[tuple[str, str], tuple[Any, ...]] = {}
     columns = [T_FACTS.c[name] for name in FACT_COLUMNS]
     metadata_at = FACT_COLUMNS.index("metadata")
     for chunk in chunks(list(ids), 500):
-        for stored_row in session.execute(select(*columns).where(T_FACTS.c.customer_id.in_(list(chunk)))):
+        for stored_row in session.execute(select(*columns).where(
+                T_FACTS.c.run_id == run_id, T_FACTS.c.customer_id.in_(list(chunk)))):
             values: tuple[Any, ...] = tuple(stored_row)
             metadata = values[metadata_at]
             if metadata is not None and not isinstance(metadata, str):  # PostgreSQL: a dict
@@ -70,7 +90,8 @@ def keep_changed_facts(session: Session, ids: Sequence[str],
             fresh.append(row)
     stale = list(stored) + [(row[0], row[1]) for row in fresh]
     if stale:
-        session.execute(delete(T_FACTS).where(T_FACTS.c.month == bindparam("b_month"),
+        session.execute(delete(T_FACTS).where(T_FACTS.c.run_id == run_id,
+                                              T_FACTS.c.month == bindparam("b_month"),
                                               T_FACTS.c.customer_id == bindparam("b_customer")),
                         [{"b_month": month, "b_customer": cid} for month, cid in stale],
                         execution_options={"synchronize_session": False})
@@ -109,19 +130,15 @@ def sqlite_pragma(session: Session, statement: str) -> bool:
     return True
 
 
-def empty_derived(session: Session) -> list[Any]:
-    """Empty the derived tables and drop their secondary indexes (rebuilt by
+def drop_secondary_indexes(session: Session) -> list[Any]:
+    """SQLite, full rebuild: drop the derived tables' secondary indexes (rebuilt by
     :func:`restore_indexes` after the bulk load: one sorted build beats millions of
-    scattered index inserts). Returns the dropped indexes. All inside the transaction."""
+    scattered index inserts; SQLite readers keep their snapshot meanwhile). Returns the
+    dropped indexes. PostgreSQL keeps them: dropping one locks its table against readers."""
     from sqlalchemy import inspect
 
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        session.execute(text("TRUNCATE mrr_timeline, mrr_ledger, customer_month_facts"))
-    else:
-        for table in (T_TIMELINE, T_LEDGER, T_FACTS):
-            session.execute(delete(table), execution_options={"synchronize_session": False})
-
+    if session.get_bind().dialect.name != "sqlite":
+        return []
     connection = session.connection()
     inspector = inspect(connection)
     dropped = []
