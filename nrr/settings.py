@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     # Processes of a full recompute of 5,000 customers or more; None: one per core, at
     # most 4; 0 or 1: the recompute runs in the calling process only.
     recompute_workers: int | None = Field(default=None, ge=0, alias="NRR_RECOMPUTE_WORKERS")
+    # Customers per shard of the worker's full recompute: a larger account is split into
+    # shards that every Celery worker (on any machine) takes part in.
+    recompute_shard_customers: int = Field(default=5000, ge=1,
+                                           alias="NRR_RECOMPUTE_SHARD_CUSTOMERS")
     # Path to a metric catalogue YAML replacing the shipped nrr/catalogue/metrics.yaml.
     metric_catalogue: str | None = Field(default=None, alias="NRR_METRIC_CATALOGUE")
 

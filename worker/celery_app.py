@@ -23,7 +23,7 @@ from nrr.logs import configure_logging
 from nrr.settings import Settings, load_settings
 from worker.broker import QUEUE, broker_folder, state_dir
 
-TASK_MODULES = ["worker.tasks"]
+TASK_MODULES = ["worker.tasks", "worker.shards"]
 
 
 def broker_options(settings: Settings) -> tuple[str, dict[str, Any]]:

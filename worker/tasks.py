@@ -172,6 +172,7 @@ def recompute(self: Task, scope: str = "dirty", customer_ids: list[str] | None =
               reason: str | None = None, follow_up: bool = True) -> dict[str, Any] | None:
     """Recompute ``all`` customers, the ``dirty`` ones, or ``customer_ids``."""
     from nrr.services import recompute as service
+    from nrr.services.recompute import shards
 
     if scope not in ("all", "dirty", "customers"):
         log.error("task.rejected", reason=f"unknown scope {scope!r}: use all, dirty or customers")
@@ -183,13 +184,22 @@ def recompute(self: Task, scope: str = "dirty", customer_ids: list[str] | None =
             log.info("task.deferred", reason="another recompute of this account is running")
             raise self.retry(countdown=min(30.0, settings.worker.lock_ttl_seconds),
                              max_retries=40)
+        sharded = None
         with session_scope(engine) as session:
             if scope == "all":
-                result = service.recompute(session, settings)
+                # An account of more than one shard: every worker takes part (worker.shards).
+                sharded = shards.start(session, settings, minimum_shards=2)
+                if sharded is None:
+                    result = service.recompute(session, settings)
             elif scope == "dirty":
                 result = service.recompute_dirty(session, settings)
             else:
                 result = service.recompute(session, settings, customer_ids=customer_ids or [])
+    if sharded is not None:
+        from worker.shards import send_shards
+
+        send_shards(sharded, reason or "after all recompute", follow_up)
+        return {"kind": "full", "run_id": sharded.run_id, "shards": len(sharded.shards)}
     if follow_up:
         _after_recompute(reason or f"after {scope} recompute")
     return result.as_dict()

@@ -51,14 +51,20 @@ def new_run(session: Session, settings: Settings, kind: str) -> RecomputeRun:
 
 
 def drop_other_runs(session: Session, keep: int) -> None:
-    """Delete the rows of every run but ``keep`` (the live one), before a new full run
-    writes its own. On PostgreSQL, first wait (a bounded time) for transactions that began
-    before the last switch: they may have pinned the run whose rows go."""
+    """Delete the rows of every run but ``keep`` (the live one) and the full runs being
+    built by shards, before a new full run writes its own. On PostgreSQL, first wait (a
+    bounded time) for transactions that began before the last switch: they may have pinned
+    the run whose rows go."""
     pointer = live_run(session)
+    kept = [keep, *session.scalars(
+        select(RecomputeRun.id).where(RecomputeRun.kind == "full",
+                                      RecomputeRun.status == "building",
+                                      RecomputeRun.started_at > datetime.now(UTC)
+                                      - BUILDING_STALE_AFTER))]
     if session.get_bind().dialect.name == "postgresql":
         _wait_for_readers_since(session, pointer.switched_at)
     for table in (T_TIMELINE, T_LEDGER, T_FACTS):
-        session.execute(delete(table).where(table.c.run_id != keep),
+        session.execute(delete(table).where(table.c.run_id.not_in(kept)),
                         execution_options={"synchronize_session": False})
 
 

@@ -219,7 +219,7 @@ def _incremental(session: Session, settings: Settings, ids: list[str],
 
     compute_customers(session, ctx, ids, result, rows, on_chunk=keep_changed)
     rows.flush()
-    _finish(session, run, result, started)
+    finish_run(session, run, result, started)
     clear_dirty(session, run, ids)
     return result
 
@@ -263,13 +263,13 @@ def _full(session: Session, settings: Settings, now: datetime | None) -> Recompu
     add_seconds(result.timings, "write", clock)
 
     record_skips(session, result.skips)
-    _finish(session, run, result, started)
+    finish_run(session, run, result, started)
     switch_to(session, run)
     clear_dirty(session, run, None)
     return result
 
 
-def _finish(session: Session, run: RecomputeRun, result: RecomputeResult,
+def finish_run(session: Session, run: RecomputeRun, result: RecomputeResult,
             started: float) -> None:
     result.skipped = len(result.skips)
     for skip in result.skips[:50]:
