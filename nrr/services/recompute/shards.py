@@ -11,6 +11,8 @@ mirror is streamed chunk by chunk for the shard's customers only.
 
 from __future__ import annotations
 
+import os
+import resource
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -124,7 +126,10 @@ def run_shard(session: Session, settings: Settings, run_id: int, shard: int,
     rows.flush()
     result.seconds = time.perf_counter() - started
     figures = {**result.as_dict(),
-               "skips": [[s.object_type, s.object_id, s.reason] for s in result.skips]}
+               "skips": [[s.object_type, s.object_id, s.reason] for s in result.skips],
+               # Which process ran the shard and its peak memory so far (benchmarks).
+               "pid": os.getpid(),
+               "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
     session.execute(update(RecomputeShard)
                     .where(RecomputeShard.run_id == run_id, RecomputeShard.shard == shard)
                     .values(finished_at=datetime.now(UTC), customers=len(ids), result=figures),
