@@ -227,8 +227,11 @@ def _incremental(session: Session, settings: Settings, ids: list[str],
 def _full(session: Session, settings: Settings, now: datetime | None) -> RecomputeResult:
     started = time.perf_counter()
     result = RecomputeResult(kind="full")
-    live = live_run(session).run_id
-    drop_other_runs(session, keep=live)
+    restore_pragmas = sqlite_bulk_pragmas(session)
+    dropped_indexes = drop_secondary_indexes(session)
+    # After the indexes went (SQLite): the rows of the runs before the live one go with
+    # fewer index updates.
+    drop_other_runs(session, keep=live_run(session).run_id)
     run = new_run(session, settings, "full")
     result.run_id = run.id
     ctx = prepare(session, settings, int((now or datetime.now(UTC)).timestamp()))
@@ -236,8 +239,6 @@ def _full(session: Session, settings: Settings, now: datetime | None) -> Recompu
     result.skips.extend(ctx.catalogue.skips)
     ids = customer_ids_of(session, ctx.livemode)
 
-    restore_pragmas = sqlite_bulk_pragmas(session)
-    dropped_indexes = drop_secondary_indexes(session)
     rows = RowBuffer(session, run.id, result)
     workers = parallel_workers(session, settings, len(ids))
     pool = (start_pool(session, workers, settings, ctx.catalogue, ctx.rates, ctx.livemode,
