@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from integrations.stripe_mirror import JsonText
+from nrr.db.bulk import JsonText
 from nrr.domain import history as domain_history
 from nrr.domain import movements as domain_movements
 from nrr.domain.months import month_of

@@ -47,6 +47,7 @@ from nrr.services.recompute.runs import (
     switch_to,
 )
 from nrr.services.recompute.write import (
+    analyze_derived,
     delete_customers,
     drop_secondary_indexes,
     fact_key,
@@ -263,6 +264,7 @@ def _full(session: Session, settings: Settings, now: datetime | None) -> Recompu
         sqlite_pragma(session, statement)
     add_seconds(result.timings, "write", clock)
 
+    analyze_derived(session)
     record_skips(session, result.skips)
     finish_run(session, run, result, started)
     switch_to(session, run)

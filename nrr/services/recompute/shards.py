@@ -41,7 +41,7 @@ from nrr.services.recompute.service import (
     finish_run,
     prepare,
 )
-from nrr.services.recompute.write import delete_customers, record_skips
+from nrr.services.recompute.write import analyze_derived, delete_customers, record_skips
 from nrr.settings import Settings
 
 log = get_logger(__name__)
@@ -175,6 +175,7 @@ def finish(session: Session, settings: Settings, run_id: int,
     _check_counts(session, run_id, result)
     ctx_skips = prepare(session, settings, now_ts, livemode=result.livemode).catalogue.skips
     result.skips[:0] = ctx_skips
+    analyze_derived(session)
     record_skips(session, result.skips)
     finish_run(session, run, result, clock)
     runs.switch_to(session, run)
