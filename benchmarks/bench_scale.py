@@ -124,7 +124,12 @@ def measure(engine: Any, env: dict[str, str], processes: int, workdir: Path,
     seconds = (run.finished_at - run.started_at).total_seconds()
     rows = sum(int(f.get("facts") or 0) + int(f.get("ledger_entries") or 0)
                + int(f.get("timeline_points") or 0) for f in shards)
+    timings: dict[str, float] = {}
+    for figures in shards:
+        for key, value in (figures.get("timings") or {}).items():
+            timings[key] = timings.get(key, 0.0) + float(value)
     return {"processes": processes, "run_id": run.id, "shards": len(shards),
+            "timings": {k: round(v, 1) for k, v in sorted(timings.items())},
             "seconds": seconds, "wall_seconds": wall, "rows": rows,
             "facts": sum(int(f.get("facts") or 0) for f in shards),
             "customers": sum(int(f.get("customers") or 0) for f in shards),
@@ -219,7 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"({figures['wall_seconds']:.1f} s from the send), {figures['shards']} shards, "
                   f"{figures['rows'] / figures['seconds']:,.0f} rows/s, "
                   f"{lines / figures['seconds']:,.0f} invoice lines/s, "
-                  f"peak RSS per process {figures['peak_rss_mib']} MiB")
+                  f"peak RSS per process {figures['peak_rss_mib']} MiB; seconds in all "
+                  f"shards: {figures['timings']}")
         base = results[0]
         for figures in results[1:]:
             speedup = base["seconds"] * base["processes"] / figures["seconds"]
