@@ -478,6 +478,26 @@ _PARSERS = {
 }
 
 
+def mirror_rows(kind: str, objects: Iterable[Mapping[str, Any]], *, state_at: int,
+                now: datetime | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The rows :func:`store_objects` would write for ``objects`` of ``kind``, by table
+    name, without a database (benchmark accounts are written with ``bulk_insert``).
+    An object that cannot be understood raises :class:`MalformedObject`."""
+    if kind not in _PARSERS:
+        raise ValueError(f"unknown object kind {kind!r}")
+    now = now or datetime.now(UTC)
+    parsed = _Parsed()
+    for obj in objects:
+        _PARSERS[kind](obj, _object_id(obj, kind), state_at, now, parsed)
+    out: dict[str, list[dict[str, Any]]] = {}
+    if kind != "discount":
+        out[_TABLES[kind].name] = _newest_by_id(parsed.main)
+    out[_ITEMS.name] = _newest_by_id(parsed.items)
+    out[_LINES.name] = _dedupe(parsed.lines)
+    out[_DISCOUNTS.name] = _newest_by_id(parsed.discounts)
+    return {name: rows for name, rows in out.items() if rows}
+
+
 # --------------------------------------------------------------------------- statements
 
 

@@ -58,13 +58,15 @@ from __future__ import annotations
 
 import calendar
 import copy
-import itertools
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
+
+from integrations.emulator.generator import StripeIds
 
 if TYPE_CHECKING:
     from nrr.domain.records import CustomerData
@@ -387,8 +389,12 @@ class _ItemState:
 class World:
     """A registry of Stripe objects plus subscriptions simulated over time. See module doc."""
 
-    def __init__(self, *, livemode: bool = False) -> None:
+    def __init__(self, *, livemode: bool = False, seed: int = 0) -> None:
         self.livemode = livemode
+        # Ids carry no order and invoice lines come in no fixed order, as in Stripe: both
+        # are drawn from this seeded generator.
+        self.rng = random.Random(seed)
+        self._ids = StripeIds(random.Random(self.rng.random()))
         self.customers: dict[str, JSON] = {}
         self.products: dict[str, JSON] = {}
         self.prices: dict[str, JSON] = {}
@@ -397,13 +403,12 @@ class World:
         self.lives: dict[str, SubscriptionLife] = {}
         self.invoices: list[JSON] = []
         self.now = 0
-        self._ids = itertools.count(1)
         self.events: list[JSON] = []
         # Percent of tax included in the amounts of tax-inclusive prices (per price id).
         self.inclusive_tax_percent: dict[str, Decimal] = {}
 
     def new_id(self, prefix: str) -> str:
-        return f"{prefix}_{next(self._ids):05d}"
+        return self._ids.new(prefix)
 
     # objects ---------------------------------------------------------------
     def add_customer(self, cid: str, **kwargs: Any) -> JSON:
@@ -654,6 +659,7 @@ class SubscriptionLife:
             status = {"void": "void", "keep_as_draft": "draft",
                       "mark_uncollectible": "uncollectible"}[self.pause_collection_body["behavior"]]
         iid = self.world.new_id("in")
+        lines = self.world.rng.sample(lines, len(lines))
         for line in lines:
             line["invoice"] = iid
         return self.world.add_invoice(invoice(

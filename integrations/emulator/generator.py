@@ -20,7 +20,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -74,21 +74,20 @@ def _convert(usd_minor: int, currency: str) -> int:
     raise ValueError(f"unknown currency {currency}")
 
 
-class _Ids:
-    """Deterministic Stripe-looking ids; for one prefix, later ids sort after earlier ones."""
+class StripeIds:
+    """Deterministic Stripe-looking ids that carry no order: random tails, as Stripe's are
+    (nothing may rely on a later object's id sorting after an earlier one's)."""
 
     def __init__(self, rng: random.Random) -> None:
         self._rng = rng
-        self._counter = 0
+        self._used: set[str] = set()
 
     def new(self, prefix: str) -> str:
-        self._counter += 1
-        n, digits = self._counter, []
-        for _ in range(7):
-            n, r = divmod(n, 62)
-            digits.append(_ALPHABET[r])
-        tail = "".join(self._rng.choice(_ALPHABET) for _ in range(9))
-        return f"{prefix}_{''.join(reversed(digits))}{tail}"
+        while True:
+            found = f"{prefix}_{''.join(self._rng.choices(_ALPHABET, k=16))}"
+            if found not in self._used:
+                self._used.add(found)
+                return found
 
 
 def amount_for(price: dict[str, Any], quantity: int | None, currency: str) -> int:
@@ -232,7 +231,7 @@ class _Engine:
     def __init__(self, account: EmulatedAccount, rng: random.Random) -> None:
         self.a = account
         self.rng = rng
-        self.ids = _Ids(random.Random(rng.random()))
+        self.ids = StripeIds(random.Random(rng.random()))
         self.states: dict[str, _SubState] = {}
         self.catalog: dict[tuple[str, str, str], str] = {}
         self.coupon_ids: list[str] = []
@@ -243,6 +242,10 @@ class _Engine:
         # What Stripe will do later (finalise a draft, retry a payment, expire an
         # incomplete subscription): run when the clock passes it.
         self.agenda: list[tuple[int, int, Callable[[], None]]] = []
+        # Mid-period changes made, by kind ("seats", "plan", ...).
+        self.changes: Counter[str] = Counter()
+        # No events at all (accounts generated batch by batch keep none).
+        self.silent = False
 
     def later(self, t: int, action: Callable[[], None]) -> None:
         self.seq += 1
@@ -259,14 +262,14 @@ class _Engine:
 
     def emit(self, type_: str, obj: dict[str, Any], t: int,
              previous: dict[str, Any] | None = None) -> None:
-        if not self.in_window(t):
+        if self.silent or not self.in_window(t):
             return
         self.seq += 1
         self.pending.append((t, self.seq, type_, public_view(obj),
                              None if previous is None else public_view(previous)))
 
     def before(self, obj: dict[str, Any], t: int) -> dict[str, Any] | None:
-        return copy.deepcopy(obj) if self.in_window(t) else None
+        return copy.deepcopy(obj) if self.in_window(t) and not self.silent else None
 
     def updated(self, type_: str, obj: dict[str, Any], t: int,
                 before: dict[str, Any] | None) -> None:
@@ -583,6 +586,9 @@ class _Engine:
                              livemode=self.a.livemode)
         inv["number"] = None
         lines = []
+        # Stripe gives no order to an invoice's lines (the credit half of a proration is
+        # not always first): the order varies, seeded.
+        specs = self.rng.sample(specs, len(specs)) if len(specs) > 1 else specs
         for spec in specs:
             item = spec["item"]
             price = item["price"]
@@ -1033,7 +1039,8 @@ class _Engine:
         for t, kind in sorted(planned):
             if state.done or sub["cancel_at_period_end"]:
                 return
-            self.change(state, kind, t)
+            if self.change(state, kind, t):
+                self.changes[kind] += 1
 
     def change(self, state: _SubState, kind: str, t: int) -> bool:
         """One change of ``kind`` at ``t``; False when it does not apply to this
@@ -1287,6 +1294,27 @@ class _Engine:
         return self.change(state, kind, t)
 
 
+def _new_account(seed: int, months: int, now: int | None, livemode: bool
+                 ) -> tuple[EmulatedAccount, int]:
+    now = int(time.time()) if now is None else int(now)
+    account = EmulatedAccount(now=now, livemode=livemode, seed=seed)
+    start = add_months(now, -months)
+    account._engine.build_catalog(start - 30 * DAY)
+    return account, start
+
+
+def _simulate_customer(account: EmulatedAccount, index: int, customers: int, start: int
+                       ) -> None:
+    engine = account._engine
+    span = account.now - start
+    # A third of the customers already exist in the first months; the rest join evenly.
+    if index < customers // 3:
+        t0 = start + engine.rng.randint(0, max(1, span // 8))
+    else:
+        t0 = start + engine.rng.randint(0, max(1, span - DAY))
+    engine.simulate_customer(t0)
+
+
 def generate_account(*, seed: int = 0, customers: int = 300, months: int = 24,
                      now: int | None = None, livemode: bool = False) -> EmulatedAccount:
     """A Stripe account with ``customers`` customers and ``months`` months of history up to
@@ -1294,21 +1322,35 @@ def generate_account(*, seed: int = 0, customers: int = 300, months: int = 24,
     ``now``."""
     if customers < 0 or months < 1:
         raise ValueError("customers must be >= 0 and months >= 1")
-    now = int(time.time()) if now is None else int(now)
-    account = EmulatedAccount(now=now, livemode=livemode, seed=seed)
+    account, start = _new_account(seed, months, now, livemode)
     engine = account._engine
-    rng = engine.rng
-    start = add_months(now, -months)
-    engine.build_catalog(start - 30 * DAY)
-    span = now - start
     for i in range(customers):
-        # A third of the customers already exist in the first months; the rest join evenly.
-        if i < customers // 3:
-            t0 = start + rng.randint(0, max(1, span // 8))
-        else:
-            t0 = start + rng.randint(0, max(1, span - DAY))
-        engine.simulate_customer(t0)
+        _simulate_customer(account, i, customers, start)
     engine.ensure_a_deleted_customer()
     engine.late_catalog_changes()
     engine.flush_events()
     return account
+
+
+def generate_in_batches(*, seed: int = 0, customers: int, months: int = 24,
+                        now: int | None = None, batch: int = 1_000,
+                        livemode: bool = False) -> Iterator[EmulatedAccount]:
+    """The histories :func:`generate_account` makes, for accounts too big to hold at once
+    (benchmarks of 100,000 customers): each yielded account holds the catalogue and the
+    next ``batch`` customers with everything of theirs, which are dropped once the caller
+    resumes. No events are kept and the catalogue does not change late; the account's
+    ``_engine.changes`` counts the mid-period changes made so far."""
+    if customers < 0 or months < 1 or batch < 1:
+        raise ValueError("customers must be >= 0, months and batch >= 1")
+    account, start = _new_account(seed, months, now, livemode)
+    engine = account._engine
+    engine.silent = True
+    for first in range(0, customers, batch):
+        for i in range(first, min(first + batch, customers)):
+            _simulate_customer(account, i, customers, start)
+        yield account
+        for store in (account.customers, account.subscriptions, account.invoices,
+                      account.invoice_lines, account.discounts, account.deleted_customers):
+            store.clear()
+        engine.states.clear()
+        engine.agenda.clear()  # Stripe's later work on dropped objects
