@@ -184,7 +184,8 @@ def change_customers(session: Session, total_customers: int, *, fraction: float 
                                  livemode=sub["livemode"])
         lines = [shapes.invoice_line(
             id=f"il_bench{run}{len(invoices)}{n}", invoice=invoice_id, subscription=sub["id"],
-            subscription_item=item["id"], price_obj=price, currency=sub["currency"],
+            subscription_item=item["id"], price_id=price["id"], product_id=price["product"],
+            unit_amount_decimal=price.get("unit_amount_decimal"), currency=sub["currency"],
             amount=amount, quantity=quantity, period_start=at, period_end=end, proration=True,
             description="seat change", livemode=sub["livemode"],
             invoice_item=f"ii_bench{run}{len(invoices)}{n}")

@@ -592,19 +592,18 @@ class _Engine:
         for spec in specs:
             item = spec["item"]
             price = item["price"]
+            billed = spec.get("price") or price
             line = shapes.invoice_line(
                 id=self.ids.new("il"), invoice=iid, subscription=state.sub_id,
-                subscription_item=item["id"], price_obj=price, currency=state.currency,
+                subscription_item=item["id"], price_id=billed["id"],
+                product_id=billed["product"],
+                unit_amount_decimal=billed["unit_amount_decimal"], currency=state.currency,
                 amount=spec["amount"], quantity=spec.get("quantity", item["quantity"]),
                 period_start=spec["period"][0], period_end=spec["period"][1],
                 proration=spec["proration"], description=spec["description"],
                 livemode=self.a.livemode,
                 invoice_item=self.ids.new("ii") if spec["proration"] else None,
                 credited=spec.get("credited"))
-            if spec.get("price") is not None:
-                line["pricing"]["price_details"] = {"price": spec["price"]["id"],
-                                                    "product": spec["price"]["product"]}
-                line["pricing"]["unit_amount_decimal"] = spec["price"]["unit_amount_decimal"]
             lines.append(line)
             if not spec["proration"]:
                 state.last_lines[item["id"]] = (iid, line["id"])
