@@ -35,8 +35,9 @@ from sqlalchemy import Table, delete, select
 from sqlalchemy.orm import Session
 
 from integrations.emulator import EmulatedAccount, amount_for, generate_in_batches, shapes
-from integrations.stripe_mirror import bulk_insert, mirror_rows, store_objects, table_for
+from integrations.stripe_mirror import mirror_rows, store_objects, table_for
 from models.derived import ExchangeRate
+from nrr.db.bulk import bulk_insert
 
 MONTHS = 36
 DAY = 86_400

@@ -24,8 +24,9 @@ import stripe
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from integrations import stripe_mirror, stripe_sync
+from integrations import stripe_mirror
 from integrations.emulator import EmulatedAccount, EmulatorServer, generate_account
+from integrations.stripe_sync import events as stripe_sync
 from nrr.domain import stripe_shapes
 from tests.contract.sdk_schema import ReadLog, payload_problems, resource_classes
 
