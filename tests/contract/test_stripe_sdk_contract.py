@@ -263,3 +263,44 @@ def test_the_sdk_classes_are_the_current_api() -> None:
     assert stripe.api_version == "2026-10-28.endive"
     assert "current_period_end" not in stripe.Subscription.__annotations__
     assert "current_period_end" in stripe.SubscriptionItem.__annotations__
+
+
+def test_the_tests_stripe_world_is_declared_by_the_sdk() -> None:
+    """The tests' world builds with the emulator's shapes: its objects (and the events it
+    records) meet the same contract."""
+    from decimal import Decimal
+
+    from tests.stripe_world import World, tier, ts
+
+    world = World(seed=3)
+    world.add_customer("cus_1", metadata={"tier": "gold"}, country="DE", currency="eur")
+    world.add_price("price_seat", unit_amount=1_200, currency="eur", tax_behavior="inclusive")
+    world.inclusive_tax_percent["price_seat"] = Decimal(19)
+    world.add_price("price_tiered", billing_scheme="tiered", tiers_mode="graduated",
+                    currency="eur", tiers=[tier(5, unit_amount=1_000, flat_amount=200),
+                                           tier(None, unit_amount=500)])
+    world.add_price("price_api", unit_amount=5, usage_type="metered", currency="eur",
+                    transform_quantity=(1000, "up"))
+    world.add_price("price_usd", unit_amount=900, currency_options={"eur": {"unit_amount": 800}})
+    world.add_coupon("co_pct", percent_off=10, duration="forever")
+    world.add_coupon("co_amt", amount_off=500, currency="eur", duration="repeating",
+                     duration_in_months=2)
+    world.add_customer_discount("cus_1", "co_pct", at=ts(2024, 12, 1))
+    sub = world.subscribe("cus_1", [("price_seat", 3), ("price_tiered", 7), ("price_api", None)],
+                          at=ts(2025, 1, 1), coupons=["co_pct"], trial_end=ts(2025, 1, 8))
+    sub.add_discount("co_amt", at=ts(2025, 2, 3), item_id=sub.item_ids[0])
+    sub.record_usage(sub.item_ids[2], 1_000, at=ts(2025, 2, 5))
+    sub.change_quantity(sub.item_ids[0], 6, at=ts(2025, 2, 20), seen=True)
+    sub.add_item("price_usd", 2, at=ts(2025, 2, 21))
+    sub.remove_discount(sub.discount_ids[0], at=ts(2025, 3, 5), seen=True)
+    sub.pause_collection(at=ts(2025, 3, 6), behavior="mark_uncollectible")
+    sub.resume_collection(at=ts(2025, 4, 20))
+    sub.cancel_at_period_end(at=ts(2025, 4, 25))
+    other = world.subscribe("cus_1", [("price_seat", 1)], at=ts(2025, 2, 1))
+    other.pause(at=ts(2025, 3, 1))
+    world.advance(ts(2025, 6, 1))
+    problems = []
+    for kind, objects in world.objects().items():
+        for obj in objects:
+            problems.extend(f"{kind}/{obj['id']}: {p}" for p in payload_problems(obj))
+    assert problems == []
