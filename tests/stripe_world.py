@@ -63,11 +63,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
-from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from integrations.emulator import shapes
-from integrations.emulator.generator import StripeIds
+from integrations.emulator.generator import StripeIds, amount_for, prorated
 
 if TYPE_CHECKING:
     from nrr.domain.records import CustomerData
@@ -255,43 +254,6 @@ def invoice(iid: str, customer_id: str, *, lines: Sequence[JSON], subscription: 
 
 
 # --------------------------------------------------------------------------- amounts
-
-
-def _dec(value: Any) -> Decimal:
-    return Decimal(str(value)) if value is not None else Decimal(0)
-
-
-def invoiced_amount(price_obj: JSON, quantity: int | None, currency: str | None = None) -> int:
-    """What Stripe would charge for one full period of ``quantity`` (minor units, rounded)."""
-    qty = quantity or 0
-    body: JSON = price_obj
-    if currency and currency != price_obj["currency"] and price_obj.get("currency_options"):
-        body = {**price_obj, **price_obj["currency_options"][currency]}
-    transform = price_obj.get("transform_quantity")
-    if transform:
-        q, r = divmod(qty, transform["divide_by"])
-        qty = q + (1 if r and transform["round"] == "up" else 0)
-    total = Decimal(0)
-    if price_obj.get("billing_scheme") == "tiered":
-        tiers = body.get("tiers") or []
-        if price_obj.get("tiers_mode") == "volume":
-            for t in tiers:
-                if t["up_to"] in (None, "inf") or qty <= t["up_to"]:
-                    total = _dec(t["unit_amount_decimal"]) * qty + _dec(t["flat_amount_decimal"])
-                    break
-        else:
-            lower = 0
-            for t in tiers:
-                unbounded = t["up_to"] in (None, "inf")
-                upper = qty if unbounded else min(qty, t["up_to"])
-                if upper > lower:
-                    total += _dec(t["unit_amount_decimal"]) * (upper - lower) + _dec(t["flat_amount_decimal"])
-                lower = upper if unbounded else t["up_to"]
-                if lower >= qty:
-                    break
-    else:
-        total = _dec(body.get("unit_amount_decimal")) * qty
-    return int(total.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 
 def inclusive_tax(discounted_amount: int, percent: Decimal) -> JSON:
@@ -580,7 +542,7 @@ class SubscriptionLife:
         qty = item.quantity if quantity == -1 else quantity
         if amount is None:
             billed_qty = item.usage if qty is None else qty
-            amount = invoiced_amount(price_obj, billed_qty, self.currency)
+            amount = amount_for(price_obj, billed_qty, self.currency)
         discounts = self._line_discounts(item, start, amount) if amount > 0 else []
         taxes: list[JSON] = []
         percent = self.world.inclusive_tax_percent.get(item.price_id)
@@ -612,15 +574,13 @@ class SubscriptionLife:
     def _proration_lines(self, item: _ItemState, at: int, *, old: tuple[str, int | None] | None,
                          new: tuple[str, int | None] | None) -> list[JSON]:
         """Stripe's pair: a negative line for the unused old state, a positive one for the new."""
-        span = item.period_end - item.period_start
-        share = Fraction(item.period_end - at, span) if span > 0 else Fraction(0)
         lines = []
         for sign, state in ((-1, old), (1, new)):
             if state is None:
                 continue
             price_id, qty = state
-            full = invoiced_amount(self.world.prices[price_id], qty or 0, self.currency)
-            amount = sign * round(full * share)
+            full = amount_for(self.world.prices[price_id], qty or 0, self.currency)
+            amount = sign * prorated(full, item.period_start, item.period_end, at)
             line = invoice_line(
                 self.world.new_id("il"), invoice="", subscription=self.id, subscription_item=item.id,
                 price_id=price_id, product_id=self.world.prices[price_id]["product"], quantity=qty,

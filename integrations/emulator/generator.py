@@ -15,7 +15,6 @@ from __future__ import annotations
 import calendar
 import copy
 import heapq
-import math
 import random
 import threading
 import time
@@ -23,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 from typing import Any
 
@@ -90,31 +90,53 @@ class StripeIds:
                 return found
 
 
-def amount_for(price: dict[str, Any], quantity: int | None, currency: str) -> int:
-    """What ``price`` charges for ``quantity`` per period in ``currency`` (minor units)."""
-    qty = 0 if quantity is None else quantity
-    source = price if currency == price["currency"] else price["currency_options"][currency]
-    if price["billing_scheme"] == "per_unit":
-        transform = price.get("transform_quantity")
-        if transform:
-            ratio = Fraction(qty, transform["divide_by"])
-            qty = math.ceil(ratio) if transform["round"] == "up" else math.floor(ratio)
-        return int(source["unit_amount"]) * qty
-    tiers = source["tiers"]
-    if price["tiers_mode"] == "volume":
-        for t in tiers:
-            if t["up_to"] is None or qty <= t["up_to"]:
-                return (t["unit_amount"] or 0) * qty + (t["flat_amount"] or 0)
+def _dec(value: Any) -> Decimal:
+    return Decimal(str(value)) if value is not None else Decimal(0)
+
+
+def amount_for(price: dict[str, Any], quantity: int | None, currency: str | None = None) -> int:
+    """What ``price`` charges for ``quantity`` over one whole period in ``currency`` (its
+    ``currency_options`` when another currency), in minor units rounded half-even: per
+    unit (``unit_amount_decimal``, after ``transform_quantity``) or tiered (graduated or
+    volume, flat amounts included)."""
+    qty = quantity or 0
+    body: dict[str, Any] = price
+    if currency and currency != price["currency"] and price.get("currency_options"):
+        body = {**price, **price["currency_options"][currency]}
+    transform = price.get("transform_quantity")
+    if transform:
+        whole, rest = divmod(qty, transform["divide_by"])
+        qty = whole + (1 if rest and transform["round"] == "up" else 0)
+    total = Decimal(0)
+    if price.get("billing_scheme") == "tiered":
+        tiers = body.get("tiers") or []
+        if price.get("tiers_mode") == "volume":
+            for t in tiers:
+                if t["up_to"] in (None, "inf") or qty <= t["up_to"]:
+                    total = _dec(t["unit_amount_decimal"]) * qty + _dec(t["flat_amount_decimal"])
+                    break
+        else:
+            lower = 0
+            for t in tiers:
+                unbounded = t["up_to"] in (None, "inf")
+                upper = qty if unbounded else min(qty, t["up_to"])
+                if upper > lower:
+                    total += (_dec(t["unit_amount_decimal"]) * (upper - lower)
+                              + _dec(t["flat_amount_decimal"]))
+                lower = upper if unbounded else t["up_to"]
+                if lower >= qty:
+                    break
+    else:
+        total = _dec(body.get("unit_amount_decimal")) * qty
+    return int(total.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def prorated(full_period_amount: int, start: int, end: int, at: int) -> int:
+    """The part of a whole period's amount for the time left at ``at`` in [start, end),
+    rounded half-even (Stripe's proration of an unchanged rate)."""
+    if end <= start:
         return 0
-    total, below = 0, 0
-    for t in tiers:
-        top = t["up_to"] if t["up_to"] is not None else max(qty, below)
-        n = min(qty, top) - below
-        if n <= 0:
-            break
-        total += n * (t["unit_amount"] or 0) + (t["flat_amount"] or 0)
-        below = top
-    return total
+    return _round_half_even(full_period_amount * Fraction(end - at, end - start))
 
 
 @dataclass
@@ -849,9 +871,8 @@ class _Engine:
         new_price = self.a.prices[price_id] if price_id else old_price
         new_qty = quantity if quantity is not None else old_qty
         ps, pe = state.period_start, state.period_end
-        remaining = Fraction(pe - t, pe - ps)
-        credit = -_round_half_even(amount_for(old_price, old_qty, state.currency) * remaining)
-        charge = _round_half_even(amount_for(new_price, new_qty, state.currency) * remaining)
+        credit = -prorated(amount_for(old_price, old_qty, state.currency), ps, pe, t)
+        charge = prorated(amount_for(new_price, new_qty, state.currency), ps, pe, t)
         when = datetime.fromtimestamp(t, UTC).strftime("%d %b %Y")
         credited = None
         if item["id"] in state.last_lines:
@@ -1127,8 +1148,7 @@ class _Engine:
         old_price, qty = item["price"], item["quantity"]
         new_price = self.a.prices[price_id]
         ps, pe = state.period_start, state.period_end
-        credit = -_round_half_even(amount_for(old_price, qty, state.currency)
-                                   * Fraction(pe - t, pe - ps))
+        credit = -prorated(amount_for(old_price, qty, state.currency), ps, pe, t)
         credited = None
         if item["id"] in state.last_lines:
             inv_id, line_id = state.last_lines[item["id"]]
