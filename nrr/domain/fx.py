@@ -13,7 +13,9 @@ import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
+
+from nrr.domain.money import rate_problem
 
 
 class RateCsvError(ValueError):
@@ -62,14 +64,11 @@ def parse_rates_csv(text: str) -> list[Rate]:
         if len(currency) != 3 or not currency.isalpha():
             problems.append(f"row {number}: currency {currency_text!r} is not a 3-letter code")
             continue
-        try:
-            rate = Decimal(rate_text)
-        except InvalidOperation:
-            problems.append(f"row {number}: rate {rate_text!r} is not a decimal number")
+        problem = rate_problem(rate_text)
+        if problem is not None:
+            problems.append(f"row {number}: {problem}")
             continue
-        if not rate.is_finite() or rate <= 0:
-            problems.append(f"row {number}: rate {rate_text!r} must be a positive number")
-            continue
+        rate = Decimal(rate_text)
         if seen.get((day, currency), rate) != rate:
             problems.append(f"row {number}: a different rate for {currency.upper()} on {day} appears earlier")
             continue
@@ -88,6 +87,9 @@ class RateTable:
         self._days: dict[str, list[date]] = {}
         self._rates: dict[str, list[Decimal]] = {}
         for entry in sorted(rates, key=lambda r: (r.currency, r.day)):
+            problem = rate_problem(entry.rate)
+            if problem is not None:
+                raise RateCsvError(f"{entry.currency.upper()} on {entry.day}: {problem}")
             days = self._days.setdefault(entry.currency, [])
             values = self._rates.setdefault(entry.currency, [])
             if days and days[-1] == entry.day:

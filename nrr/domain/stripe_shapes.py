@@ -420,6 +420,10 @@ def parse_invoice_line(obj: Any, *, invoice_id: str | None = None, invoice_statu
             discount_total += value
             if ref is not None and value and ref not in discount_ids:
                 discount_ids.append(ref)
+        credited: bool | None = None
+        proration_details = _dict(details, "proration_details")
+        if proration_details is not None and _bool(details, "proration"):
+            credited = proration_details.get("credited_items") is not None
         tax_inclusive = 0
         for entry in _list(obj, "taxes"):
             if isinstance(entry, Mapping) and entry.get("tax_behavior") == "inclusive":
@@ -441,6 +445,7 @@ def parse_invoice_line(obj: Any, *, invoice_id: str | None = None, invoice_statu
             discount_ids=tuple(sorted(discount_ids)),
             discount_amount=discount_total,
             tax_inclusive_amount=tax_inclusive,
+            credited=credited,
             livemode=_bool(obj, "livemode"),
         )
     except _Bad as exc:

@@ -106,7 +106,7 @@ LEDGER_COLUMNS = ["month", "effective_at", "customer_id", "subscription_id",
                   "mrr_after_micro", "before", "after", "stripe_ids"]
 FACT_COLUMNS = ["month", "customer_id", "opening_mrr_micro", "closing_mrr_micro", "movement",
                 "movement_micro", "fx_impact_micro", "first_paid_month", "currency", "plan",
-                "product", "country", "metadata"]
+                "product", "country", "metadata", "opening_t12m_micro"]
 
 
 class RecomputeError(Exception):
@@ -210,6 +210,19 @@ def _mix(expression: str, mod: str = "%") -> str:
             f"{mod} 999983)")
 
 
+def _credited(q: _Query) -> str:
+    """Is a proration line the credit of unused time (``proration_details.credited_items``
+    set: 1), the new state's line (details without credited items: 0), or unknown (NULL)?"""
+    path = ("parent", "subscription_item_details", "proration_details")
+    if q.dialect == "postgresql":
+        details = "l.raw" + "".join(f"->'{key}'" for key in path)
+        return (f"(CASE WHEN jsonb_typeof({details}->'credited_items') = 'object' THEN 1 "
+                f"WHEN jsonb_typeof({details}) = 'object' THEN 0 END)")
+    details = "$." + ".".join(path)
+    return (f"(CASE WHEN json_type(l.raw, '{details}.credited_items') = 'object' THEN 1 "
+            f"WHEN json_type(l.raw, '{details}') = 'object' THEN 0 END)")
+
+
 def state_lines_query(q: _Query, livemode: bool, ids: Sequence[str] | Span | None) -> str:
     """The state-changing lines (``nrr.domain.history`` docstring), ordered by customer.
 
@@ -247,7 +260,7 @@ def state_lines_query(q: _Query, livemode: bool, ids: Sequence[str] | Span | Non
             OR MAX(CASE WHEN covered <> me - fs OR quantity IS NULL THEN 1 ELSE 0 END) = 1
     )
     SELECT * FROM (
-    SELECT {_LINE_COLUMNS}, 0 AS irregular
+    SELECT {_LINE_COLUMNS}, 0 AS irregular, CAST(NULL AS INTEGER) AS credited
     FROM grp g JOIN stripe_invoice_lines l
       ON l.subscription_item_id = g.item AND (l.period_start = g.fs OR l.period_start = g.ls)
     WHERE g.item NOT IN (SELECT item FROM irregular) AND {cycle("l")}
@@ -256,11 +269,11 @@ def state_lines_query(q: _Query, livemode: bool, ids: Sequence[str] | Span | Non
       AND l.discount_ids IS NOT DISTINCT FROM g.discount_ids
       AND {status_l} = g.cls
     UNION ALL
-    SELECT {_LINE_COLUMNS}, 1 AS irregular
+    SELECT {_LINE_COLUMNS}, 1 AS irregular, CAST(NULL AS INTEGER) AS credited
     FROM stripe_invoice_lines l
     WHERE {cycle("l")} AND l.subscription_item_id IN (SELECT item FROM irregular)
     UNION ALL
-    SELECT {_LINE_COLUMNS}, 0 AS irregular
+    SELECT {_LINE_COLUMNS}, 0 AS irregular, {_credited(q)} AS credited
     FROM stripe_invoice_lines AS l{q.scan if ids is None else ""}
     WHERE l.livemode = {q.p(livemode)} AND l.proration = {q.true}
       AND l.subscription_item_id IS NOT NULL AND l.period_start IS NOT NULL
@@ -308,7 +321,10 @@ def _stream_queries(dialect: str, livemode: bool,
         f"SELECT v.customer_id, v.id, v.subscription_id, v.status, v.currency, "
         f"v.billing_reason, v.created, v.period_start, v.period_end, v.finalized_at, v.paid_at, "
         f"v.total, v.discount_ids, v.livemode FROM stripe_invoices v "
-        f"WHERE v.status IN ({unpaid}) AND v.livemode = {q.p(livemode)}"
+        # Unpaid invoices, and paid ones that were past due a while (policy
+        # past_due_churn_after_days): they date when a subscription stopped counting.
+        f"WHERE (v.status IN ({unpaid}) OR (v.status = 'paid' AND v.paid_at - v.finalized_at > "
+        f"{domain_history.PAID_LATE})) AND v.livemode = {q.p(livemode)}"
         f"{q.in_ids('v.customer_id', ids)} ORDER BY v.customer_id{q.collate}, v.id", q.params)
     q = _Query(dialect)
     queries["lines"] = (state_lines_query(q, livemode, ids), q.params)
@@ -538,14 +554,15 @@ def _customer_data(cid: str, streams: Mapping[str, _Stream], catalogue: Catalogu
     line_rows = streams["lines"].take(cid)
     for (_, lid, invoice_id, sub_id, item_id, price_id, status, quantity, period_start,
          period_end, amount, currency, proration, discount_ids, discount_amount,
-         is_irregular) in line_rows:
+         is_irregular, credited) in line_rows:
         line = InvoiceLine(
             id=lid, invoice_id=invoice_id, invoice_status=status, customer_id=cid,
             subscription_id=sub_id, subscription_item_id=item_id, price_id=price_id,
             quantity=quantity, period_start=period_start, period_end=period_end,
             amount=amount or 0, currency=(currency or "").lower(), proration=bool(proration),
             discount_ids=tuple(sorted(_ids(discount_ids))), discount_amount=discount_amount or 0,
-            livemode=livemode, follows_gap=None if proration else False)
+            livemode=livemode, follows_gap=None if proration else False,
+            credited=None if credited is None else bool(credited))
         (irregular if is_irregular else lines).append(line)
     if irregular:
         lines.extend(select_state_lines(irregular))

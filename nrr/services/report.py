@@ -200,12 +200,17 @@ def month_totals(session: Session, first: str, last: str | None = None, *,
 
 def cohort_totals(session: Session, month: str, *,
                   dimension: str | None = None) -> dict[str | None, CohortTotals]:
-    """The T12M cohort of ``month``: members paying at the opening of M-11, seen at M's closing."""
+    """The T12M cohort of ``month``: members paying at the opening of M-11, seen at M's closing.
+
+    Both ends in constant currency: each member's opening of M-11 converted at the rate of
+    M's first day (``opening_t12m_micro``), as its closing of M is; ``fx_impact`` is the
+    difference from the opening at its own month's rate (the window's currency effect)."""
     dimension = parse_dimension(dimension)
     first = add_months(month, -11)
     start = aliased(F, name="cohort_start")
     end = aliased(F, name="cohort_end")
-    opening = start.opening_mrr_micro
+    own_rate_opening = start.opening_mrr_micro
+    opening = func.coalesce(start.opening_t12m_micro, own_rate_opening)
     closing = func.coalesce(end.closing_mrr_micro, 0)
     keys: list[ColumnElement[Any]] = []
     if dimension:
@@ -217,17 +222,18 @@ def cohort_totals(session: Session, month: str, *,
         func.sum(case((and_(closing > 0, closing < opening), opening - closing), else_=0)),
         func.sum(case((closing == 0, opening), else_=0)),
         func.count(), _count(closing > 0), _count(closing == 0),
+        func.sum(opening - own_rate_opening),
     ]
     query = (
         select(*keys, *columns)
         .select_from(start)
         .outerjoin(end, and_(end.customer_id == start.customer_id, end.month == month))
-        .where(start.month == first, opening > 0)
+        .where(start.month == first, own_rate_opening > 0)
     )
     if keys:
         query = query.group_by(*keys)
     names = ("opening", "closing", "kept", "expansion", "contraction", "churn", "members",
-             "members_paying", "members_churned")
+             "members_paying", "members_churned", "fx_impact")
     found: dict[str | None, CohortTotals] = {}
     for row in session.execute(query):
         label = segment_label(row[0]) if dimension else None
@@ -412,6 +418,7 @@ def _trailing_object(month: str, cohort: CohortTotals, ctx: _Context, *,
         "expansion": _money(cohort.expansion, cur),
         "contraction": _money(cohort.contraction, cur),
         "churn": _money(cohort.churn, cur),
+        "fx_impact": _money(cohort.fx_impact, cur),
     })
     _put_percent(document, "nrr", nrr)
     _put_percent(document, "grr", grr)
