@@ -108,10 +108,11 @@ def month_starts(start: int, count: int) -> list[int]:
 # --------------------------------------------------------------------------- point 1
 
 
-def far_trial_account(trial_start: int, trial_end: int) -> Account:
+def far_trial_account(trial_start: int, trial_end: int, *,
+                      paying_since: int = ts(2025, 6, 1)) -> Account:
     """cus_trial: a trial of price_pro (50.00 a month) over [trial_start, trial_end): the
-    0.00 first invoice, status trialing. cus_paying: 100.00 a month since 2025-06-01 (the
-    rest of the account, which must still be computed)."""
+    0.00 first invoice, status trialing. cus_paying: 100.00 a month from ``paying_since``
+    for eight months (the rest of the account, which must still be computed)."""
     account = Account()
     account.price("price_pro", unit_amount=5_000)
     account.price("price_std", unit_amount=10_000)
@@ -132,7 +133,7 @@ def far_trial_account(trial_start: int, trial_end: int) -> Account:
                            current_period_start=trial_start, current_period_end=trial_end)],
         status="trialing", start_date=trial_start, trial_start=trial_start, trial_end=trial_end))
     account.monthly_subscription("cus_paying", "sub_paying", "si_paying", "price_std",
-                                 start=ts(2025, 6, 1), months=8)
+                                 start=paying_since, months=8)
     return account
 
 

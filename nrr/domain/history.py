@@ -831,9 +831,47 @@ def _interval(item_id: str, sub: Subscription, data: CustomerData, opened: tuple
 # --------------------------------------------------------------------------- per customer
 
 
+class UnusableCustomerData(ValueError):
+    """The customer's objects contradict themselves (a required field missing, an unknown
+    enum value, an impossible date): its history cannot be computed. The recompute leaves
+    the customer out with this reason; the rest of the account is computed."""
+
+
+def check_customer_data(data: CustomerData) -> None:
+    """Raise :class:`UnusableCustomerData` naming the first object that makes the customer's
+    history impossible to compute. A subscription dropped alone would rewrite the
+    customer's history (a churn that never happened), so the customer is left out whole."""
+    for sub in data.subscriptions:
+        if not sub.currency:
+            raise UnusableCustomerData(f"subscription {sub.id} has no currency")
+        if sub.status not in KNOWN_STATUSES:
+            raise UnusableCustomerData(f"subscription {sub.id} has unknown status {sub.status!r}")
+        if sub.trial_start is not None and sub.trial_end is not None and sub.trial_end < sub.trial_start:
+            raise UnusableCustomerData(f"subscription {sub.id}: trial ends ({sub.trial_end}) before "
+                                       f"it starts ({sub.trial_start})")
+        if sub.start_date is not None and sub.ended_at is not None and sub.ended_at < sub.start_date:
+            raise UnusableCustomerData(f"subscription {sub.id} ended ({sub.ended_at}) before it "
+                                       f"started ({sub.start_date})")
+        for item in sub.items:
+            if item.quantity is not None and item.quantity < 0:
+                raise UnusableCustomerData(f"subscription item {item.id} has quantity {item.quantity}")
+    for line in data.lines:
+        if line.period_end < line.period_start:
+            raise UnusableCustomerData(f"invoice line {line.id} (invoice {line.invoice_id}): period "
+                                       f"ends ({line.period_end}) before it starts ({line.period_start})")
+        if not line.currency:
+            raise UnusableCustomerData(f"invoice line {line.id} (invoice {line.invoice_id}) has no currency")
+        if line.quantity is not None and line.quantity < 0:
+            raise UnusableCustomerData(f"invoice line {line.id} (invoice {line.invoice_id}) has "
+                                       f"quantity {line.quantity}")
+
+
 def customer_history(data: CustomerData, policies: Policies | None = None, *,
                      now: int | None = None) -> CustomerHistory:
     """The customer's MRR timeline, ledger and item intervals (see the module docstring).
+
+    Raises :class:`UnusableCustomerData` when the objects contradict themselves
+    (:func:`check_customer_data`); callers leave such a customer out with the reason.
 
     Points after ``now`` (a cancellation still ahead, a discount ending) are kept: they are
     what the policies say will happen; callers reporting months cut at ``now``.
@@ -843,6 +881,7 @@ def customer_history(data: CustomerData, policies: Policies | None = None, *,
     customer = data.customer
     if is_excluded(customer, policies.exclude_customers):
         return CustomerHistory(customer.id, {}, excluded=True)
+    check_customer_data(data)
     skips: list[Skip] = []
     subs = {sub.id: sub for sub in data.subscriptions if sub.customer_id == customer.id}
     lines_by_sub: dict[str, list[InvoiceLine]] = {}

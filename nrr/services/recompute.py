@@ -74,7 +74,8 @@ from nrr.domain.records import (
     SubscriptionItem,
 )
 from nrr.logs import get_logger
-from nrr.services.fx import MissingRate, RateBook, load_rate_book
+from nrr.services.fx import RateBook, load_rate_book
+from nrr.services.isolation import LeftOut, record_left_out
 from nrr.settings import Settings
 
 log = get_logger(__name__)
@@ -127,6 +128,8 @@ class RecomputeResult:
     run_id: int | None = None
     livemode: bool = False
     skips: list[Skip] = field(default_factory=list)
+    # Customers whose history could not be computed (the rest of the account was).
+    left_out: list[LeftOut] = field(default_factory=list)
     # Seconds spent reading the mirror, in the domain (history, facts) and writing rows.
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -135,7 +138,8 @@ class RecomputeResult:
             "kind": self.kind, "customers": self.customers, "excluded": self.excluded,
             "skipped": self.skipped, "lines_read": self.lines_read,
             "timeline_points": self.timeline_points, "ledger_entries": self.ledger_entries,
-            "facts": self.facts, "seconds": round(self.seconds, 3), "run_id": self.run_id,
+            "facts": self.facts, "left_out": len(self.left_out),
+            "seconds": round(self.seconds, 3), "run_id": self.run_id,
             "livemode": self.livemode,
             "timings": {k: round(v, 3) for k, v in sorted(self.timings.items())},
         }
@@ -470,12 +474,13 @@ def _open_streams(session: Session, livemode: bool,
 
 def iter_customer_data(session: Session, ids: Sequence[str], catalogue: Catalogue,
                        livemode: bool, *, every_customer: bool = False, span: bool = False
-                       ) -> Iterator[tuple[str, CustomerData, int]]:
+                       ) -> Iterator[tuple[str, CustomerData | LeftOut, int]]:
     """``(customer_id, CustomerData, state lines read)`` for ``ids`` (sorted), streamed.
 
     With ``every_customer`` the queries read whole tables (a full recompute); with
     ``span`` the id range from ``ids[0]`` to ``ids[-1]`` (a slice of every customer);
-    otherwise they are limited to ``ids``.
+    otherwise they are limited to ``ids``. A customer whose rows cannot be read into
+    records comes as a :class:`LeftOut` (the streams go on with the next customer).
     """
     from nrr.domain.history import select_state_lines
 
@@ -487,7 +492,13 @@ def iter_customer_data(session: Session, ids: Sequence[str], catalogue: Catalogu
     streams, cursors = _open_streams(session, livemode, selection)
     try:
         for cid in ids:
-            yield cid, *_customer_data(cid, streams, catalogue, livemode, select_state_lines)
+            try:
+                data, lines_read = _customer_data(cid, streams, catalogue, livemode,
+                                                  select_state_lines)
+            except Exception as exc:  # one customer never blanks an account
+                yield cid, LeftOut.from_error(cid, "load", exc), 0
+                continue
+            yield cid, data, lines_read
     finally:
         for cursor in cursors:
             cursor.close()
@@ -584,6 +595,8 @@ def load_chunk(session: Session, ids: Sequence[str], catalogue: Catalogue,
     total = 0
     for cid, customer_data, lines_read in iter_customer_data(session, sorted(set(ids)),
                                                              catalogue, livemode):
+        if isinstance(customer_data, LeftOut):
+            continue
         data[cid] = customer_data
         total += lines_read
     _fill_inclusive_tax(session, data, catalogue)
@@ -766,6 +779,7 @@ def recompute(session: Session, settings: Settings, *, customer_ids: Iterable[st
             result.excluded += part.excluded
             result.lines_read += part.lines_read
             result.skips.extend(part.skips)
+            result.left_out.extend(part.left_out)
             for key, seconds in part.timings.items():
                 result.timings[key] = result.timings.get(key, 0.0) + seconds
             timeline.extend(t_rows)
@@ -777,7 +791,7 @@ def recompute(session: Session, settings: Settings, *, customer_ids: Iterable[st
     groups = [] if pool is not None else [ids] if full else list(_chunks(ids, CHUNK))
     for group in groups:
         first_fact = len(facts)
-        batch: dict[str, CustomerData] = {}
+        batch: dict[str, CustomerData | LeftOut] = {}
         stream = _timed(iter_customer_data(session, group, catalogue, livemode,
                                            every_customer=full), result.timings, "load")
         for cid, data, lines_read in stream:
@@ -808,10 +822,15 @@ def recompute(session: Session, settings: Settings, *, customer_ids: Iterable[st
     for skip in result.skips[:50]:
         log.warning("recompute.skipped", object_type=skip.object_type, object_id=skip.object_id,
                     reason=skip.reason)
+    for left in result.left_out[:50]:
+        log.warning("recompute.customer_left_out", customer_id=left.customer_id, stage=left.stage,
+                    reason=left.reason)
+    record_left_out(session, result.left_out, customer_ids=None if full else ids, run_id=run.id)
     if full:
         _record_skips(session, result.skips)
     session.execute(update(RecomputeRun).where(RecomputeRun.id == run.id).values(
-        finished_at=datetime.now(UTC), customers=result.customers - result.excluded,
+        finished_at=datetime.now(UTC),
+        customers=result.customers - result.excluded - len(result.left_out),
         skipped=result.skipped), execution_options={"synchronize_session": False})
     # Marks made while this run read the mirror stay for the next run.
     if full:
@@ -877,7 +896,8 @@ def _timed(items: Iterator[Any], timings: dict[str, float], key: str) -> Iterato
         yield item
 
 
-def _compute_batch(session: Session, batch: dict[str, CustomerData], settings: Settings, rates: RateBook,
+def _compute_batch(session: Session, batch: dict[str, CustomerData | LeftOut], settings: Settings,
+                   rates: RateBook,
                    now_ts: int, catalogue: Catalogue, result: RecomputeResult,
                    timeline: list[tuple[Any, ...]], ledger: list[tuple[Any, ...]],
                    facts: list[tuple[Any, ...]], factor: FactorLookup | None = None) -> None:
@@ -885,14 +905,23 @@ def _compute_batch(session: Session, batch: dict[str, CustomerData], settings: S
         return
     if factor is None:
         factor = domain_movements.factor_lookup(rates.rate, settings.reporting_currency.lower())
-    _fill_inclusive_tax(session, batch, catalogue)
-    for cid, data in batch.items():
+    readable: dict[str, CustomerData] = {}
+    for cid, entry in batch.items():
+        if isinstance(entry, LeftOut):
+            result.customers += 1
+            result.left_out.append(entry)
+        else:
+            readable[cid] = entry
+    _fill_inclusive_tax(session, readable, catalogue)
+    for cid, data in readable.items():
         try:
             t_rows, l_rows, f_rows, skips, excluded = customer_rows(
                 data, settings, rates, now=now_ts, catalogue=catalogue, timings=result.timings,
                 factor=factor)
-        except MissingRate as exc:
-            raise RecomputeError(f"customer {cid}: {exc}") from exc
+        except Exception as exc:  # one customer never blanks an account (a missing rate too)
+            result.customers += 1
+            result.left_out.append(LeftOut.from_error(cid, "compute", exc, data))
+            continue
         result.customers += 1
         result.skips.extend(skips)
         if excluded:
@@ -990,7 +1019,7 @@ def _worker_chunk(ids: list[str]) -> tuple[RecomputeResult, list[tuple[Any, ...]
     ledger: list[tuple[Any, ...]] = []
     facts: list[tuple[Any, ...]] = []
     with Session(bind=w["engine"]) as session:
-        batch: dict[str, CustomerData] = {}
+        batch: dict[str, CustomerData | LeftOut] = {}
         # SQLite walks one index range per chunk; PostgreSQL's ids sort in "C" order
         # while its columns compare in the database's collation: a list of ids there.
         span = session.get_bind().dialect.name == "sqlite"

@@ -255,6 +255,7 @@ class _Context:
     data_last: str | None
     current: str
     notes: tuple[str, ...]
+    left_out: int = 0
 
 
 def policies_in_force(settings: Settings) -> dict[str, Any]:
@@ -295,6 +296,10 @@ def _context(session: Session, settings: Settings, definitions: Sequence[str],
 
     policies = policies_in_force(settings)
     first, last = _data_range(session)
+    from nrr.services.isolation import left_out_count, left_out_note
+
+    left_out = left_out_count(session)
+    left_note = left_out_note(left_out)
     return _Context(
         currency=settings.reporting_currency,
         policies=policies,
@@ -302,7 +307,9 @@ def _context(session: Session, settings: Settings, definitions: Sequence[str],
         data_first=first,
         data_last=last,
         current=current_month(settings.tz, now or datetime.now(UTC)),
-        notes=tuple(_recompute_notes(session, settings, policies)),
+        notes=tuple([*_recompute_notes(session, settings, policies),
+                     *([left_note] if left_note else [])]),
+        left_out=left_out,
     )
 
 
@@ -508,6 +515,7 @@ def _with_segments(total: dict[str, Any], dimension: str,
 
 
 def _finish(document: dict[str, Any], ctx: _Context, notes: list[str]) -> dict[str, Any]:
+    document["left_out_customers"] = ctx.left_out
     document["definitions"] = ctx.definitions
     if notes:
         document["notes"] = notes
@@ -678,7 +686,10 @@ def customer_detail(session: Session, settings: Settings, customer_id: str) -> d
         select(LedgerEntry).where(LedgerEntry.customer_id == customer_id)
         .order_by(LedgerEntry.effective_at, LedgerEntry.id)
     ).scalars().all()
-    if stored is None and not facts and not ledger:
+    from nrr.services.isolation import left_out_customer
+
+    left_out = left_out_customer(session, customer_id)
+    if stored is None and not facts and not ledger and left_out is None:
         raise CustomerNotFound(f"no customer {customer_id!r} in the stored data")
     causes_by_month: dict[str, list[dict[str, Any]]] = {}
     for entry in ledger:
@@ -710,6 +721,8 @@ def customer_detail(session: Session, settings: Settings, customer_id: str) -> d
         "movements": [{"month": h["month"], "movement": h["movement"], "amount": h["amount"],
                        "causes": h["causes"]} for h in history if h["movement"]],
         "ledger": [item for month in sorted(causes_by_month) for item in causes_by_month[month]],
+        # Set when the last recompute could not compute this customer: it is in no number.
+        "left_out": left_out,
         "policies": policies_in_force(settings),
     }
 
