@@ -124,7 +124,12 @@ def parse_rates_csv(text: str, *, source: str = "CSV") -> list[RateRow]:
 
 
 def store_rates(session: Session, rows: Sequence[RateRow], *, reporting_currency: str) -> int:
-    """Upsert rates keyed by (date, currency, reporting currency). Never commits."""
+    """Upsert rates keyed by (date, currency, reporting currency). Never commits. A rate
+    outside the bounds (:func:`nrr.domain.money.rate_problem`) refuses the whole call."""
+    for row in rows:
+        problem = rate_problem(row.rate)
+        if problem is not None:
+            raise RateFileError(f"{row.currency.upper()} on {row.day}: {problem}; nothing imported")
     reporting = reporting_currency.lower()
     payload = [{"date": r.day, "currency": r.currency, "reporting_currency": reporting,
                 "rate": r.rate} for r in rows if r.currency != reporting]
