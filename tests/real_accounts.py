@@ -300,3 +300,29 @@ def dunning_account(*, canceled: bool, paid_at: int | None = None) -> Account:
         canceled_at=ts(2025, 4, 1) if canceled else None,
         ended_at=ts(2025, 4, 1) if canceled else None))
     return account
+
+
+# --------------------------------------------------------------------------- point 5 (resume)
+
+
+def paused_world(*, seen: bool) -> Any:
+    """cus_1 pays 100.00 a month from 2025-01-01, is paused on 2025-03-10 and resumed on
+    2025-05-05 (a new period starts then). ``seen``: the worker stored the
+    ``customer.subscription.paused`` and ``resumed`` events. The pause stops counting at
+    2025-03-10 (churn in March) whatever the status is now."""
+    from tests.stripe_world import World
+
+    world = World()
+    world.add_customer("cus_1")
+    world.add_price("price_basic", unit_amount=10_000)
+    sub = world.subscribe("cus_1", [("price_basic", 1)], at=ts(2025, 1, 1))
+    sub.pause(at=ts(2025, 3, 10))
+    if seen:
+        world.add_event("customer.subscription.paused", sub.to_stripe(), at=ts(2025, 3, 10),
+                        customer_id="cus_1")
+    sub.resume(at=ts(2025, 5, 5))
+    if seen:
+        world.add_event("customer.subscription.resumed", sub.to_stripe(), at=ts(2025, 5, 5),
+                        customer_id="cus_1")
+    world.advance(ts(2025, 7, 1))
+    return world

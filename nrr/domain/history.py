@@ -464,6 +464,7 @@ def _status_windows(sub: Subscription, data: CustomerData, sub_lines: Sequence[I
         windows.append(_Window(-FOREVER, FOREVER, "trialing"))
     if policies.past_due_churn_after_days is not None:
         windows.extend(_past_due_windows(sub, data, policies.past_due_churn_after_days))
+    windows.extend(_observed_pauses(sub, data, sub_lines, status))
     if policies.pause_collection == "exclude":
         pauses = sorted((c for c in data.observed if c.kind == "pause_collection" and c.subscription_id == sub.id),
                         key=lambda c: c.at)
@@ -495,6 +496,29 @@ def _status_windows(sub: Subscription, data: CustomerData, sub_lines: Sequence[I
     elif status == "canceled":
         end = sub.canceled_at if sub.canceled_at is not None else coverage_end
     return windows, end
+
+
+def _observed_pauses(sub: Subscription, data: CustomerData, sub_lines: Sequence[InvoiceLine],
+                     status: str) -> list[_Window]:
+    """Pauses the worker saw (events): a resume clears ``status_details.paused`` from the
+    subscription, but never moves the pause the data already dates. A pause whose resume
+    was not seen ends where the next line after it starts (the resume's new period), or
+    lasts while the subscription is still paused."""
+    changes = sorted((c for c in data.observed if c.kind == "status" and c.subscription_id == sub.id),
+                     key=lambda c: (c.at, c.paused is False))
+    windows: list[_Window] = []
+    since: int | None = None
+    for change in changes:
+        if change.paused and since is None:
+            since = change.at
+        elif change.paused is False and since is not None:
+            windows.append(_Window(since, change.at, "paused"))
+            since = None
+    if since is not None:
+        later = [ln.period_start for ln in sub_lines if ln.period_start > since and not ln.proration]
+        end = FOREVER if status == "paused" or not later else min(later)
+        windows.append(_Window(since, end, "paused"))
+    return windows
 
 
 def _past_due_windows(sub: Subscription, data: CustomerData, days: int) -> list[_Window]:

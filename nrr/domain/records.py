@@ -252,6 +252,7 @@ class ObservedChange:
       proration; proration lines already date their changes).
     - ``discount_removed``: ``discount_id`` stopped applying at ``at``.
     - ``pause_collection``: collection paused (``paused=True``) or resumed at ``at``.
+    - ``status``: the subscription paused (``paused=True``) or resumed at ``at``.
     """
 
     kind: str

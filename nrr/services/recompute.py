@@ -99,7 +99,8 @@ CHUNK = 2000
 FLUSH_ROWS = 1_000_000
 UNPAID_INVOICE_STATUSES = ("open", "uncollectible")
 # Events that date changes exactly (``nrr.domain.stripe_shapes.observed_changes``).
-OBSERVED_EVENT_TYPES = ("customer.subscription.updated", "customer.discount.deleted")
+OBSERVED_EVENT_TYPES = ("customer.subscription.updated", "customer.discount.deleted",
+                        "customer.subscription.paused", "customer.subscription.resumed")
 
 TIMELINE_COLUMNS = ["customer_id", "currency", "effective_at", "mrr_micro"]
 LEDGER_COLUMNS = ["month", "effective_at", "customer_id", "subscription_id",

@@ -136,3 +136,17 @@ def test_past_due_policy_keeps_the_stop_of_an_invoice_paid_late() -> None:
     assert _mrr(account, "cus_due", ts(2025, 3, 25), **days) == Decimal(100)
     # Without the policy nothing stops.
     assert _mrr(account, "cus_due", ts(2025, 3, 20)) == Decimal(100)
+
+
+def test_a_resume_never_moves_a_pause_the_events_dated() -> None:
+    from tests.normalise.conftest import facts, mrr
+    from tests.real_accounts import paused_world
+
+    world = paused_world(seen=True)
+    assert mrr(world, ts(2025, 3, 9)) == Decimal(100)
+    assert mrr(world, ts(2025, 3, 10)) == Decimal(0)
+    assert mrr(world, ts(2025, 4, 10)) == Decimal(0)
+    assert mrr(world, ts(2025, 5, 5)) == Decimal(100)
+    rows = facts(world, last_month="2025-06")
+    assert (rows["2025-03"].movement, rows["2025-05"].movement) == ("churn", "reactivation")
+    assert "2025-04" not in rows

@@ -287,3 +287,16 @@ def test_a_customer_whose_rows_cannot_be_read_is_left_out(sqlite_url: str, tmp_p
     left = {e.customer_id: e for e in result.left_out}
     assert sorted(left) == ["cus_eur", "cus_odd", "cus_ok"]
     assert left["cus_ok"].stage == "load" and "JSONDecodeError" in left["cus_ok"].reason
+
+
+def test_a_resume_never_moves_a_pause_from_the_mirror(db_engine: Engine, db_url: str) -> None:
+    from tests.real_accounts import paused_world
+    from tests.recompute.conftest import store_world
+
+    with session_scope(db_engine) as session:
+        store_world(session, paused_world(seen=True))
+    run(db_engine, db_url, ts(2025, 7, 1))
+    found = facts(db_engine, "cus_1")
+    assert found["2025-03"] == (Decimal(100), Decimal(0), "churn")
+    assert "2025-04" not in found
+    assert found["2025-05"] == (Decimal(0), Decimal(100), "reactivation")
