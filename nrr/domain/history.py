@@ -328,38 +328,72 @@ def _item_segments(item_lines: Sequence[InvoiceLine], present: SubscriptionItem 
 
 
 def _credit_lines(cycle: Sequence[InvoiceLine], prorations: Sequence[InvoiceLine]) -> set[str]:
-    """Ids of the proration lines that credit unused time of the old state.
+    """Ids of the proration lines that do not set the item's state: the credits of unused
+    time of the old state (and the new state of a change superseded at the same instant).
 
     What a line is, in this order: Stripe's own word (``credited``: the credited items in
     its proration details); else which state it matches: at a change, the line whose
     (price, quantity) is the state in force just before is the credit and a line with
-    another state is the new one. Only when the states cannot tell (no state known before,
-    or every line or no line matching it) does the amount decide (a credit is negative, a
-    new state's line is not). Never the order of the lines or of their ids.
+    another state is the new one. Several changes at one instant (one invoice each) are
+    chained the same way: the change crediting the state in force comes first, its new
+    state is in force for the next. Only when the states cannot tell (no state known
+    before, or every line or no line matching it) does the amount decide (a credit is
+    negative, a new state's line is not). Never the order of the lines or of their ids.
     """
     if not prorations:
         return set()
     credits: set[str] = set()
     new_states: list[InvoiceLine] = []
-    by_start: dict[int, list[InvoiceLine]] = {}
+    by_start: dict[int, dict[str, list[InvoiceLine]]] = {}
     for line in prorations:
-        by_start.setdefault(line.period_start, []).append(line)
+        by_start.setdefault(line.period_start, {}).setdefault(line.invoice_id, []).append(line)
     cycle_starts = {ln.period_start for ln in cycle}
     for start in sorted(by_start):
-        group = by_start[start]
+        pending = dict(by_start[start])
         before = _state_before(cycle, new_states, start)
-        unknown = [ln for ln in group if ln.credited is None]
-        if unknown:
-            matching = [ln for ln in unknown if before is not None and (ln.price_id, ln.quantity) == before]
-            others = len(group) - len(matching) + (1 if start in cycle_starts else 0)
-            if matching and (others or len(matching) < len(unknown) or len(group) == 1):
-                decided = {ln.id for ln in matching}
-            else:
-                decided = {ln.id for ln in unknown if ln.amount < 0}
+        chained: list[InvoiceLine] = []
+        in_cycle = start in cycle_starts
+        while pending:
+            found = None
+            for invoice_id in sorted(pending):  # sorted for determinism only: the state decides
+                decided = _credits_by_state(pending[invoice_id], before, in_cycle or len(pending) > 1)
+                if decided is not None:
+                    found = invoice_id, decided
+                    break
+            if found is None:
+                for group in pending.values():  # the states cannot tell: the amounts do
+                    credits.update(ln.id for ln in group
+                                   if ln.credited or (ln.credited is None and ln.amount < 0))
+                    chained.extend(ln for ln in group if ln.id not in credits)
+                break
+            invoice_id, decided = found
             credits.update(decided)
-        credits.update(ln.id for ln in group if ln.credited)
-        new_states.extend(ln for ln in group if ln.id not in credits)
+            fresh = [ln for ln in pending.pop(invoice_id) if ln.id not in decided]
+            chained.extend(fresh)
+            if fresh:
+                before = (fresh[-1].price_id, fresh[-1].quantity)
+        # Only the last state of a chain at one instant is ever in force.
+        if len(chained) > 1:
+            credits.update(ln.id for ln in chained[:-1])
+            chained = chained[-1:]
+        new_states.extend(chained)
     return credits
+
+
+def _credits_by_state(group: Sequence[InvoiceLine], before: tuple[str | None, int | None] | None,
+                      partnered: bool) -> set[str] | None:
+    """The credit lines of one change's lines, by Stripe's word or by the state in force
+    ``before``; None when neither can tell. ``partnered``: another line (a cycle line after
+    a billing-cycle reset, or another change) starts at the same instant."""
+    unknown = [ln for ln in group if ln.credited is None]
+    known = {ln.id for ln in group if ln.credited}
+    if not unknown:
+        return known
+    matching = [ln for ln in unknown if before is not None and (ln.price_id, ln.quantity) == before]
+    if matching and (len(matching) < len(unknown) or len(group) == 1 or partnered
+                     or len(group) > len(matching)):
+        return known | {ln.id for ln in matching}
+    return None
 
 
 def _state_before(cycle: Sequence[InvoiceLine], new_states: Sequence[InvoiceLine],
