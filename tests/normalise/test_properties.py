@@ -26,9 +26,9 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from nrr.domain.fx import Rate, RateTable
 from nrr.domain.history import customer_history, mrr_at, select_state_lines
 from nrr.domain.movements import customer_month_facts
+from nrr.services.fx import RateBook
 from nrr.settings import Policies
 from tests.normalise.conftest import UTC_TZ
 from tests.normalise.oracle import (
@@ -51,7 +51,7 @@ PRICES = {"price_s": (1_900, "usd", "prod_s", "month"), "price_m": (4_900, "usd"
 RATE_ROWS = [(date(2024, 12, 1), "eur", Decimal("1.08")),
              *[(date(2025, m, 1), "eur", Decimal("1.0") + Decimal(m) / 50) for m in range(1, 13)],
              (date(2026, 1, 1), "eur", Decimal("1.11"))]
-RATES = RateTable("usd", [Rate(d, c, r) for d, c, r in RATE_ROWS])
+RATES = RateBook.from_rows("usd", [(d, c, str(r)) for d, c, r in RATE_ROWS])
 MONTHS = [f"2025-{m:02d}" for m in range(1, 13)]
 
 OPS = st.sampled_from(["seats", "plan", "discount", "remove_discount", "cancel_now", "cancel_end",

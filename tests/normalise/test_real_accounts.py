@@ -10,10 +10,10 @@ from decimal import Decimal
 
 import pytest
 
-from nrr.domain.fx import Rate, RateTable
 from nrr.domain.history import customer_history, mrr_at
 from nrr.domain.money import micro_to_major
 from nrr.domain.movements import customer_month_facts
+from nrr.services.fx import RateBook
 from nrr.settings import Policies
 from tests.normalise.conftest import UTC_TZ
 from tests.real_accounts import (
@@ -33,10 +33,10 @@ def _mrr(account: object, cid: str, at: int, **policies: object) -> Decimal:
 
 
 def _facts(account: object, cid: str, *, now: int | None = None, last_month: str | None = None,
-           rates: RateTable | None = None, **policies: object) -> dict[str, tuple[Decimal, Decimal, str | None]]:
+           rates: RateBook | None = None, **policies: object) -> dict[str, tuple[Decimal, Decimal, str | None]]:
     data = account.customer_data(cid)  # type: ignore[attr-defined]
     history = customer_history(data, Policies(**policies))  # type: ignore[arg-type]
-    rows = customer_month_facts(history, data.customer, rate=(rates or RateTable("usd")).rate,
+    rows = customer_month_facts(history, data.customer, rate=(rates or RateBook("usd")).rate,
                                 reporting_currency="usd", tz=UTC_TZ, now=now, last_month=last_month)
     return {row.month: (micro_to_major(row.opening_mrr_micro, "usd"),
                         micro_to_major(row.closing_mrr_micro, "usd"), row.movement) for row in rows}
@@ -102,8 +102,8 @@ def test_upgrade_from_a_free_plan_counts_from_the_upgrade_whatever_the_order(
 
 def test_each_fact_carries_its_opening_at_the_rate_eleven_months_later() -> None:
     account = two_currency_account()
-    rates = RateTable("usd", [Rate(date(2024, 12, 1), "eur", Decimal("1.00")),
-                              Rate(date(2025, 12, 1), "eur", Decimal("1.20"))])
+    rates = RateBook.from_rows("usd", [(date(2024, 12, 1), "eur", "1.00"),
+                                       (date(2025, 12, 1), "eur", "1.20")])
     data = account.customer_data("cus_eur")
     rows = customer_month_facts(customer_history(data), data.customer, rate=rates.rate,
                                 reporting_currency="usd", tz=UTC_TZ, last_month="2025-12")
