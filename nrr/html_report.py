@@ -117,6 +117,9 @@ def collect_report(session: Session, settings: Settings, *, months: Sequence[str
         top = list(report.top_movements(session, settings, focus, kinds=MOVEMENTS,
                                         limit=top_limit))
     cohorts = report.cohort_table(session, settings, now=now) if month_list else {}
+    from nrr.services.isolation import left_out_count, left_out_note
+
+    left_out = left_out_count(session)
     livemode = settings.stripe_livemode
     dashboard = settings.alerts.stripe_dashboard_url.rstrip("/")
     return {
@@ -133,6 +136,7 @@ def collect_report(session: Session, settings: Settings, *, months: Sequence[str
         "policies": settings.policies.as_dict(),
         "definitions": _plain(_load_definitions(settings)),
         "customer_url": f"{dashboard}{'' if livemode else '/test'}/customers/",
+        "left_out": {"count": left_out, "note": left_out_note(left_out)},
     }
 
 
@@ -745,6 +749,7 @@ table.heatmap th,table.heatmap td{padding:3px 5px;text-align:center;border:1px s
 .pair{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
 .pair>div{flex:1 1 480px}
 .note{color:var(--muted)}
+.left-out{border-left:4px solid #c0392b;padding:.4em .8em;background:#fdecea}
 .legend span{display:inline-block;margin-right:14px}
 .legend i{display:inline-block;width:11px;height:11px;margin-right:5px;vertical-align:-1px}
 .definitions{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:10px}
@@ -838,9 +843,12 @@ def render_document(doc: Mapping[str, Any], *, title: str = "Net Revenue Retenti
     focus_t12 = next((r for r in t12m if r.get("month") == focus), None)
     months = list(doc.get("months") or [])
     span = f"{months[0]} to {months[-1]}" if months else "no data yet"
+    left_out = doc.get("left_out") or {}
+    warning = (f'<p class="left-out" role="alert"><strong>{_esc(left_out.get("note"))}</strong></p>'
+               if left_out.get("count") else "")
     sections = [
         f'<section id="summary"><h2>{_esc(focus or "No month yet")}: last closed month</h2>'
-        f'{_kpis(focus_row, focus_t12, currency)}</section>',
+        f'{warning}{_kpis(focus_row, focus_t12, currency)}</section>',
     ]
     if focus_row:
         sections.append(

@@ -51,7 +51,7 @@ def recompute_shard(self: Task, run_id: int, shard: int, now_ts: int,
         # finish is idempotent, and the last shard to commit always sees the others.
         recompute_finish.apply_async(kwargs={"run_id": run_id, "now_ts": now_ts,
                                              "reason": reason, "follow_up": follow_up})
-    return None if figures is None else {k: v for k, v in figures.items() if k != "skips"}
+    return None if figures is None else {k: v for k, v in figures.items() if k not in ("skips", "left_out_customers")}
 
 
 @app.task(name="nrr.recompute_finish", bind=True, autoretry_for=_TRANSIENT, retry_backoff=5,

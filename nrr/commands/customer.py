@@ -86,4 +86,11 @@ def register(app: typer.Typer) -> None:
                      f"{document['first_paid_month'] or 'never'}; MRR now "
                      f"{_amount(document['current_mrr'] or 0, minor_exponent(document['currency']))} "
                      f"{document['currency'].upper()}", highlight=False, markup=False)
+        left_out = document.get("left_out")
+        if left_out:
+            ids = ", ".join(f"{kind}: {value if isinstance(value, str) else ' '.join(map(str, value))}"
+                            for kind, value in left_out["stripe_ids"].items())
+            stdout.print(f"LEFT OUT of every number by the last recompute "
+                         f"({left_out['left_out_at']}): {left_out['reason']}\nStripe ids: {ids}",
+                         highlight=False, markup=False)
         _print_tables(document)

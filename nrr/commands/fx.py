@@ -28,7 +28,8 @@ def import_command(
     output: OutputFormat = typer.Option(OutputFormat.table, "--format",
                                         help="Output format: table or json."),
 ) -> None:
-    """Import (upsert) exchange rates from a CSV file; a bad row aborts the import with its number."""
+    """Import (upsert) exchange rates from a CSV file; a bad row (a rate that is not a positive
+    number within 1e-9 .. 1e9) aborts the import with its number and exit code 2, importing nothing."""
     from nrr.db import session_scope
     from nrr.services.fx import RateFileError, import_rates_file
 

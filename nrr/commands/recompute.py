@@ -64,13 +64,23 @@ def recompute_command(
     document["timezone"] = cfg.timezone
     document["skips"] = [{"object_type": s.object_type, "object_id": s.object_id,
                           "reason": s.reason} for s in result.skips]
+    document["left_out_customers"] = [
+        {"customer_id": left.customer_id, "reason": f"{left.stage}: {left.reason}",
+         "stripe_ids": left.stripe_ids} for left in result.left_out]
     if output is OutputFormat.json:
         emit_json(document)
         return
-    emit_rows([{k: v for k, v in document.items() if k not in ("policies", "skips")}], output,
+    emit_rows([{k: v for k, v in document.items()
+                if k not in ("policies", "skips", "left_out_customers")}], output,
               title="Recompute")
     for skip in result.skips[:20]:
         typer.echo(f"skipped {skip.object_type} {skip.object_id}: {skip.reason}", err=True)
+    for left in result.left_out[:20]:
+        typer.echo(f"left out customer {left.customer_id} ({left.stage}): {left.reason}", err=True)
+    if result.left_out:
+        from nrr.services.isolation import left_out_note
+
+        typer.echo(left_out_note(len(result.left_out)), err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -32,7 +32,8 @@ def status_command(
                                         help="Output format: table or json."),
 ) -> None:
     """Show the last sync per resource, the event cursor's age, the queue depth, the last
-    snapshot, the last alert, quarantined objects and the last recompute."""
+    snapshot, the last alert, quarantined objects, the last recompute and the customers
+    left out of the numbers (their history could not be computed) with their reasons."""
     from nrr.db import session_scope
     from nrr.services.status import worker_status
 
@@ -67,5 +68,11 @@ def status_command(
                                              f"finished {_fmt(run['finished_at'])}"
                                              if run else "-")},
     ]
+    left = document["left_out_customers"]
+    rows.append({"item": "customers left out", "value": str(left["count"])})
     emit_rows(rows, output, title="Worker status", columns=["item", "value"])
+    if left["first"]:
+        emit_rows([{"customer": e["customer_id"], "reason": e["reason"]} for e in left["first"]],
+                  output, title=f"Customers left out of the numbers ({left['count']}; "
+                                f"`nrr customer ID` shows one)", columns=["customer", "reason"])
     stdout.print(f"checked at {document['checked_at']}", highlight=False)

@@ -174,6 +174,8 @@ class MessageContext:
     dashboard_url: str = "https://dashboard.stripe.com"
     test_mode: bool = False
     snapshot_version: int = 0
+    # Customers left out of the numbers (their history could not be computed).
+    left_out: int = 0
 
 
 # --------------------------------------------------------------------------- formatting

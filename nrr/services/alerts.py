@@ -279,6 +279,8 @@ class _Contexts:
                                     _causes(item.get("causes") or []), livemode.get(cid))
 
         policies = (doc.policies if doc and doc.policies else policies_in_force(settings))
+        from nrr.services.isolation import left_out_count
+
         return MessageContext(
             month=month, currency=str(metrics.get("currency") or settings.reporting_currency),
             waterfall=waterfall,
@@ -288,6 +290,7 @@ class _Contexts:
             contracted_total=totals.customers_contracted if totals else len(contracted),
             policies=policies, dashboard_url=settings.alerts.stripe_dashboard_url,
             test_mode=settings.stripe_livemode is False,
+            left_out=left_out_count(self.session),
         )
 
 

@@ -126,4 +126,13 @@ def worker_status(session: Session, settings: Settings, *, now: datetime | None 
         "quarantined": _count(session, QuarantinedObject),
         "dirty_customers": _count(session, DirtyCustomer),
         "last_recompute": _last_recompute(session),
+        "left_out_customers": _left_out(session),
     }
+
+
+def _left_out(session: Session) -> dict[str, Any]:
+    """Customers the last recomputes could not compute (one never blanks an account)."""
+    from nrr.services.isolation import left_out_count, left_out_list
+
+    count = left_out_count(session)
+    return {"count": count, "first": left_out_list(session, limit=20) if count else []}

@@ -19,6 +19,7 @@ from nrr.domain import movements as domain_movements
 from nrr.domain.movements import FactorLookup
 from nrr.domain.records import CustomerData
 from nrr.logs import get_logger
+from nrr.services.isolation import record_left_out
 from nrr.services.fx import RateBook, load_rate_book
 from nrr.services.recompute import common
 from nrr.services.recompute.common import (
@@ -160,7 +161,7 @@ def compute_customers(session: Session, ctx: Context, ids: Sequence[str],
     groups = [ids] if every_customer else list(chunks(ids, common.CHUNK))
     for group in groups:
         first_fact = len(rows.facts)
-        batch: dict[str, CustomerData] = {}
+        batch: dict[str, CustomerData | LeftOut] = {}
         stream = timed(iter_customer_data(session, group, ctx.catalogue, ctx.livemode,
                                           every_customer=every_customer, span=span),
                        result.timings, "load")
@@ -179,7 +180,7 @@ def compute_customers(session: Session, ctx: Context, ids: Sequence[str],
             rows.flush()
 
 
-def _compute(session: Session, ctx: Context, batch: dict[str, CustomerData],
+def _compute(session: Session, ctx: Context, batch: dict[str, CustomerData | LeftOut],
              result: RecomputeResult, rows: RowBuffer) -> None:
     compute_batch(session, batch, ctx.settings, ctx.rates, ctx.now_ts, ctx.catalogue, result,
                   rows.timeline, rows.ledger, rows.facts, ctx.factor)
@@ -220,7 +221,7 @@ def _incremental(session: Session, settings: Settings, ids: list[str],
 
     compute_customers(session, ctx, ids, result, rows, on_chunk=keep_changed)
     rows.flush()
-    finish_run(session, run, result, started)
+    finish_run(session, run, result, started, customer_ids=ids)
     clear_dirty(session, run, ids)
     return result
 
@@ -273,13 +274,20 @@ def _full(session: Session, settings: Settings, now: datetime | None) -> Recompu
 
 
 def finish_run(session: Session, run: RecomputeRun, result: RecomputeResult,
-            started: float) -> None:
+            started: float, *, customer_ids: Sequence[str] | None = None) -> None:
+    """Close ``run``; ``customer_ids`` None: a full run (its left-out list replaces the
+    stored one), else the customers an incremental run recomputed."""
     result.skipped = len(result.skips)
     for skip in result.skips[:50]:
         log.warning("recompute.skipped", object_type=skip.object_type, object_id=skip.object_id,
                     reason=skip.reason)
+    for left in result.left_out[:50]:
+        log.warning("recompute.customer_left_out", customer_id=left.customer_id, stage=left.stage,
+                    reason=left.reason)
+    record_left_out(session, result.left_out, customer_ids=customer_ids, run_id=run.id)
     session.execute(update(RecomputeRun).where(RecomputeRun.id == run.id).values(
-        finished_at=datetime.now(UTC), customers=result.customers - result.excluded,
+        finished_at=datetime.now(UTC),
+        customers=result.customers - result.excluded - len(result.left_out),
         skipped=result.skipped), execution_options={"synchronize_session": False})
     result.seconds = time.perf_counter() - started
     log.info("recompute.finished", **result.as_dict())
