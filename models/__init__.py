@@ -26,6 +26,14 @@ from models.mirror import (
     StripeSubscriptionItem,
     SyncState,
 )
+from models.outlook import (
+    OutlookChange,
+    OutlookMonth,
+    OutlookOpening,
+    OutlookOpeningDrop,
+    OutlookRun,
+    StripeSubscriptionSchedule,
+)
 
 __all__ = [
     "AlertDelivery", "Base", "CustomerMonthFact", "DirtyCustomer", "ExchangeRate", "JobLock",
@@ -33,4 +41,6 @@ __all__ = [
     "StripeCoupon", "StripeCustomer", "StripeDiscount", "StripeEvent", "StripeInvoice",
     "StripeInvoiceLine", "StripePrice", "StripeProduct", "StripeSubscription",
     "StripeSubscriptionItem", "SyncState", "UTCDateTime",
+    "OutlookChange", "OutlookMonth", "OutlookOpening", "OutlookOpeningDrop", "OutlookRun",
+    "StripeSubscriptionSchedule",
 ]

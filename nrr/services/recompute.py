@@ -786,6 +786,14 @@ def recompute(session: Session, settings: Settings, *, customer_ids: Iterable[st
     for statement in restore_pragmas:
         _sqlite_pragma(session, statement)
     _add_seconds(result.timings, "write", clock)
+    # The outlook (the months ahead) from the history just written: issue 14's hook.
+    from nrr.services.outlook import refresh_outlook
+
+    outlook = refresh_outlook(session, settings, now=now_ts, livemode=livemode, catalogue=catalogue,
+                              rates=rates, customer_ids=None if full else ids,
+                              recompute_run_id=run.id)
+    result.timings["outlook"] = outlook.seconds
+    result.skips.extend(outlook.skips)
 
     result.skipped = len(result.skips)
     for skip in result.skips[:50]:
