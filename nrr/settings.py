@@ -67,7 +67,8 @@ class AlertRule(BaseModel):
     name: str
     metric: Literal["nrr", "grr"] = "nrr"
     period: Literal["monthly", "t12m"] = "monthly"
-    kind: Literal["below", "drop"] = "below"
+    # ``projected``: a ``below`` rule on the outlook's NRR/GRR of the current and next month.
+    kind: Literal["below", "drop", "projected"] = "below"
     threshold: float = 100.0
     segment: str | None = None
 
@@ -78,6 +79,10 @@ def default_alert_rules() -> list[AlertRule]:
         AlertRule(name="nrr_t12m_below", metric="nrr", period="t12m", kind="below", threshold=100.0),
         AlertRule(name="grr_monthly_below", metric="grr", period="monthly", kind="below", threshold=90.0),
         AlertRule(name="nrr_monthly_drop", metric="nrr", period="monthly", kind="drop", threshold=5.0),
+        AlertRule(name="nrr_projected_below", metric="nrr", period="monthly", kind="projected",
+                  threshold=100.0),
+        AlertRule(name="grr_projected_below", metric="grr", period="monthly", kind="projected",
+                  threshold=90.0),
     ]
 
 
