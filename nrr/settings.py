@@ -187,6 +187,9 @@ class Settings(BaseSettings):
             ("nrr", "t12m", "below"): self.alert_t12m_threshold,
             ("grr", "monthly", "below"): self.alert_grr_threshold,
             ("nrr", "monthly", "drop"): self.alert_drop_points,
+            # Projected rules take the thresholds of the monthly NRR and GRR rules.
+            ("nrr", "monthly", "projected"): self.alert_nrr_threshold,
+            ("grr", "monthly", "projected"): self.alert_grr_threshold,
         }
         for rule in self.alerts.rules:
             value = overrides.get((rule.metric, rule.period, rule.kind))
