@@ -13,18 +13,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from integrations.slack_outlook import build_projected_alert, build_projected_recovery
 from models.derived import AlertDelivery
 from models.mirror import StripeCustomer
 from models.outlook import OutlookMonth
 from nrr.domain.alerts import Finding, Observation
 from nrr.domain.months import add_months
-from nrr.domain.outlook_alerts import (
-    ScheduledMovement,
-    build_projected_alert,
-    build_projected_recovery,
-    evaluate_projected,
-    fingerprint,
-)
+from nrr.domain.outlook_alerts import ScheduledMovement, evaluate_projected, fingerprint
 from nrr.logs import get_logger
 from nrr.settings import AlertRule, Settings
 
