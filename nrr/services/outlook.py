@@ -33,6 +33,7 @@ from models.outlook import (
     OutlookRun,
     StripeSubscriptionSchedule,
 )
+from nrr.db.bulk import bulk_insert
 from nrr.domain import history as domain_history
 from nrr.domain import metrics
 from nrr.domain import movements as domain_movements
@@ -61,6 +62,11 @@ T_FACTS: Table = CustomerMonthFact.__table__  # type: ignore[assignment]
 T_DROPS: Table = OutlookOpeningDrop.__table__  # type: ignore[assignment]
 
 COUNTED_SCHEDULE_STATUSES = tuple(sorted(domain_outlook.COUNTED_SCHEDULE_STATUSES))
+MONTH_COLUMNS = ["month", "customer_id", "opening_micro", "closing_micro", "movement",
+                 "movement_micro", "opening_upper_micro", "closing_upper_micro", "movement_upper",
+                 "movement_upper_micro", "currency", "plan", "product", "country", "metadata"]
+CHANGE_COLUMNS = ["month", "effective_at", "customer_id", "subscription_id", "cause", "bound",
+                  "currency", "mrr_before_micro", "mrr_after_micro", "amount_micro", "stripe_ids"]
 
 
 class OutlookUnavailable(LookupError):
@@ -86,10 +92,11 @@ def horizon(first_month: str, tz: Any, count: int = STORED_MONTHS) -> list[tuple
 # --------------------------------------------------------------------------- computing
 
 
-def _candidates(session: Session, now: int, livemode: bool) -> list[str]:
+def _candidates(session: Session, now: int, livemode: bool, horizon_end: int) -> list[str]:
     """Customers with something scheduled after ``now`` (module docstring)."""
     ids: set[str] = set(session.scalars(text(
-        "SELECT DISTINCT customer_id FROM mrr_timeline WHERE effective_at > :now"), {"now": now}))
+        "SELECT DISTINCT customer_id FROM mrr_timeline WHERE effective_at > :now "
+        "AND effective_at < :end"), {"now": now, "end": horizon_end}))
     ids.update(c for c in session.scalars(
         select(T_SCHEDULES.c.customer_id).where(T_SCHEDULES.c.status.in_(COUNTED_SCHEDULE_STATUSES),
                                                 T_SCHEDULES.c.livemode == livemode)) if c)
@@ -155,7 +162,7 @@ def refresh_outlook(session: Session, settings: Settings, *, now: int, livemode:
     if customer_ids is None:
         session.execute(delete(T_MONTHS))
         session.execute(delete(T_CHANGES))
-        ids = _candidates(session, now, livemode)
+        ids = _candidates(session, now, livemode, months[-1][2])
     else:
         ids = sorted(set(customer_ids))
         for chunk in _chunks(ids, 500):
@@ -167,8 +174,8 @@ def refresh_outlook(session: Session, settings: Settings, *, now: int, livemode:
         data, _lines = load_chunk(session, chunk, catalogue, livemode)
         schedules, pending = _scheduled_inputs(session, chunk, livemode, result.skips)
         segments = _segments(session, first, chunk)
-        month_rows: list[dict[str, Any]] = []
-        change_rows: list[dict[str, Any]] = []
+        month_rows: list[tuple[Any, ...]] = []
+        change_rows: list[tuple[Any, ...]] = []
         for cid in chunk:
             customer_data: CustomerData | None = data.get(cid)
             if customer_data is None:
@@ -186,33 +193,24 @@ def refresh_outlook(session: Session, settings: Settings, *, now: int, livemode:
             segment = segments.get(cid) or _segment_of(outlook, customer_data, months, day, lookup,
                                                        reporting, catalogue)
             for row in domain_outlook.project_customer_months(outlook, months, convert):
-                month_rows.append({
-                    "month": row.month, "customer_id": cid, "opening_micro": row.opening_micro,
-                    "closing_micro": row.closing_micro, "movement": row.movement,
-                    "movement_micro": row.movement_micro,
-                    "opening_upper_micro": row.opening_upper_micro,
-                    "closing_upper_micro": row.closing_upper_micro,
-                    "movement_upper": row.movement_upper,
-                    "movement_upper_micro": row.movement_upper_micro,
-                    "currency": segment[0], "plan": segment[1], "product": segment[2],
-                    "country": segment[3], "metadata_": segment[4]})
+                month_rows.append((
+                    row.month, cid, row.opening_micro, row.closing_micro, row.movement,
+                    row.movement_micro, row.opening_upper_micro, row.closing_upper_micro,
+                    row.movement_upper, row.movement_upper_micro, *segment))
             for change in outlook.changes:
                 if change.effective_at >= horizon_end:
                     continue
-                change_rows.append({
-                    "month": month_of(change.effective_at, tz), "effective_at": change.effective_at,
-                    "customer_id": cid, "subscription_id": change.subscription_id,
-                    "cause": change.cause, "bound": change.bound, "currency": change.currency,
-                    "mrr_before_micro": change.mrr_before_micro,
-                    "mrr_after_micro": change.mrr_after_micro,
-                    "amount_micro": convert(change.currency, change.mrr_after_micro)
+                change_rows.append((
+                    month_of(change.effective_at, tz), change.effective_at, cid,
+                    change.subscription_id, change.cause, change.bound, change.currency,
+                    change.mrr_before_micro, change.mrr_after_micro,
+                    convert(change.currency, change.mrr_after_micro)
                     - convert(change.currency, change.mrr_before_micro),
-                    "stripe_ids": change.stripe_ids})
+                    change.stripe_ids))
             result.customers += 1
-        if month_rows:
-            session.execute(insert(OutlookMonth), month_rows)
-        if change_rows:
-            session.execute(insert(OutlookChange), change_rows)
+        # Plain tuples through the driver (executemany on SQLite, COPY on PostgreSQL).
+        bulk_insert(session, T_MONTHS, MONTH_COLUMNS, month_rows)
+        bulk_insert(session, T_CHANGES, CHANGE_COLUMNS, change_rows)
         result.changes += len(change_rows)
 
     session.add(OutlookRun(recompute_run_id=recompute_run_id, taken_at=now, first_month=first,
