@@ -142,76 +142,162 @@ def _segments(session: Session, month: str, ids: Sequence[str]) -> dict[str, tup
             T_FACTS.c.month == month, T_FACTS.c.customer_id.in_(list(ids))))}
 
 
+@dataclass
+class _Context:
+    """What computing a chunk of customers needs (picklable: sent to worker processes)."""
+
+    settings: Settings
+    catalogue: Any
+    rates: Any
+    livemode: bool
+    now: int
+    months: list[tuple[str, int, int]]
+
+
+def _compute_chunk(session: Session, ctx: _Context, chunk: list[str],
+                   segments: Mapping[str, tuple[Any, ...]]
+                   ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int, list[Skip]]:
+    """(month rows, change rows, customers with something scheduled, skips) of ``chunk``.
+
+    Reads only the mirror (``segments`` come from the caller: the facts of this recompute
+    are not committed yet), so it runs in this process or in a worker process alike."""
+    from nrr.services.recompute import load_chunk  # the recompute's own reader
+
+    settings = ctx.settings
+    tz = settings.tz
+    now = ctx.now
+    months = ctx.months
+    reporting = settings.reporting_currency.lower()
+    lookup = domain_movements.factor_lookup(ctx.rates.rate, reporting)
+    day = domain_movements.month_first_day(months[0][0])
+    factors: dict[str, tuple[int, int]] = {}
+    convert = domain_outlook.converter(factors, reporting)
+    horizon_end = months[-1][2]
+    skips: list[Skip] = []
+    data, _lines = load_chunk(session, chunk, ctx.catalogue, ctx.livemode)
+    schedules, pending = _scheduled_inputs(session, chunk, ctx.livemode, skips)
+    month_rows: list[tuple[Any, ...]] = []
+    change_rows: list[tuple[Any, ...]] = []
+    customers = 0
+    for cid in chunk:
+        customer_data: CustomerData | None = data.get(cid)
+        if customer_data is None:
+            continue
+        history = domain_history.customer_history(customer_data, settings.policies, now=now)
+        outlook = domain_outlook.customer_outlook(
+            customer_data, history, now=now, policies=settings.policies,
+            schedules=schedules.get(cid, ()), pending_updates=pending.get(cid, ()))
+        if outlook.static:
+            continue
+        for currency in {*outlook.committed, *outlook.upper}:
+            if currency != reporting and currency not in factors:
+                factors[currency] = lookup(currency, day)
+        segment = segments.get(cid) or _segment_of(outlook, customer_data, months, day, lookup,
+                                                   reporting, ctx.catalogue)
+        for row in domain_outlook.project_customer_months(outlook, months, convert):
+            month_rows.append((
+                row.month, cid, row.opening_micro, row.closing_micro, row.movement,
+                row.movement_micro, row.opening_upper_micro, row.closing_upper_micro,
+                row.movement_upper, row.movement_upper_micro, *segment))
+        for change in outlook.changes:
+            if change.effective_at >= horizon_end:
+                continue
+            change_rows.append((
+                month_of(change.effective_at, tz), change.effective_at, cid,
+                change.subscription_id, change.cause, change.bound, change.currency,
+                change.mrr_before_micro, change.mrr_after_micro,
+                convert(change.currency, change.mrr_after_micro)
+                - convert(change.currency, change.mrr_before_micro),
+                change.stripe_ids))
+        customers += 1
+    return month_rows, change_rows, customers, skips
+
+
+# From this many customers with something scheduled, worker processes compute them (as
+# the recompute's pool does; ``NRR_RECOMPUTE_WORKERS`` sets their number, 0 or 1: none).
+PARALLEL_MIN_CUSTOMERS = 1000
+
+
+def _pool(session: Session, ctx: _Context, candidates: int) -> Any | None:
+    import multiprocessing
+    import os
+
+    workers = ctx.settings.recompute_workers
+    if workers is None:
+        if candidates < PARALLEL_MIN_CUSTOMERS:
+            return None
+        workers = min(4, len(os.sched_getaffinity(0)))
+    url = session.get_bind().engine.url
+    if workers < 2 or (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")):
+        return None
+    if multiprocessing.current_process().daemon:
+        return None  # a Celery pool process may not have children
+    context = multiprocessing.get_context("spawn")
+    try:
+        return context.Pool(workers, initializer=_worker_init,
+                            initargs=(url.render_as_string(hide_password=False), ctx))
+    except (AssertionError, OSError) as exc:
+        log.warning("outlook.parallel_unavailable", error=str(exc))
+        return None
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(url: str, ctx: _Context) -> None:
+    from nrr.db import make_engine
+
+    _WORKER.update(engine=make_engine(url), ctx=ctx)
+
+
+def _worker_chunk(job: tuple[list[str], dict[str, tuple[Any, ...]]]
+                  ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int, list[Skip]]:
+    chunk, segments = job
+    with Session(bind=_WORKER["engine"]) as session:
+        try:
+            return _compute_chunk(session, _WORKER["ctx"], chunk, segments)
+        finally:
+            session.rollback()
+
+
 def refresh_outlook(session: Session, settings: Settings, *, now: int, livemode: bool,
                     catalogue: Any, rates: Any, customer_ids: Sequence[str] | None = None,
                     recompute_run_id: int | None = None) -> OutlookResult:
     """Recompute and store the outlook of every customer (``customer_ids`` None) or of the
     given ones, as of ``now``. Called by the recompute after it wrote the facts."""
-    from nrr.services.recompute import load_chunk  # the recompute's own reader
-
     started = time.perf_counter()
     result = OutlookResult()
-    tz = settings.tz
-    first = month_of(now, tz)
-    months = horizon(first, tz)
-    reporting = settings.reporting_currency.lower()
-    lookup = domain_movements.factor_lookup(rates.rate, reporting)
-    day = domain_movements.month_first_day(first)
-    factors: dict[str, tuple[int, int]] = {}
+    first = month_of(now, settings.tz)
+    ctx = _Context(settings, catalogue, rates, livemode, now, horizon(first, settings.tz))
 
     if customer_ids is None:
         session.execute(delete(T_MONTHS))
         session.execute(delete(T_CHANGES))
-        ids = _candidates(session, now, livemode, months[-1][2])
+        ids = _candidates(session, now, livemode, ctx.months[-1][2])
     else:
         ids = sorted(set(customer_ids))
         for chunk in _chunks(ids, 500):
             session.execute(delete(T_MONTHS).where(T_MONTHS.c.customer_id.in_(chunk)))
             session.execute(delete(T_CHANGES).where(T_CHANGES.c.customer_id.in_(chunk)))
 
-    horizon_end = months[-1][2]
-    for chunk in _chunks(ids, CHUNK):
-        data, _lines = load_chunk(session, chunk, catalogue, livemode)
-        schedules, pending = _scheduled_inputs(session, chunk, livemode, result.skips)
-        segments = _segments(session, first, chunk)
-        month_rows: list[tuple[Any, ...]] = []
-        change_rows: list[tuple[Any, ...]] = []
-        for cid in chunk:
-            customer_data: CustomerData | None = data.get(cid)
-            if customer_data is None:
-                continue
-            history = domain_history.customer_history(customer_data, settings.policies, now=now)
-            outlook = domain_outlook.customer_outlook(
-                customer_data, history, now=now, policies=settings.policies,
-                schedules=schedules.get(cid, ()), pending_updates=pending.get(cid, ()))
-            if outlook.static:
-                continue
-            for currency in {*outlook.committed, *outlook.upper}:
-                if currency != reporting and currency not in factors:
-                    factors[currency] = lookup(currency, day)
-            convert = domain_outlook.converter(factors, reporting)
-            segment = segments.get(cid) or _segment_of(outlook, customer_data, months, day, lookup,
-                                                       reporting, catalogue)
-            for row in domain_outlook.project_customer_months(outlook, months, convert):
-                month_rows.append((
-                    row.month, cid, row.opening_micro, row.closing_micro, row.movement,
-                    row.movement_micro, row.opening_upper_micro, row.closing_upper_micro,
-                    row.movement_upper, row.movement_upper_micro, *segment))
-            for change in outlook.changes:
-                if change.effective_at >= horizon_end:
-                    continue
-                change_rows.append((
-                    month_of(change.effective_at, tz), change.effective_at, cid,
-                    change.subscription_id, change.cause, change.bound, change.currency,
-                    change.mrr_before_micro, change.mrr_after_micro,
-                    convert(change.currency, change.mrr_after_micro)
-                    - convert(change.currency, change.mrr_before_micro),
-                    change.stripe_ids))
-            result.customers += 1
-        # Plain tuples through the driver (executemany on SQLite, COPY on PostgreSQL).
-        bulk_insert(session, T_MONTHS, MONTH_COLUMNS, month_rows)
-        bulk_insert(session, T_CHANGES, CHANGE_COLUMNS, change_rows)
-        result.changes += len(change_rows)
+    jobs = [(chunk, _segments(session, first, chunk)) for chunk in _chunks(ids, CHUNK)]
+    pool = _pool(session, ctx, len(ids)) if customer_ids is None else None
+    try:
+        parts = (pool.imap(_worker_chunk, jobs) if pool is not None
+                 else (_compute_chunk(session, ctx, chunk, segments) for chunk, segments in jobs))
+        for month_rows, change_rows, customers, skips in parts:
+            # Plain tuples through the driver (executemany on SQLite, COPY on PostgreSQL).
+            bulk_insert(session, T_MONTHS, MONTH_COLUMNS, month_rows)
+            bulk_insert(session, T_CHANGES, CHANGE_COLUMNS, change_rows)
+            result.customers += customers
+            result.changes += len(change_rows)
+            result.skips.extend(skips)
+        if pool is not None:
+            pool.close()
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
 
     session.add(OutlookRun(recompute_run_id=recompute_run_id, taken_at=now, first_month=first,
                            months=STORED_MONTHS, kind="full" if customer_ids is None else "incremental"))
@@ -220,7 +306,7 @@ def refresh_outlook(session: Session, settings: Settings, *, now: int, livemode:
     session.flush()
     result.seconds = time.perf_counter() - started
     log.info("outlook.stored", customers=result.customers, changes=result.changes,
-             seconds=round(result.seconds, 3))
+             seconds=round(result.seconds, 3), parallel=pool is not None)
     return result
 
 

@@ -112,3 +112,16 @@ def test_month_that_happens_as_scheduled_was_known_in_advance(session: Session, 
     assert real["new"] == projected["trial_conversions"]["all_converting"]
     shares = known_in_advance(session, cfg, "2025-12")
     assert (shares["churn"], shares["churn_known"]) == (100.0, 100.0)
+
+
+def test_worker_processes_store_the_same_outlook(session: Session, db_url: str) -> None:
+    w, plan = _world()
+    _store(session, w, plan)
+    session.commit()  # worker processes read the committed mirror
+    serial = make_settings(db_url, NRR_RECOMPUTE_WORKERS="0")
+    recompute(session, serial, now=datetime.fromtimestamp(NOW, UTC))
+    expected = outlook_report(session, serial, months=3)
+    parallel = make_settings(db_url, NRR_RECOMPUTE_WORKERS="2")
+    recompute(session, parallel, now=datetime.fromtimestamp(NOW, UTC))
+    assert outlook_report(session, parallel, months=3) == expected
+    assert len(expected["movements"]) == 3
