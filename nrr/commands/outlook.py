@@ -15,7 +15,7 @@ from nrr.commands.common import (
     settings,
 )
 
-MONTH_COLUMNS = ["month", "partial", "opening", "churn", "contraction", "expansion",
+MONTH_COLUMNS = ["month", "partial", "opening", "new", "churn", "contraction", "expansion",
                  "reactivation", "trial_conversions", "closing", "closing_all_converting", "nrr",
                  "nrr_band", "grr", "grr_band", "nrr_all_converting", "grr_all_converting"]
 MOVEMENT_COLUMNS = ["effective_at", "customer_id", "amount", "cause", "bound", "subscription_id",
