@@ -58,7 +58,7 @@ def test_projected_alert_once_then_recovery_once(engine: Engine, db_url: str,  #
     # cus_a takes its cancellation back on 3 December: December recovers (460 / 460 = 100 %),
     # January changes (436 / 460 = 94.783 %, still below 100: a new alert for the new projection).
     later = ts(2025, 12, 3, 12)
-    w.lives[sorted(w.lives)[0]].undo_cancel(at=later)
+    next(life for life in w.lives.values() if life.customer_id == "cus_a").undo_cancel(at=later)
     with session_scope(engine) as session:
         store_world(session, w, state_at=later)
         recompute(session, settings, now=datetime.fromtimestamp(later, UTC))
