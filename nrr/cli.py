@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "nrr.commands.report",
     "nrr.commands.customer",
     "nrr.commands.cohorts",
+    "nrr.commands.outlook",
     "nrr.commands.status",
     "nrr.commands.serve",
     "nrr.commands.worker",

@@ -44,6 +44,11 @@ EVENT_TYPE_GROUPS: tuple[tuple[str, ...], ...] = (
         "customer.subscription.resumed", "customer.subscription.pending_update_applied",
         "customer.subscription.pending_update_expired",
         "customer.discount.created", "customer.discount.updated", "customer.discount.deleted",
+        # Subscription schedules: the later phases and ends the outlook reads.
+        "subscription_schedule.created", "subscription_schedule.updated",
+        "subscription_schedule.released", "subscription_schedule.canceled",
+        "subscription_schedule.completed", "subscription_schedule.aborted",
+        "subscription_schedule.expiring",
     ),
     (
         "invoice.created", "invoice.updated", "invoice.finalized", "invoice.paid",
@@ -68,6 +73,7 @@ _OBJECT_KINDS: dict[str, tuple[str, str, Mapping[str, Any]]] = {
     "subscription": ("subscription", "subscriptions",
                      {"expand": ["discounts", "items.data.discounts"]}),
     "invoice": ("invoice", "invoices", {"expand": ["discounts"]}),
+    "subscription_schedule": ("subscription_schedule", "subscription_schedules", {}),
 }
 
 
@@ -241,8 +247,8 @@ def _store_fetched(session: Session, client: StripeReader, object_type: str, obj
     state_at = event_created
     fetched = client.retrieve(resource, object_id, params)
     if fetched is None:
-        if kind == "subscription":
-            log.warning("sync.subscription_missing", object_id=object_id)
+        if kind in ("subscription", "subscription_schedule"):
+            log.warning(f"sync.{kind}_missing", object_id=object_id)
             return set()
         return stripe_mirror.mark_deleted(session, kind, object_id, state_at=state_at)
     if kind == "subscription":

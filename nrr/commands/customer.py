@@ -51,6 +51,14 @@ def _print_tables(document: dict[str, Any]) -> None:
                        _amount(e["mrr_after"], entry_places),
                        _amount(e["change"], entry_places))
     stdout.print(ledger)
+    if document.get("scheduled"):
+        scheduled = Table(title=f"Scheduled changes from the outlook ({cur.upper()})")
+        for name in ("effective_at", "cause", "bound", "change", "subscription"):
+            scheduled.add_column(name, justify="right" if name == "change" else "left")  # type: ignore[arg-type]
+        for c in document["scheduled"]:
+            scheduled.add_row(c["effective_at"], c["cause"], c["bound"], _amount(c["amount"], places),
+                              c["subscription_id"] or "")
+        stdout.print(scheduled)
 
 
 def register(app: typer.Typer) -> None:

@@ -4,7 +4,8 @@ For month M (calendar month in the configured time zone):
 
 - opening(M) = MRR just before M's first instant; closing(M) = MRR just before M+1's first
   instant (the same instant as opening(M+1)), so a change at exactly 00:00 on the 1st
-  belongs to the new month. Both are converted at M's rate: the latest rate on or before
+  belongs to the new month. For the month holding ``now`` the closing is the MRR at
+  ``now``: a partial month counts what has happened (the rest is in the outlook). Both are converted at M's rate: the latest rate on or before
   M's first day (``rate(currency, day)``; a missing rate raises the caller's error naming
   the currency and the date).
 - movement: o = 0, c > 0 -> ``new`` when the customer was never paying at any earlier
@@ -246,6 +247,10 @@ def customer_month_fact_rows(history: CustomerHistory, customer: Customer, *,
         return item.currency, item.price_id, product
 
     for month, begin, end, day, window_end_day in bounds[1:]:
+        if now is not None and begin <= now < end:
+            # The current month counts what has happened up to now (closing = MRR now);
+            # what is scheduled for the rest of it belongs to the outlook.
+            end = now + 1
         opening_native = previous_closing_native
         lo = bisect_left(instants, begin)
         hi = bisect_left(instants, end)

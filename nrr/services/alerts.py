@@ -331,6 +331,8 @@ def plan_messages(session: Session, settings: Settings, month: str, *,
     contexts = _Contexts(session, settings, documents)
     previous_month = add_months(month, -1)
     for rule in settings.alerts.rules:
+        if rule.kind == "projected":
+            continue  # evaluated on the outlook below
         try:
             dimension = _check_dimension(rule)
         except ValueError as exc:
@@ -367,6 +369,13 @@ def plan_messages(session: Session, settings: Settings, month: str, *,
                     message = build_recovery_message(
                         finding, contexts.get(month, dimension, segment, doc.version), last[1])
                     result.messages.append(_planned("recovery", finding, segment_key, message))
+    # Projected rules read the stored outlook (the current and the next month), whatever
+    # ``month`` is: nrr.services.outlook_alerts.
+    from nrr.services.outlook_alerts import plan_projected
+
+    projected_findings, projected_messages = plan_projected(session, settings)
+    result.findings.extend(projected_findings)
+    result.messages.extend(projected_messages)
     if settings.alerts.digest:
         total = documents.get(month, "monthly", "").get("")
         if total is not None:

@@ -540,6 +540,11 @@ def monthly_report(session: Session, settings: Settings, month: str, *, period: 
     notes = _month_notes(ctx, month)
     if period == "monthly":
         document = _monthly_documents(session, ctx, [month], dimension, notes)[month]
+        if month < ctx.current:
+            from nrr.services.outlook import known_in_advance
+
+            # The share of the month's churn and contraction the outlook at its opening held.
+            document["known_in_advance"] = known_in_advance(session, settings, month)
     else:
         document = _trailing_document(session, ctx, month, dimension)
         first = add_months(month, -11)
@@ -723,8 +728,16 @@ def customer_detail(session: Session, settings: Settings, customer_id: str) -> d
         "ledger": [item for month in sorted(causes_by_month) for item in causes_by_month[month]],
         # Set when the last recompute could not compute this customer: it is in no number.
         "left_out": left_out,
+        "scheduled": _scheduled_changes(session, settings, customer_id),
         "policies": policies_in_force(settings),
     }
+
+
+def _scheduled_changes(session: Session, settings: Settings, customer_id: str) -> list[dict[str, Any]]:
+    """The customer's scheduled changes from the stored outlook (issue 14)."""
+    from nrr.services.outlook import customer_changes
+
+    return customer_changes(session, settings, customer_id)
 
 
 def top_movements(session: Session, settings: Settings, month: str, *,

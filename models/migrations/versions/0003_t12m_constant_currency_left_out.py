@@ -1,7 +1,7 @@
 """T12M opening in constant currency; customers left out of a recompute
 
-Revision ID: 0002_t12m_left_out
-Revises: 0001_initial
+Revision ID: 0003_t12m_left_out
+Revises: 0002_live_run
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from sqlalchemy.dialects import postgresql
 
 import models.base
 
-revision = '0002_t12m_left_out'
-down_revision = '0001_initial'
+revision = '0003_t12m_left_out'
+down_revision = '0002_live_run'
 branch_labels = None
 depends_on = None
 

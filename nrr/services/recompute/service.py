@@ -221,6 +221,7 @@ def _incremental(session: Session, settings: Settings, ids: list[str],
 
     compute_customers(session, ctx, ids, result, rows, on_chunk=keep_changed)
     rows.flush()
+    refresh_outlook_after(session, ctx, run, result, ids)
     finish_run(session, run, result, started, customer_ids=ids)
     clear_dirty(session, run, ids)
     return result
@@ -267,10 +268,25 @@ def _full(session: Session, settings: Settings, now: datetime | None) -> Recompu
 
     analyze_derived(session)
     record_skips(session, result.skips)
-    finish_run(session, run, result, started)
     switch_to(session, run)
+    # After the switch: the outlook reads this run's facts (segments at the opening).
+    refresh_outlook_after(session, ctx, run, result, None)
+    finish_run(session, run, result, started)
     clear_dirty(session, run, None)
     return result
+
+
+def refresh_outlook_after(session: Session, ctx: Context, run: RecomputeRun,
+                          result: RecomputeResult, ids: Sequence[str] | None) -> None:
+    """The outlook (the months ahead) from the history just written (all customers when
+    ``ids`` is None)."""
+    from nrr.services.outlook import refresh_outlook
+
+    outlook = refresh_outlook(session, ctx.settings, now=ctx.now_ts, livemode=ctx.livemode,
+                              catalogue=ctx.catalogue, rates=ctx.rates, customer_ids=ids,
+                              recompute_run_id=run.id)
+    result.timings["outlook"] = result.timings.get("outlook", 0.0) + outlook.seconds
+    result.skips.extend(outlook.skips)
 
 
 def finish_run(session: Session, run: RecomputeRun, result: RecomputeResult,

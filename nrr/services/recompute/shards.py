@@ -41,6 +41,7 @@ from nrr.services.recompute.service import (
     customer_ids_of,
     finish_run,
     prepare,
+    refresh_outlook_after,
 )
 from nrr.services.recompute.write import analyze_derived, delete_customers, record_skips
 from nrr.settings import Settings
@@ -176,12 +177,13 @@ def finish(session: Session, settings: Settings, run_id: int,
         result.add(_part(figures))
         result.livemode = bool(figures.get("livemode"))
     _check_counts(session, run_id, result)
-    ctx_skips = prepare(session, settings, now_ts, livemode=result.livemode).catalogue.skips
-    result.skips[:0] = ctx_skips
+    ctx = prepare(session, settings, now_ts, livemode=result.livemode)
+    result.skips[:0] = ctx.catalogue.skips
     analyze_derived(session)
     record_skips(session, result.skips)
-    finish_run(session, run, result, clock)
     runs.switch_to(session, run)
+    refresh_outlook_after(session, ctx, run, result, None)
+    finish_run(session, run, result, clock)
     runs.clear_dirty(session, run, None)
     return result
 
