@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import sys
 
 import typer
 
@@ -50,7 +53,6 @@ def _root(
                                  help="Print the version and exit."),
 ) -> None:
     """Keep Net Revenue Retention true and current from a Stripe account."""
-    import sys
 
     from nrr.logs import configure_from_settings, configure_logging, redact
     from nrr.settings import ConfigError, load_settings
@@ -71,7 +73,20 @@ for _name in COMMAND_MODULES:
 
 def main() -> None:
     # Typer exits 2 on usage errors already (click's convention).
-    app()
+    code: int | str | None = 0
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `nrr report --format csv | head`: what is still buffered has no reader left; that
+        # is the reader's choice, not a failure. stdout goes to /dev/null so the
+        # interpreter's own final flush does not fail again.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(code)
 
 
 if __name__ == "__main__":
