@@ -57,6 +57,8 @@ def _root(
     from nrr.logs import configure_from_settings, configure_logging, redact
     from nrr.settings import ConfigError, load_settings
 
+    _sigterm_like_ctrl_c()
+
     try:
         configure_from_settings(load_settings())
     except ConfigError as exc:
@@ -69,6 +71,23 @@ def _root(
 
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _sigterm_like_ctrl_c() -> None:
+    """SIGTERM (`kill`, `docker stop`, a CI timeout) unwinds the command like Ctrl-C, so
+    its locks are released and its transactions rolled back instead of the process
+    vanishing with a lease that blocks the next run until it expires. Commands that
+    manage their own shutdown (the Celery worker) install their own handler later."""
+    import signal
+    import threading
+
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 def main() -> None:

@@ -182,14 +182,17 @@ def under_recompute_lock(db: Engine, cfg: Settings, work: Callable[[], T],
     takes, so two recomputes of one account never run at once. A running one is waited for
     (up to the worker's time limit for a recompute); then ``timeout_message`` fails the
     command."""
-    from nrr.locks import RECOMPUTE_LOCK, account_lock
+    from nrr.locks import RECOMPUTE_LOCK, account_lock, lock_holder
 
     with account_lock(RECOMPUTE_LOCK, cfg, db) as acquired:
         if acquired:
             return work()
     wait = float(cfg.worker.soft_time_limit_seconds + RECOMPUTE_WAIT_MARGIN_SECONDS)
+    holder = lock_holder(RECOMPUTE_LOCK, cfg, db)
+    held = f" ({holder.describe()})" if holder is not None else ""
     stderr.print("another recompute of this account is running (the worker or another "
-                 f"command): waiting for it to finish (at most {wait:.0f} s)", highlight=False)
+                 f"command){held}: waiting for it to finish (at most {wait:.0f} s)",
+                 highlight=False)
     with account_lock(RECOMPUTE_LOCK, cfg, db, blocking=True, timeout=wait) as acquired:
         if acquired:
             return work()

@@ -136,11 +136,13 @@ def _sync_lock(cfg: Any, db: Any) -> Any:
     """Hold the account's sync lock (shared with the worker) until ``close()``."""
     from contextlib import ExitStack
 
-    from nrr.locks import SYNC_LOCK, account_lock
+    from nrr.locks import SYNC_LOCK, account_lock, lock_holder
 
     stack = ExitStack()
     if not stack.enter_context(account_lock(SYNC_LOCK, cfg, db)):
         stack.close()
+        holder = lock_holder(SYNC_LOCK, cfg, db)
+        held = holder.describe() if holder is not None else "its holder just released it"
         raise CommandFailed("another sync of this account is running (the worker or another "
-                            "`nrr sync`); run it again when that one has finished")
+                            f"`nrr sync`): {held}; run it again when that one has finished")
     return stack
