@@ -247,6 +247,7 @@ def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
     result: dict[str, Any] = {"mode": mode}
     try:
         nrr(env, "db", "upgrade")
+        nrr(env, "fx", "import", str(_rates_file(folder)))
         nrr(env, "sync", "--no-progress")
         nrr(env, "recompute")
         # The account moves on to now: the unique events to deliver.
@@ -342,6 +343,20 @@ def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
         emulator.stop()
         if redis_server is not None:
             redis_server.stop()
+
+
+def _rates_file(folder: Path) -> Path:
+    """The demo's exchange rates over the account's months, as a CSV for `nrr fx import`."""
+    from zoneinfo import ZoneInfo
+
+    from nrr.demo import demo_rates
+    from nrr.domain.months import add_months, current_month
+
+    last = add_months(current_month(ZoneInfo("UTC")), 1)
+    rows = demo_rates(add_months(last, -40), last, "usd", ("eur", "gbp", "jpy"))
+    path = folder / "rates.csv"
+    path.write_text("date,currency,rate\n" + "".join(f"{d},{c},{r}\n" for d, c, r in rows))
+    return path
 
 
 def _wait_listening(port: int, timeout: float) -> None:
