@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,7 +41,8 @@ log = get_logger(__name__)
 SYNC_LOCK = "sync"
 RECOMPUTE_LOCK = "recompute"
 
-__all__ = ["RECOMPUTE_LOCK", "SYNC_LOCK", "account_lock", "lock_key"]
+__all__ = ["RECOMPUTE_LOCK", "SYNC_LOCK", "LockHolder", "account_lock", "lock_holder",
+           "lock_key"]
 
 
 def lock_key(name: str, settings: Settings) -> str:
@@ -50,7 +52,57 @@ def lock_key(name: str, settings: Settings) -> str:
 
 
 def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+    """``host:pid:started:random``: the lock's value says who holds it and since when."""
+    return f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}:{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a lock, from its stored owner and lease."""
+
+    host: str
+    pid: int | None
+    started_at: datetime | None
+    expires_at: datetime | None
+    # The holder runs on this machine and its process is gone (killed): nobody renews the
+    # lease, which frees the lock when it ends.
+    stale: bool
+
+    def describe(self, now: datetime | None = None) -> str:
+        moment = now or _utcnow()
+        who = f"{self.host} pid {self.pid}" if self.pid is not None else self.host
+        since = (f", started {self.started_at.isoformat(timespec='seconds')}"
+                 if self.started_at else "")
+        if self.expires_at is not None:
+            left = max(0, int((self.expires_at - moment).total_seconds()))
+            ends = f"{self.expires_at.isoformat(timespec='seconds')} (in {left} s)"
+        else:
+            ends = "an unknown time"
+        if self.stale:
+            return (f"a stale lease: its holder ({who}{since}) is no longer running; the "
+                    f"lease expires at {ends}, then the lock is free")
+        return f"held by {who}{since}; its lease ends at {ends} unless the holder renews it"
+
+
+def _parse_owner(owner: str, expires_at: datetime | None) -> LockHolder:
+    parts = owner.split(":")
+    host = parts[0] if parts else owner
+    pid = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+    started = (datetime.fromtimestamp(int(parts[2]), UTC)
+               if len(parts) > 3 and parts[2].isdigit() else None)
+    return LockHolder(host, pid, started, expires_at,
+                      stale=host == socket.gethostname() and pid is not None
+                      and not _process_alive(pid))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by another user
+    return True
 
 
 def _utcnow() -> datetime:
@@ -101,7 +153,7 @@ def _redis_lock(key: str, url: str, ttl: float, blocking: bool,
     lock = client.lock(key, timeout=ttl, blocking=blocking, blocking_timeout=timeout,
                        thread_local=False)
     try:
-        acquired = bool(lock.acquire())
+        acquired = bool(lock.acquire(token=_owner()))
         if not acquired:
             yield False
             return
@@ -186,6 +238,34 @@ def _database_lock(key: str, engine: Engine, ttl: float, blocking: bool,
 
 
 # --------------------------------------------------------------------------- public
+
+
+def lock_holder(name: str, settings: Settings, engine: Engine) -> LockHolder | None:
+    """Who holds the account's lock ``name`` now (None: nobody)."""
+    key = lock_key(name, settings)
+    if settings.redis_url:
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url)
+        try:
+            value: Any = client.get(key)
+            ttl_ms: Any = client.pttl(key)
+        finally:
+            client.close()
+        if value is None:
+            return None
+        owner = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        expires = _utcnow() + timedelta(milliseconds=ttl_ms) if ttl_ms and ttl_ms > 0 else None
+        return _parse_owner(owner, expires)
+    with engine.connect() as conn:
+        row = conn.execute(select(JobLock.owner, JobLock.expires_at)
+                           .where(JobLock.name == key, JobLock.active.is_(True))).first()
+    if row is None:
+        return None
+    expires_at = row.expires_at
+    if expires_at is not None and expires_at.tzinfo is None:
+        expires_at = expires_at.replace(tzinfo=UTC)
+    return _parse_owner(str(row.owner), expires_at)
 
 
 @contextmanager

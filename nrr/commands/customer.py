@@ -9,9 +9,9 @@ import typer
 from nrr.commands.common import (
     CommandFailed,
     OutputFormat,
-    UsageError,
     emit_json,
     engine,
+    format_option,
     handle_errors,
     settings,
     stdout,
@@ -67,12 +67,9 @@ def register(app: typer.Typer) -> None:
     def customer_command(
         customer_id: str = typer.Argument(..., metavar="ID",
                                           help="The Stripe customer id (cus_...)."),
-        output: OutputFormat = typer.Option(OutputFormat.table, "--format",
-                                            help="Output format: table or json."),
+        output: OutputFormat = format_option("table", "json", help="Output format: table or json."),
     ) -> None:
         """Show one customer's MRR history, movements and the ledger causes behind them."""
-        if output is OutputFormat.csv:
-            raise UsageError("nrr customer prints table or json; csv has no single shape here")
         from nrr.db import session_scope
         from nrr.services.report import CustomerNotFound, customer_detail
 

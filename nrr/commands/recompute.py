@@ -11,6 +11,7 @@ from nrr.commands.common import (
     emit_json,
     emit_rows,
     engine,
+    format_option,
     handle_errors,
     settings,
     under_recompute_lock,
@@ -24,8 +25,7 @@ def recompute_command(
                                  "default: every customer."),
     dirty: bool = typer.Option(False, "--dirty", help="Recompute only the customers whose Stripe "
                                                       "data changed since the last recompute."),
-    output: OutputFormat = typer.Option(OutputFormat.table, "--format",
-                                        help="Output format: table or json."),
+    output: OutputFormat = format_option("table", "json", help="Output format: table or json."),
 ) -> None:
     """Rebuild the MRR timeline, the ledger and the monthly facts from the mirror (no Stripe call).
 
@@ -39,8 +39,6 @@ def recompute_command(
         recompute_dirty,
     )
 
-    if output is OutputFormat.csv:
-        raise UsageError("--format csv is not available for recompute: use table or json")
     if dirty and customer:
         raise UsageError("use either --customer or --dirty, not both")
     cfg = settings()

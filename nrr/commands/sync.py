@@ -12,6 +12,7 @@ from nrr.commands.common import (
     emit_json,
     emit_rows,
     engine,
+    format_option,
     handle_errors,
     settings,
     stderr,
@@ -30,8 +31,7 @@ def sync_command(
                                    "reading the events since the last sync."),
     no_progress: bool = typer.Option(False, "--no-progress",
                                      help="Do not draw the progress bar on the terminal."),
-    output: OutputFormat = typer.Option(OutputFormat.table, "--format",
-                                        help="Output format: table or json."),
+    output: OutputFormat = format_option("table", "json", help="Output format: table or json."),
 ) -> None:
     """Sync from Stripe (backfill, then events), then recompute what changed.
 
@@ -136,11 +136,13 @@ def _sync_lock(cfg: Any, db: Any) -> Any:
     """Hold the account's sync lock (shared with the worker) until ``close()``."""
     from contextlib import ExitStack
 
-    from nrr.locks import SYNC_LOCK, account_lock
+    from nrr.locks import SYNC_LOCK, account_lock, lock_holder
 
     stack = ExitStack()
     if not stack.enter_context(account_lock(SYNC_LOCK, cfg, db)):
         stack.close()
+        holder = lock_holder(SYNC_LOCK, cfg, db)
+        held = holder.describe() if holder is not None else "its holder just released it"
         raise CommandFailed("another sync of this account is running (the worker or another "
-                            "`nrr sync`); run it again when that one has finished")
+                            f"`nrr sync`): {held}; run it again when that one has finished")
     return stack
