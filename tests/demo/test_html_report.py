@@ -86,7 +86,7 @@ def test_stripe_strings_are_escaped_and_nothing_is_loaded(report_html: str, db_u
         page = render_html_report(session, settings, months=["2024-06", "2024-07"], now=NOW)
     engine.dispose()
     assert "<script>alert" not in page
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; Co" in page
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; Co" in page
     assert "<script>alert" not in report_html
     assert report_html.count("<script>") == 1  # the report's own inline script
     assert not re.search(r"<(link|img|iframe)\b", report_html)

@@ -1,0 +1,114 @@
+"""Collecting: every number the HTML report shows, as one plain JSON-able document.
+
+:func:`collect_report` asks the report service (``nrr.services.report``) for the monthly and
+trailing-twelve-month reports, the segment breakdowns, the cohort table and the top
+movements with their ledger causes, plus the metric catalogue and the policies in force.
+It computes no metric itself, so the page always agrees with ``nrr report``. Secrets never
+reach the document: only the policies, the reporting currency and the time zone are taken
+from the settings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models.derived import CustomerMonthFact
+from models.mirror import StripePrice
+from nrr.domain.months import current_month, month_range
+from nrr.settings import Settings
+
+MOVEMENTS = ("new", "reactivation", "expansion", "contraction", "churn")
+SEGMENT_DIMENSIONS = ("plan", "product", "currency", "country")
+
+
+def report_months(session: Session, settings: Settings, *, now: datetime | None = None) -> list[str]:
+    """Months with stored facts, from the first to the current month (in ``settings.tz``)."""
+    first, last = session.execute(
+        select(func.min(CustomerMonthFact.month), func.max(CustomerMonthFact.month))
+    ).one()
+    if first is None:
+        return []
+    last = min(last, current_month(settings.tz, now))
+    return month_range(first, last) if first <= last else []
+
+
+def _load_definitions(settings: Settings) -> list[dict[str, Any]]:
+    """The metric catalogue in force, as plain entries (name, description, formula, ...)."""
+    from nrr.catalogue import load_catalogue
+
+    return [definition.as_dict() for definition in load_catalogue(settings).metrics.values()]
+
+
+def collect_report(session: Session, settings: Settings, *, months: Sequence[str] | None = None,
+                   now: datetime | None = None, top_limit: int = 12) -> dict[str, Any]:
+    """Everything the HTML report shows, as a plain JSON-able document."""
+    from nrr.services import report
+
+    now = now or datetime.now(UTC)
+    month_list = list(months) if months is not None else report_months(session, settings, now=now)
+    this_month = current_month(settings.tz, now)
+    monthly: list[dict[str, Any]] = []
+    t12m: list[dict[str, Any]] = []
+    if month_list:
+        wanted = set(month_list)
+        first, last = min(month_list), max(month_list)
+        monthly = [r for r in report.report_series(session, settings, first, last,
+                                                   period="monthly", now=now)["months"]
+                   if r["month"] in wanted]
+        t12m = [r for r in report.report_series(session, settings, first, last,
+                                                period="t12m", now=now)["months"]
+                if r["month"] in wanted]
+    closed = [m for m in month_list if m < this_month]
+    focus = closed[-1] if closed else (month_list[-1] if month_list else None)
+    segments: dict[str, list[dict[str, Any]]] = {}
+    top: list[dict[str, Any]] = []
+    if focus is not None:
+        for dimension in SEGMENT_DIMENSIONS:
+            by_segment = report.monthly_report(session, settings, focus, period="monthly",
+                                               by=dimension, now=now)
+            segments[dimension] = list(by_segment.get("segments") or [])
+        _label_plans(session, segments.get("plan", []))
+        top = list(report.top_movements(session, settings, focus, kinds=MOVEMENTS,
+                                        limit=top_limit))
+    cohorts = report.cohort_table(session, settings, now=now) if month_list else {}
+    livemode = settings.stripe_livemode
+    dashboard = settings.alerts.stripe_dashboard_url.rstrip("/")
+    return {
+        "generated_at": now.astimezone(UTC).isoformat(timespec="seconds"),
+        "currency": settings.reporting_currency,
+        "timezone": settings.timezone,
+        "months": month_list,
+        "focus_month": focus,
+        "monthly": monthly,
+        "t12m": t12m,
+        "segments": segments,
+        "cohorts": _plain(cohorts),
+        "top_movements": _plain(top),
+        "policies": settings.policies.as_dict(),
+        "definitions": _plain(_load_definitions(settings)),
+        "customer_url": f"{dashboard}{'' if livemode else '/test'}/customers/",
+    }
+
+
+def _label_plans(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Give plan segments (price ids) the price's nickname as a ``label`` for the page."""
+    ids = [str(r.get("segment")) for r in rows if r.get("segment")]
+    if not ids:
+        return
+    names = {price_id: nickname for price_id, nickname in session.execute(
+        select(StripePrice.id, StripePrice.nickname).where(StripePrice.id.in_(ids)))}
+    for row in rows:
+        nickname = names.get(str(row.get("segment")))
+        if nickname:
+            row["label"] = nickname
+
+
+def _plain(value: Any) -> Any:
+    """JSON round trip: dates, decimals and tuples become plain JSON values."""
+    return json.loads(json.dumps(value, default=str))
