@@ -6,7 +6,12 @@ command runs, so the whole command stays well under a second.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import sys
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -20,8 +25,18 @@ from nrr.commands.common import (
     handle_errors,
     parse_month,
     settings,
+    stderr,
     stdout,
 )
+
+
+class ReportFormat(str, Enum):
+    """The common output formats plus ``html``: the self-contained page of the months."""
+
+    table = "table"
+    json = "json"
+    csv = "csv"
+    html = "html"
 
 
 class Period(str, Enum):
@@ -199,16 +214,28 @@ def register(app: typer.Typer) -> None:
         by: str | None = typer.Option(None, "--by", metavar="DIMENSION",
                                       help="One result per segment: plan, product, currency, "
                                            "country or metadata:KEY."),
-        output: OutputFormat = typer.Option(OutputFormat.table, "--format",
+        output: ReportFormat = typer.Option(ReportFormat.table, "--format",
                                             help="Output format: table, json (one JSON "
-                                                 "document on stdout) or csv."),
+                                                 "document on stdout), csv, or html (the "
+                                                 "self-contained report page of the months; "
+                                                 "all stored months without --month or "
+                                                 "--from/--to)."),
+        output_file: Path | None = typer.Option(None, "--output", "-o", metavar="FILE",
+                                                help="Write the report to FILE instead of "
+                                                     "stdout (written whole or not at all)."),
     ) -> None:
         """Report NRR, GRR, MRR movements and the other retention metrics (docs/report-schema.md)."""
         if month is not None and (first is not None or last is not None):
             raise UsageError("give either --month or --from/--to, not both")
-        if month is None and (first is None or last is None):
-            if first is not None or last is not None:
-                raise UsageError("a series needs both --from and --to")
+        if (first is None) != (last is None):
+            raise UsageError("a series needs both --from and --to")
+        if output is ReportFormat.html:
+            if by is not None or period is not Period.monthly:
+                raise UsageError("--format html shows every dimension and both periods: "
+                                 "leave out --by and --period")
+            _html(month, first, last, output_file)
+            return
+        if month is None and first is None:
             raise UsageError("give --month YYYY-MM, or --from YYYY-MM --to YYYY-MM for a series")
         from nrr.db import session_scope
         from nrr.services.report import (
@@ -235,4 +262,48 @@ def register(app: typer.Typer) -> None:
             with session_scope(engine(cfg)) as session:
                 document = report_series(session, cfg, first_month, last_month,
                                          period=period.value, by=dimension)
-        render(document, output)
+        fmt = OutputFormat(output.value)
+        if output_file is None:
+            render(document, fmt)
+            return
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            render(document, fmt)
+        write_whole(output_file, buffer.getvalue())
+        stderr.print(f"report written to {output_file}", highlight=False, markup=False)
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: a reader (a web
+    server serving the worker's folder) sees the old file or the new one, never half."""
+    path = path.expanduser()
+    if path.parent and not path.parent.exists():
+        raise UsageError(f"the folder {path.parent} does not exist")
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _html(month: str | None, first: str | None, last: str | None,
+          output_file: Path | None) -> None:
+    from nrr.db import session_scope
+    from nrr.domain.months import month_range
+    from nrr.html_report import render_html_report
+
+    months: list[str] | None = None
+    if month is not None:
+        months = [parse_month(month)]
+    elif first is not None and last is not None:
+        first_month, last_month = parse_month(first), parse_month(last)
+        if first_month > last_month:
+            raise UsageError(f"--from {first_month} is after --to {last_month}")
+        months = month_range(first_month, last_month)
+    cfg = settings()
+    with session_scope(engine(cfg)) as session:
+        page = render_html_report(session, cfg, months=months)
+    if output_file is None:
+        sys.stdout.write(page)
+        sys.stdout.flush()
+        return
+    write_whole(output_file, page)
+    stderr.print(f"report written to {output_file}", highlight=False, markup=False)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from models.derived import CustomerMonthFact
 from models.mirror import StripePrice
-from nrr.domain.months import current_month, month_range
+from nrr.domain.months import add_months, current_month, month_range
 from nrr.settings import Settings
 
 MOVEMENTS = ("new", "reactivation", "expansion", "contraction", "churn")
@@ -68,7 +68,17 @@ def collect_report(session: Session, settings: Settings, *, months: Sequence[str
     focus = closed[-1] if closed else (month_list[-1] if month_list else None)
     segments: dict[str, list[dict[str, Any]]] = {}
     top: list[dict[str, Any]] = []
+    previous: dict[str, Any] = {}
     if focus is not None:
+        # The month before the focus month, for the headline numbers' month-over-month change.
+        before = add_months(focus, -1)
+        previous = {
+            "month": before,
+            "monthly": next((r for r in monthly if r["month"] == before), None)
+            or _plain(report.monthly_report(session, settings, before, now=now)),
+            "t12m": next((r for r in t12m if r["month"] == before), None)
+            or _plain(report.monthly_report(session, settings, before, period="t12m", now=now)),
+        }
         for dimension in SEGMENT_DIMENSIONS:
             by_segment = report.monthly_report(session, settings, focus, period="monthly",
                                                by=dimension, now=now)
@@ -79,12 +89,15 @@ def collect_report(session: Session, settings: Settings, *, months: Sequence[str
     cohorts = report.cohort_table(session, settings, now=now) if month_list else {}
     livemode = settings.stripe_livemode
     dashboard = settings.alerts.stripe_dashboard_url.rstrip("/")
+    stripe_url = f"{dashboard}{'' if livemode else '/test'}/"
     return {
-        "generated_at": now.astimezone(UTC).isoformat(timespec="seconds"),
+        # The wall clock, not `now` (the report's "today", fixed in tests and the demo).
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "currency": settings.reporting_currency,
         "timezone": settings.timezone,
         "months": month_list,
         "focus_month": focus,
+        "previous": previous,
         "monthly": monthly,
         "t12m": t12m,
         "segments": segments,
@@ -92,7 +105,9 @@ def collect_report(session: Session, settings: Settings, *, months: Sequence[str
         "top_movements": _plain(top),
         "policies": settings.policies.as_dict(),
         "definitions": _plain(_load_definitions(settings)),
-        "customer_url": f"{dashboard}{'' if livemode else '/test'}/customers/",
+        "customer_url": f"{stripe_url}customers/",
+        "stripe_url": stripe_url,
+        "price_names": _price_names(session, top),
     }
 
 
@@ -112,3 +127,15 @@ def _label_plans(session: Session, rows: list[dict[str, Any]]) -> None:
 def _plain(value: Any) -> Any:
     """JSON round trip: dates, decimals and tuples become plain JSON values."""
     return json.loads(json.dumps(value, default=str))
+
+
+def _price_names(session: Session, movements: list[dict[str, Any]]) -> dict[str, str]:
+    """Nicknames of the prices the movements' ledger causes name (before or after)."""
+    ids = {str(side.get("price")) for item in movements for cause in item.get("causes") or []
+           for side in (cause.get("before") or {}, cause.get("after") or {})
+           if isinstance(side, dict) and isinstance(side.get("price"), str)}
+    if not ids:
+        return {}
+    return {price_id: nickname for price_id, nickname in session.execute(
+        select(StripePrice.id, StripePrice.nickname).where(StripePrice.id.in_(sorted(ids))))
+        if nickname}

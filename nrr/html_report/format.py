@@ -82,3 +82,46 @@ def causes_text(value: Any) -> str:
     if isinstance(value, Iterable):
         return "; ".join(t for t in (causes_text(v) for v in value) if t)
     return str(value)
+
+
+def _named(key: str, value: Any, names: Mapping[str, str]) -> Any:
+    """A price id with its nickname beside it (``Pro monthly (price_1)``)."""
+    if key == "price" and isinstance(value, str) and names.get(value):
+        return f"{names[value]} ({value})"
+    return value
+
+
+def readable_causes(value: Any, stripe_url: str,
+                    price_names: Mapping[str, str] | None = None) -> list[dict[str, str]]:
+    """Ledger causes for people: what happened, what changed, the change with its currency
+    code, and one link to the invoice (or subscription) on the Stripe dashboard.
+
+    Entries that did not change MRR (0.00) are left out; ids stay in the link, not the text.
+    """
+    names = price_names or {}
+    entries = value if isinstance(value, list) else [value] if isinstance(value, Mapping) else []
+    shown = []
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            continue
+        change = num(entry.get("change"))
+        if change is not None and round(change, 6) == 0:
+            continue
+        cause = str(entry.get("cause") or entry.get("kind") or "change").replace("_", " ")
+        before, after = _mapping(entry.get("before")), _mapping(entry.get("after"))
+        changed = [text for key in ("price", "quantity", "discount", "status")
+                   if (text := _change_text(key, _named(key, before.get(key), names),
+                                            _named(key, after.get(key), names)))]
+        currency = str(entry.get("currency") or "").upper()
+        text = cause + (": " + ", ".join(changed) if changed else "")
+        if change is not None:
+            sign = "+" if change > 0 else "−"
+            text += f" ({sign}{money(abs(change), currency or 'usd')} {currency})".replace(" )", ")")
+        ids = _mapping(entry.get("stripe_ids"))
+        invoice = ids.get("invoice")
+        subscription = ids.get("subscription") or entry.get("subscription_id")
+        link = (f"{stripe_url}invoices/{invoice}" if invoice
+                else f"{stripe_url}subscriptions/{subscription}" if subscription else "")
+        shown.append({"text": text, "link": link,
+                      "link_text": "invoice" if invoice else "subscription"})
+    return shown

@@ -20,7 +20,7 @@ from markupsafe import Markup
 
 from nrr.html_report import charts
 from nrr.html_report.charts import BAND_COLOURS, COLOURS, MOVEMENTS
-from nrr.html_report.format import causes_text, money, num, pct
+from nrr.html_report.format import money, num, pct, readable_causes
 
 WATERFALL_HEADERS = ["month", "opening", "new", "reactivation", "expansion", "contraction",
                      "churn", "closing", "fx impact", "NRR", "GRR", "band", "T12M NRR",
@@ -44,22 +44,74 @@ def static_text(name: str) -> Markup:
     return Markup(files("nrr.html_report").joinpath("static", name).read_text(encoding="utf-8"))
 
 
-def _kpis(row: Mapping[str, Any] | None, t12: Mapping[str, Any] | None,
-          currency: str) -> list[dict[str, Any]]:
+# The headline numbers: (key, label, source period, JSON key, kind). Percentages carry
+# three decimals, money the currency's decimals, as in every table of the project.
+HEADLINES = (
+    ("mrr", "MRR", "monthly", "closing_mrr", "money"),
+    ("arr", "ARR", "monthly", "arr", "money"),
+    ("nrr", "NRR (monthly)", "monthly", "nrr", "percent"),
+    ("grr", "GRR (monthly)", "monthly", "grr", "percent"),
+    ("t12m_nrr", "NRR (T12M)", "t12m", "nrr", "percent"),
+    ("t12m_grr", "GRR (T12M)", "t12m", "grr", "percent"),
+    ("logo_churn_rate", "logo churn", "monthly", "logo_churn_rate", "percent"),
+    ("revenue_churn_rate", "revenue churn", "monthly", "revenue_churn_rate", "percent"),
+    ("arpa", "ARPA", "monthly", "arpa", "money"),
+    ("quick_ratio", "quick ratio", "monthly", "quick_ratio", "ratio"),
+)
+# A rising churn rate is bad news: its change is coloured as a fall.
+LOWER_IS_BETTER = {"logo_churn_rate", "revenue_churn_rate"}
+
+
+def _shown(value: Any, kind: str, currency: str) -> str:
+    if num(value) is None:
+        return "–"
+    if kind == "money":
+        return money(value, currency)
+    if kind == "percent":
+        return pct(value, 3)
+    return f"{num(value):,.3f}"
+
+
+def _change(value: Any, before: Any, kind: str, currency: str) -> str:
+    now, then = num(value), num(before)
+    if now is None or then is None:
+        return ""
+    delta = now - then
+    if kind == "money":
+        text = money(abs(delta), currency)
+    elif kind == "percent":
+        text = f"{abs(delta):,.3f} pts"
+    else:
+        text = f"{abs(delta):,.3f}"
+    return ("+" if delta > 0 else "−" if delta < 0 else "±") + text
+
+
+def headlines(row: Mapping[str, Any] | None, t12: Mapping[str, Any] | None,
+              previous: Mapping[str, Any], currency: str) -> list[dict[str, Any]]:
+    """The headline numbers of the focus month with their change from the month before."""
     if not row:
         return []
-    cells = [
-        ("closing MRR", money(row.get("closing_mrr"), currency) + " " + currency.upper()),
-        ("NRR (monthly)", pct(row.get("nrr"))),
-        ("GRR (monthly)", pct(row.get("grr"))),
-        ("NRR (T12M)", pct((t12 or {}).get("nrr"))),
-        ("GRR (T12M)", pct((t12 or {}).get("grr"))),
-        ("band", row.get("band") or "–"),
-    ]
-    customers = row.get("customers")
-    if isinstance(customers, Mapping):
-        cells.append(("paying customers", str(customers.get("closing"))))
-    return [{"label": label, "value": value} for label, value in cells]
+    now = {"monthly": row, "t12m": t12 or {}}
+    before = {"monthly": previous.get("monthly") or {}, "t12m": previous.get("t12m") or {}}
+    shown = []
+    for key, label, period, source, kind in HEADLINES:
+        value = now[period].get(source)
+        delta = _change(value, before[period].get(source), kind, currency)
+        better = delta.startswith("+") != (key in LOWER_IS_BETTER)
+        shown.append({
+            "key": key, "label": label, "value": _shown(value, kind, currency),
+            "raw": "" if value is None else str(value),
+            "unit": currency.upper() if kind == "money" else "",
+            "change": delta, "trend": "" if not delta or delta[0] == "±"
+            else ("up" if better else "down"),
+            "previous_month": previous.get("month") or "",
+        })
+    return shown
+
+
+def _customers_headline(row: Mapping[str, Any] | None) -> str:
+    customers = (row or {}).get("customers")
+    return str(customers.get("closing")) if isinstance(customers, Mapping) else "–"
 
 
 def _waterfall_rows(monthly: Sequence[Mapping[str, Any]], t12m: Sequence[Mapping[str, Any]],
@@ -75,8 +127,9 @@ def _waterfall_rows(monthly: Sequence[Mapping[str, Any]], t12m: Sequence[Mapping
             *(money(row.get(key), currency) for key in
               ("opening_mrr", "new", "reactivation", "expansion", "contraction", "churn",
                "closing_mrr", "fx_impact")),
-            pct(row.get("nrr")), pct(row.get("grr")), {"band": row.get("band")},
-            pct(t12.get("nrr")), pct(t12.get("grr")),
+            pct(row.get("nrr"), 3), pct(row.get("grr"), 3),
+            {"band": None if row.get("partial") else row.get("band")},
+            pct(t12.get("nrr"), 3), pct(t12.get("grr"), 3),
         ])
     return rows
 
@@ -115,14 +168,14 @@ def _segments(segments: Mapping[str, Sequence[Mapping[str, Any]]],
                 *(money(r.get(key), currency) for key in
                   ("opening_mrr", "new", "reactivation", "expansion", "contraction", "churn",
                    "closing_mrr")),
-                pct(r.get("nrr")), pct(r.get("grr")), {"band": r.get("band")},
+                pct(r.get("nrr"), 3), pct(r.get("grr"), 3), {"band": r.get("band")},
             ] for r in ordered],
         })
     return shown
 
 
-def _top_rows(rows: Sequence[Mapping[str, Any]], currency: str,
-              customer_url: str) -> list[list[Any]]:
+def _top_rows(rows: Sequence[Mapping[str, Any]], currency: str, customer_url: str,
+              stripe_url: str, price_names: Mapping[str, str]) -> list[list[Any]]:
     shown = []
     for row in rows:
         customer_id = str(row.get("customer_id") or row.get("customer") or row.get("id") or "")
@@ -131,7 +184,8 @@ def _top_rows(rows: Sequence[Mapping[str, Any]], currency: str,
             row.get("name") or row.get("email") or "",
             {"movement": str(row.get("movement") or "")},
             money(row.get("amount"), currency),
-            causes_text(row.get("causes", row.get("cause"))),
+            {"causes": readable_causes(row.get("causes", row.get("cause")), stripe_url,
+                                       price_names)},
         ])
     return shown
 
@@ -175,7 +229,9 @@ def page_context(doc: Mapping[str, Any], *, title: str) -> dict[str, Any]:
         "timezone": doc.get("timezone"),
         "generated_at": doc.get("generated_at"),
         "focus": focus,
-        "kpis": _kpis(focus_row, focus_t12, currency),
+        "kpis": headlines(focus_row, focus_t12, doc.get("previous") or {}, currency),
+        "focus_band": (focus_row or {}).get("band"),
+        "paying_customers": _customers_headline(focus_row),
         "waterfall": charts.waterfall(focus_row, currency) if focus_row else None,
         "movement_kinds": MOVEMENTS,
         "movements": charts.movements(monthly, currency) if monthly else None,
@@ -189,7 +245,8 @@ def page_context(doc: Mapping[str, Any], *, title: str) -> dict[str, Any]:
         "top_headers": ["customer", "name", "movement", f"amount ({currency.upper()})",
                         "why (ledger)"],
         "top_rows": _top_rows(list(doc.get("top_movements") or []), currency,
-                              str(doc.get("customer_url") or "")),
+                              str(doc.get("customer_url") or ""),
+                              str(doc.get("stripe_url") or ""), doc.get("price_names") or {}),
         "policy_rows": policy_rows,
         "definitions": _definitions(list(doc.get("definitions") or [])),
     }

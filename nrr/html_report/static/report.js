@@ -35,6 +35,32 @@
       });
     });
   });
+  // "Download CSV" under every data table: the cells as shown, numbers without thousands
+  // separators or the % sign, so a spreadsheet reads them as numbers.
+  function csvCell(text) {
+    var value = text.replace(/\s+/g, " ").trim();
+    var number = value.replace(/,/g, "").replace(/ ?%$/, "").replace(/^−/, "-");
+    if (/^[-+]?[0-9]+(\.[0-9]+)?$/.test(number)) { value = number; }
+    return /[",\n]/.test(value) ? '"' + value.replace(/"/g, '""') + '"' : value;
+  }
+  Array.prototype.forEach.call(document.querySelectorAll("table.data"), function (table) {
+    var button = document.createElement("button");
+    button.type = "button";
+    button.className = "csv";
+    button.textContent = "Download CSV";
+    button.addEventListener("click", function () {
+      var lines = Array.prototype.map.call(table.rows, function (row) {
+        return Array.prototype.map.call(row.cells, function (c) { return csvCell(c.textContent); }).join(",");
+      });
+      var link = document.createElement("a");
+      link.href = URL.createObjectURL(new Blob([lines.join("\n") + "\n"], {type: "text/csv"}));
+      link.download = (table.getAttribute("data-table") || "table") + ".csv";
+      document.body.appendChild(link);
+      link.click();
+      link.remove();
+    });
+    table.parentNode.insertBefore(button, table.nextSibling);
+  });
   var drawn = 0;
   Array.prototype.forEach.call(document.querySelectorAll("svg.chart"), function (svg) {
     if (svg.querySelectorAll("rect, path, circle").length > 0) { drawn += 1; }
