@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     recompute_workers: int | None = Field(default=None, ge=0, alias="NRR_RECOMPUTE_WORKERS")
     # Path to a metric catalogue YAML replacing the shipped nrr/catalogue/metrics.yaml.
     metric_catalogue: str | None = Field(default=None, alias="NRR_METRIC_CATALOGUE")
+    # The worker writes the HTML report here after each snapshot; Slack messages link to it
+    # under the base URL (where a web server serves that folder).
+    report_dir: str | None = Field(default=None, alias="NRR_REPORT_DIR")
+    report_base_url: str | None = Field(default=None, alias="NRR_REPORT_BASE_URL")
 
     # Overrides of the alert rules' thresholds (applied to every matching rule) and the digest.
     alert_nrr_threshold: float | None = Field(default=None, alias="NRR_ALERT_NRR_THRESHOLD")
@@ -184,7 +188,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("stripe_api_key", "stripe_webhook_secret", "slack_webhook_url", "redis_url",
-                     "stripe_api_base", mode="before")
+                     "stripe_api_base", "report_dir", "report_base_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -274,14 +273,13 @@ def register(app: typer.Typer) -> None:
 
 
 def write_whole(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: a reader (a web
-    server serving the worker's folder) sees the old file or the new one, never half."""
+    """Write ``text`` to ``path`` whole or not at all (a temporary file and a rename)."""
+    from nrr.services.report_files import write_atomically
+
     path = path.expanduser()
-    if path.parent and not path.parent.exists():
+    if not path.parent.is_dir():
         raise UsageError(f"the folder {path.parent} does not exist")
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    write_atomically(path, text)
 
 
 def _html(month: str | None, first: str | None, last: str | None,

@@ -59,6 +59,15 @@ WATERFALL = (
     ("churn", "Churn", "-"),
     ("closing_mrr", "Closing MRR", ""),
 )
+# The T12M cohort's own waterfall: paying at the opening of M-11, seen at M's closing. It
+# has no new or reactivated customers by definition.
+T12M_WATERFALL = (
+    ("cohort_opening_mrr", "Cohort opening MRR", ""),
+    ("expansion", "Expansion", "+"),
+    ("contraction", "Contraction", "-"),
+    ("churn", "Churn", "-"),
+    ("cohort_closing_mrr", "Cohort closing MRR", ""),
+)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -187,6 +196,10 @@ class MessageContext:
     dashboard_url: str = "https://dashboard.stripe.com"
     test_mode: bool = False
     snapshot_version: int = 0
+    report_url: str | None = None
+    # "t12m": the waterfall and customers are the T12M cohort's, from first_month to month.
+    period: str = "monthly"
+    first_month: str | None = None
 
 
 @dataclass(frozen=True)
@@ -255,7 +268,8 @@ def _customers_section(ctx: MessageContext, title: str, customers: list[Customer
     shown = customers[:TOP_CUSTOMERS]
     total = max(total, len(shown))
     if not shown:
-        return _section(f"*{title}*: none this month.")
+        return _section(f"*{title}*: none "
+                        + ("in the T12M cohort." if ctx.period == "t12m" else "this month."))
     lines = [f"*{title}* (largest {len(shown)} of {total:,})"]
     lines += [_customer_line(ctx, c) for c in shown]
     if total > len(shown):
@@ -273,13 +287,15 @@ def _header(text: str) -> dict[str, Any]:
 
 def _waterfall_block(ctx: MessageContext) -> dict[str, Any]:
     fields = []
-    for key, label, sign in WATERFALL:
+    t12m = ctx.period == "t12m"
+    for key, label, sign in (T12M_WATERFALL if t12m else WATERFALL):
         amount = ctx.waterfall.get(key)
         fields.append({"type": "mrkdwn",
                        "text": f"*{label}*\n{fmt_money(amount, ctx.currency, sign)}"})
-    return {"type": "section",
-            "text": {"type": "mrkdwn", "text": f"*MRR waterfall, {month_title(ctx.month)}*"},
-            "fields": fields}
+    title = (f"*T12M cohort waterfall, opening of {month_title(ctx.first_month or ctx.month)} "
+             f"to closing of {month_title(ctx.month)}*" if t12m
+             else f"*MRR waterfall, {month_title(ctx.month)}*")
+    return {"type": "section", "text": {"type": "mrkdwn", "text": title}, "fields": fields}
 
 
 def _policies_block(ctx: MessageContext, extra: list[str]) -> dict[str, Any]:
@@ -295,14 +311,24 @@ def _policy_value(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
+def _movers_title(ctx: MessageContext, kind: str) -> str:
+    if ctx.period == "t12m":
+        return f"{kind} customers of the T12M cohort since {ctx.first_month}"
+    return f"{kind} customers"
+
+
 def _body(ctx: MessageContext, extra_context: list[str]) -> list[dict[str, Any]]:
-    return [
+    blocks = [
         _waterfall_block(ctx),
         {"type": "divider"},
-        _customers_section(ctx, "Churned customers", ctx.churned, ctx.churned_total),
-        _customers_section(ctx, "Contracted customers", ctx.contracted, ctx.contracted_total),
-        _policies_block(ctx, extra_context),
+        _customers_section(ctx, _movers_title(ctx, "Churned"), ctx.churned, ctx.churned_total),
+        _customers_section(ctx, _movers_title(ctx, "Contracted"), ctx.contracted,
+                           ctx.contracted_total),
     ]
+    if ctx.report_url:
+        blocks.append(_section(f"<{ctx.report_url}|Open the full retention report>"))
+    blocks.append(_policies_block(ctx, extra_context))
+    return blocks
 
 
 # --------------------------------------------------------------------------- messages
