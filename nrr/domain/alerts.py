@@ -497,6 +497,9 @@ def render_text(payload: dict[str, Any]) -> str:
 
 
 def _plain(text: str) -> str:
+    """Slack mrkdwn as plain text: links as ``label (url)``, no bold, italics or emoji codes."""
     text = re.sub(r"<([^|>]+)\|([^>]+)>", r"\2 (\1)", text)
+    text = re.sub(r":[a-z][a-z0-9_+-]*: ?", "", text)
+    text = re.sub(r"(?<![\w])_([^_\n]+)_(?![\w])", r"\1", text)
     text = text.replace("*", "").replace("`", "")
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")

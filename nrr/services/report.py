@@ -831,3 +831,30 @@ def t12m_movers(session: Session, settings: Settings, month: str, *, kind: str,
         "causes": causes[row.customer_id],
     } for row in rows]
     return found, total
+
+
+def segment_names(session: Session, dimension: str | None,
+                  segments: Iterable[str]) -> dict[str, str]:
+    """People's names for plan and product segments (ids): a price's nickname, else its
+    product's name and interval (``Team, monthly``); a product's name."""
+    from models.mirror import StripePrice, StripeProduct
+
+    ids = sorted({s for s in segments if s and s != NO_SEGMENT})
+    if dimension not in ("plan", "product") or not ids:
+        return {}
+    if dimension == "product":
+        return {pid: name for pid, name in session.execute(
+            select(StripeProduct.id, StripeProduct.name).where(StripeProduct.id.in_(ids)))
+            if name}
+    names = {}
+    for price_id, nickname, product, interval, count in session.execute(
+            select(StripePrice.id, StripePrice.nickname, StripeProduct.name, StripePrice.interval,
+                   StripePrice.interval_count)
+            .outerjoin(StripeProduct, StripeProduct.id == StripePrice.product_id)
+            .where(StripePrice.id.in_(ids))):
+        every = (f"every {count} {interval}s" if count and count > 1 and interval
+                 else f"{interval}ly" if interval else None)
+        name = nickname or ", ".join(p for p in (product, every) if p)
+        if name:
+            names[price_id] = name
+    return names
