@@ -50,14 +50,19 @@ def _root(
                                  help="Print the version and exit."),
 ) -> None:
     """Keep Net Revenue Retention true and current from a Stripe account."""
-    from nrr.logs import configure_logging
-    from nrr.settings import get_settings
+    import sys
+
+    from nrr.logs import configure_from_settings, configure_logging, redact
+    from nrr.settings import ConfigError, load_settings
 
     try:
-        level = get_settings().log_level
-    except Exception:  # noqa: BLE001 - a bad setting is reported by the command that needs it
-        level = "INFO"
-    configure_logging(level)
+        configure_from_settings(load_settings())
+    except ConfigError as exc:
+        configure_logging("INFO")
+        if not {"--help", "-h"} & set(sys.argv[1:]):
+            # Every command stops here on a typo or an out-of-range value, before any work.
+            sys.stderr.write(f"error: {redact(str(exc))}\n")
+            raise typer.Exit(2) from None
 
 
 for _name in COMMAND_MODULES:

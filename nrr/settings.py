@@ -6,11 +6,21 @@ print in logs, reprs or reports.
 
 Each command asks only for what it uses: ``settings.require("stripe_api_key")``
 raises :class:`ConfigError` with the variable to set.
+
+Everything is checked when the settings load, for every entry point (the CLI and the
+Celery app): an unknown ``NRR_*`` variable, an unknown key or section of the config file,
+or a value out of range is a :class:`ConfigError` (exit 2) naming the key and the nearest
+valid one, so a typo never runs silently with the defaults.
+
+Each secret may also be given as a file (``STRIPE_API_KEY_FILE=/run/secrets/stripe``),
+the way container secrets are mounted: the file's content, stripped, is the value.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import tomllib
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -32,7 +43,13 @@ class ConfigError(Exception):
     """A setting is missing or invalid; the message says which variable to set."""
 
 
-class Policies(BaseModel):
+class _Section(BaseModel):
+    """A config file section: an unknown key is an error, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Policies(_Section):
     """The named policies of docs/revenue-definitions.md, with their defaults."""
 
     churn_at: Literal["period_end", "request"] = "period_end"
@@ -61,7 +78,7 @@ class Policies(BaseModel):
         return self.model_dump()
 
 
-class AlertRule(BaseModel):
+class AlertRule(_Section):
     """One alert rule; ``segment`` is a dimension (``plan``, ``metadata:tier``) or None for the total."""
 
     name: str
@@ -81,7 +98,7 @@ def default_alert_rules() -> list[AlertRule]:
     ]
 
 
-class AlertSettings(BaseModel):
+class AlertSettings(_Section):
     rules: list[AlertRule] = Field(default_factory=default_alert_rules)
     digest: bool = False
     stripe_dashboard_url: str = "https://dashboard.stripe.com"
@@ -95,14 +112,18 @@ class AlertSettings(BaseModel):
     claim_lease_seconds: int = Field(default=300, ge=1)
 
 
-class ScheduleSettings(BaseModel):
+class ScheduleSettings(_Section):
     sync_every_minutes: float = Field(default=15, gt=0)
-    nightly_recompute_hour: int = 2
-    snapshot_day: int = 1
-    snapshot_hour: int = 1
+    nightly_recompute_hour: int = Field(default=2, ge=0, le=23)
+    # At most 28: every month has that day, so no month goes without its snapshot.
+    snapshot_day: int = Field(default=1, ge=1, le=28)
+    snapshot_hour: int = Field(default=1, ge=0, le=23)
+    # `nrr status` calls the sync stale (and fails) when the last finished sync is older
+    # than this many sync intervals.
+    stale_after_intervals: float = Field(default=3, ge=1)
 
 
-class WorkerSettings(BaseModel):
+class WorkerSettings(_Section):
     """Celery worker tuning (config file ``[worker]``); defaults suit one account."""
 
     # A lock's lease; its holder renews it every third of this while it works.
@@ -126,12 +147,16 @@ class Settings(BaseSettings):
     timezone: str = Field(default="UTC", alias="NRR_TIMEZONE")
     config_path: str | None = Field(default=None, alias="NRR_CONFIG")
     # Stripe rate limits (requests per second); None means "from the key's mode".
-    stripe_rate_limit: float | None = Field(default=None, alias="NRR_STRIPE_RATE_LIMIT")
-    stripe_endpoint_rate_limit: float = Field(default=25.0, alias="NRR_STRIPE_ENDPOINT_RATE_LIMIT")
+    stripe_rate_limit: float | None = Field(default=None, gt=0, alias="NRR_STRIPE_RATE_LIMIT")
+    stripe_endpoint_rate_limit: float = Field(default=25.0, gt=0,
+                                              alias="NRR_STRIPE_ENDPOINT_RATE_LIMIT")
     # `created` windows the backfill lists invoices in side by side; None: 4 live, 2 test.
     stripe_backfill_windows: int | None = Field(default=None, ge=1, le=16,
                                                 alias="NRR_STRIPE_BACKFILL_WINDOWS")
-    log_level: str = Field(default="INFO", alias="NRR_LOG_LEVEL")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", alias="NRR_LOG_LEVEL")
+    # `text` (key=value lines for a terminal) or `json` (one object a line, for collectors).
+    log_format: Literal["text", "json"] = Field(default="text", alias="NRR_LOG_FORMAT")
     # Processes of a full recompute of 5,000 customers or more; None: one per core, at
     # most 4; 0 or 1: the recompute runs in the calling process only.
     recompute_workers: int | None = Field(default=None, ge=0, alias="NRR_RECOMPUTE_WORKERS")
@@ -169,6 +194,16 @@ class Settings(BaseSettings):
         if self.alert_digest is not None:
             self.alerts.digest = self.alert_digest
         return self
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("reporting_currency")
     @classmethod
@@ -231,6 +266,20 @@ class Settings(BaseSettings):
 
 
 _POLICY_ENV_PREFIX = "NRR_POLICY_"
+_ENV_PREFIX = "NRR_"
+# NRR_* variables read by something other than these settings: the compose file's worker
+# concurrency and the test suite's switch for the PostgreSQL half.
+OTHER_NRR_VARIABLES = frozenset({"NRR_WORKER_CONCURRENCY", "NRR_TEST_SKIP_POSTGRES"})
+# Secrets that may be given as ``<NAME>_FILE`` (a path whose content is the value).
+SECRET_VARIABLES = ("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET", "SLACK_WEBHOOK_URL",
+                    "DATABASE_URL", "REDIS_URL")
+FILE_SUFFIX = "_FILE"
+_SECRET_FIELDS = frozenset({"stripe_api_key", "stripe_webhook_secret", "slack_webhook_url",
+                            "database_url", "redis_url"})
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "policies": Policies, "alerts": AlertSettings, "schedule": ScheduleSettings,
+    "worker": WorkerSettings,
+}
 
 
 def _read_config_file(path: str) -> dict[str, Any]:
@@ -243,43 +292,148 @@ def _read_config_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"NRR_CONFIG file {file} is not valid TOML: {exc}") from exc
 
 
+def _nearest(word: str, candidates: list[str]) -> str:
+    """`` (did you mean X?)`` for the closest candidate, or the list of valid ones."""
+    match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    if not match:
+        # Case and separators differ more often than letters (`churn-at`, `Churn_At`).
+        folded = {c.lower().replace("-", "_"): c for c in candidates}
+        near = difflib.get_close_matches(word.lower().replace("-", "_"), list(folded), n=1,
+                                         cutoff=0.6)
+        match = [folded[near[0]]] if near else []
+    if match:
+        return f" (did you mean {match[0]}?)"
+    return f" (valid: {', '.join(sorted(candidates))})"
+
+
+def _env_names() -> list[str]:
+    names = [f.alias for f in Settings.model_fields.values() if f.alias]
+    names += [_POLICY_ENV_PREFIX + name.upper() for name in Policies.model_fields]
+    names += [name + FILE_SUFFIX for name in SECRET_VARIABLES]
+    return names + sorted(OTHER_NRR_VARIABLES)
+
+
+def _unknown_environment(env: dict[str, str]) -> list[str]:
+    known = _env_names()
+    return [f"unknown environment variable {key}{_nearest(key, known)}"
+            for key in sorted(env) if key.startswith(_ENV_PREFIX) and key not in known]
+
+
+def _unknown_file_keys(values: dict[str, Any]) -> list[str]:
+    top = [name for name in Settings.model_fields if name not in _SECTIONS]
+    top += [f.alias for f in Settings.model_fields.values() if f.alias]
+    problems = []
+    for key, value in values.items():
+        section = _SECTIONS.get(key)
+        if section is None:
+            kind = "section" if isinstance(value, dict) else "key"
+            problems.append(f"unknown {kind} {key!r} in the config file"
+                            f"{_nearest(key, top + [f'[{s}]' for s in _SECTIONS])}")
+            continue
+        if not isinstance(value, dict):
+            problems.append(f"{key!r} in the config file must be a [{key}] section")
+            continue
+        problems += _unknown_section_keys(key, section, value)
+    return problems
+
+
+def _unknown_section_keys(path: str, model: type[BaseModel], values: dict[str, Any]) -> list[str]:
+    fields = list(model.model_fields)
+    problems = [f"unknown key {key!r} in [{path}] of the config file{_nearest(key, fields)}"
+                for key in values if key not in fields]
+    if model is AlertSettings and isinstance(values.get("rules"), list):
+        for index, rule in enumerate(values["rules"]):
+            if isinstance(rule, dict):
+                problems += _unknown_section_keys(f"alerts.rules #{index + 1}", AlertRule, rule)
+    return problems
+
+
+def _read_secret_files(env: dict[str, str]) -> list[str]:
+    """Replace ``<NAME>_FILE`` by ``<NAME>`` (the file's content); the problems found."""
+    problems = []
+    for name in SECRET_VARIABLES:
+        path = env.get(name + FILE_SUFFIX)
+        if not path:
+            continue
+        if env.get(name):
+            problems.append(f"both {name} and {name}{FILE_SUFFIX} are set: keep one")
+            continue
+        try:
+            env[name] = Path(path).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            problems.append(f"{name}{FILE_SUFFIX}: cannot read {path} ({exc.strerror})")
+    return problems
+
+
+def _describe_error(err: Any, names: dict[tuple[str, ...], str]) -> str:
+    """One validation error as ``<the key the user wrote>: <what is wrong> (got ...)``."""
+    loc = tuple(str(part) for part in err["loc"])
+    name = names.get(loc[:2]) or names.get(loc[:1]) or ".".join(loc)
+    if len(loc) > 2 and loc[:2] not in names:
+        name = ".".join(loc)
+    message = f"{name}: {err['msg']}"
+    value = err.get("input")
+    secret = loc[0] in _SECRET_FIELDS
+    if not secret and not isinstance(value, (dict, list)) and err["type"] != "missing":
+        message += f" (got {value!r})"
+        if err["type"] == "literal_error" and isinstance(value, str):
+            choices = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
+            near = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
+            if near:
+                message += f"; did you mean {near[0]!r}?"
+    return message
+
+
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     """Build the settings from ``env`` (default ``os.environ``) and the optional config file.
 
     The config file (TOML) may hold ``[policies]``, ``[alerts]`` (with ``[[alerts.rules]]``),
-    ``[schedule]`` and top-level keys named like the settings fields
-    (``reporting_currency = "eur"``). Environment variables win over the file.
+    ``[schedule]``, ``[worker]`` and top-level keys named like the settings fields
+    (``reporting_currency = "eur"``). Environment variables win over the file. Anything
+    unknown or out of range raises :class:`ConfigError` naming every problem.
     """
     env = dict(os.environ if env is None else env)
+    problems = _unknown_environment(env) + _read_secret_files(env)
     file_values: dict[str, Any] = {}
     config_path = env.get("NRR_CONFIG") or None
     if config_path:
         file_values = _read_config_file(config_path)
+        problems += _unknown_file_keys(file_values)
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
 
+    # Where each value came from, to name it in an error the way the user wrote it.
+    names: dict[tuple[str, ...], str] = {}
     policies: dict[str, Any] = dict(file_values.pop("policies", {}) or {})
+    for key in policies:
+        names[("policies", key)] = f"[policies] {key}"
     for key, value in env.items():
         if key.startswith(_POLICY_ENV_PREFIX):
-            policies[key[len(_POLICY_ENV_PREFIX):].lower()] = value
+            name = key[len(_POLICY_ENV_PREFIX):].lower()
+            policies[name] = value
+            names[("policies", name)] = key
 
     init: dict[str, Any] = {}
     field_by_alias = {f.alias: name for name, f in Settings.model_fields.items() if f.alias}
     for key, value in file_values.items():
-        if key in Settings.model_fields:
-            init[key] = value
-        elif key in field_by_alias:
-            init[field_by_alias[key]] = value
+        field_name = field_by_alias.get(key, key)
+        init[field_name] = value
+        if field_name in _SECTIONS and isinstance(value, dict):
+            for inner in value:
+                names[(field_name, inner)] = f"[{field_name}] {inner}"
+        else:
+            names[(field_name,)] = f"{key} (config file)"
     for alias, name in field_by_alias.items():
         if alias in env:
             init[name] = env[alias]
+            names[(name,)] = alias
     init["policies"] = policies
     try:
         # _env_file None and explicit init values: environment was already merged above.
         return Settings.model_validate(init)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid configuration: {problems}") from exc
+        problems = [_describe_error(err, names) for err in exc.errors()]
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from exc
 
 
 @lru_cache(maxsize=1)

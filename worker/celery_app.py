@@ -17,10 +17,10 @@ from typing import Any
 
 import structlog
 from celery import Celery
-from celery.signals import beat_init, task_postrun, task_prerun, worker_init
+from celery.signals import beat_init, setup_logging, task_postrun, task_prerun, worker_init
 
-from nrr.logs import configure_logging
-from nrr.settings import Settings, load_settings
+from nrr.logs import configure_from_settings
+from nrr.settings import ConfigError, Settings, load_settings
 from worker.broker import QUEUE, broker_folder, state_dir
 
 TASK_MODULES = ["worker.tasks"]
@@ -95,16 +95,29 @@ def ensure_state_dirs(settings: Settings) -> None:
 
 
 def _on_start(**_: Any) -> None:
-    configure_logging(settings.log_level)
+    configure_from_settings(settings)
     ensure_state_dirs(settings)
+
+
+def _own_logging(**_: Any) -> None:
+    # Connected, this signal stops Celery from installing its own handlers: its lines go
+    # through the structlog pipeline (same format, task id, redaction) like ours.
+    configure_from_settings(settings)
 
 
 task_prerun.connect(_bind_task, weak=False)
 task_postrun.connect(_unbind_task, weak=False)
 worker_init.connect(_on_start, weak=False)
 beat_init.connect(_on_start, weak=False)
+setup_logging.connect(_own_logging, weak=False)
 
-settings = load_settings()
+try:
+    settings = load_settings()
+except ConfigError as exc:  # `celery -A worker.celery_app ...`: exit 2 like the CLI
+    import sys
+
+    sys.stderr.write(f"error: {exc}\n")
+    raise SystemExit(2) from None
 app = make_celery(settings)
 app.set_current()
 celery = app

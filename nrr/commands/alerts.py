@@ -9,7 +9,6 @@ import typer
 
 from nrr.commands.common import (
     EXIT_FAILED,
-    EXIT_USAGE,
     OutputFormat,
     emit_json,
     emit_rows,
@@ -52,13 +51,10 @@ def _check_format(fmt: OutputFormat) -> None:
 
 
 def _finish(delivery: Any) -> None:
-    """Exit 2 for an invalid webhook URL (messages were printed), 1 when some stay pending."""
+    """Exit 1 when some messages stay pending (an invalid webhook URL is a ConfigError:
+    exit 2 before anything changed)."""
     if delivery is None:
         return
-    if delivery.config_error:
-        stderr.print(f"[red]error:[/red] {delivery.config_error}; the messages were printed "
-                     "instead", highlight=False)
-        raise typer.Exit(EXIT_USAGE)
     if delivery.failed:
         stderr.print(f"[red]failed:[/red] {len(delivery.failed)} message(s) not delivered, kept "
                      f"pending for the next run: {delivery.failed[0]['error']}", highlight=False)
@@ -144,7 +140,7 @@ def test_command(
         emit_json(delivery.as_dict())
     elif delivery.sent:
         stdout.print("test message sent to Slack")
-    elif delivery.printed and not delivery.config_error:
+    elif delivery.printed:
         stdout.print("SLACK_WEBHOOK_URL is not set: the test message was printed above")
     _finish(delivery)
 

@@ -16,8 +16,9 @@ id=? AND (status='pending' OR (status='sending' AND claimed_until < now))``: onl
 worker wins; the claim's ``attempts`` value is its fencing token, so a sender whose lease
 expired cannot overwrite the row of the worker that retook it. After Slack answered, the
 row becomes ``sent``; a failure puts it back to ``pending`` with ``last_error`` (never
-dropped: the next run sends it); with no webhook URL, or an invalid one, the message is
-printed and the row becomes ``printed`` (with the configuration error in ``last_error``).
+dropped: the next run sends it); with no webhook URL the message is printed and the row
+becomes ``printed``. An invalid webhook URL is a configuration error raised before any row
+is stored or claimed, so the alerts stay pending until a valid destination has them.
 A worker killed between Slack's answer and the ``sent`` update leaves a ``sending`` row
 whose lease expires; it is then sent again (at-least-once in that one crash window).
 
@@ -62,7 +63,7 @@ from nrr.domain.alerts import (
 from nrr.domain.months import add_months, current_month
 from nrr.logs import get_logger
 from nrr.services.report_files import report_url
-from nrr.settings import AlertRule, Settings
+from nrr.settings import AlertRule, ConfigError, Settings
 
 log = get_logger(__name__)
 
@@ -110,11 +111,10 @@ class DeliveryResult:
     printed: list[str] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)  # still pending, with the error
     busy: list[str] = field(default_factory=list)  # claimed by another worker
-    config_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"sent": self.sent, "printed": self.printed, "failed": self.failed,
-                "busy": self.busy, "config_error": self.config_error}
+                "busy": self.busy}
 
 
 @dataclass
@@ -492,6 +492,10 @@ def evaluate_alerts(source: SessionSource, settings: Settings, month: str | None
     """Evaluate the rules for ``month`` (default: the last closed month with a snapshot),
     store the messages once each, then deliver every pending message (older ones too)."""
     factory = _factory(source)
+    if deliver and webhook is None:
+        # Before any row is written or claimed: a bad SLACK_WEBHOOK_URL stops the run here,
+        # so the stored alerts stay pending until a valid destination has them.
+        webhook = configured_webhook(settings)
     with session_scope(factory) as session:
         month = month or default_month(session, settings, now)
         result = plan_messages(session, settings, month, now=now)
@@ -519,17 +523,14 @@ def deliver_pending(source: SessionSource, settings: Settings, *,
                     keys: Sequence[str] | None = None) -> DeliveryResult:
     """Send every pending delivery (and every expired claim), oldest first, each exactly once.
 
-    ``webhook`` defaults to the one configured (``SLACK_WEBHOOK_URL``); with none, or an
-    invalid one, the messages are printed with ``printer`` (stdout by default).
+    ``webhook`` defaults to the one configured (``SLACK_WEBHOOK_URL``); with none the
+    messages are printed with ``printer`` (stdout by default). An invalid one raises
+    :class:`ConfigError` before any delivery is claimed: nothing changes state.
     """
     factory = _factory(source)
     result = DeliveryResult()
     if webhook is None:
-        try:
-            webhook = webhook_from_settings(settings)
-        except SlackConfigError as exc:
-            result.config_error = str(exc)
-            log.error("slack.invalid_webhook_url", error=str(exc))
+        webhook = configured_webhook(settings)
     emit = printer or _print_stdout
     lease = timedelta(seconds=settings.alerts.claim_lease_seconds)
     with session_scope(factory) as session:
@@ -550,7 +551,7 @@ def deliver_pending(source: SessionSource, settings: Settings, *,
         token, payload = claim
         if webhook is None:
             emit(render_text(payload))
-            _finish(factory, delivery_id, token, "printed", result.config_error)
+            _finish(factory, delivery_id, token, "printed", None)
             result.printed.append(key)
             log.info("alert.printed", dedupe_key=key)
             continue
@@ -565,6 +566,16 @@ def deliver_pending(source: SessionSource, settings: Settings, *,
                                   "status_code": outcome.status_code})
             log.warning("alert.kept_pending", dedupe_key=key, error=outcome.error)
     return result
+
+
+def configured_webhook(settings: Settings) -> SlackWebhook | None:
+    """The ``SLACK_WEBHOOK_URL`` webhook, None when unset; :class:`ConfigError` when invalid."""
+    try:
+        return webhook_from_settings(settings)
+    except SlackConfigError as exc:
+        log.error("slack.invalid_webhook_url", error=str(exc))
+        raise ConfigError(f"{exc}; nothing was sent or printed, the alerts stay pending "
+                          "until the URL is fixed") from None
 
 
 def _claim(factory: sessionmaker[Session], delivery_id: int,
@@ -624,6 +635,8 @@ def send_test_message(source: SessionSource, settings: Settings, *,
     key = f"test|{_utcnow().strftime('%Y%m%dT%H%M%S')}|{uuid.uuid4().hex}"
     planned = PlannedMessage(key, "test", "test", ctx.month, "", 0, None, message.text,
                              message.as_payload())
+    if webhook is None:
+        webhook = configured_webhook(settings)
     factory = _factory(source)
     with session_scope(factory) as session:
         _store(session, [planned])

@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, select, update
 
 from models.derived import AlertDelivery
@@ -17,6 +18,7 @@ from nrr.services.alerts import (
     pending_deliveries,
     preview,
 )
+from nrr.settings import ConfigError
 from tests.alerts.conftest import NOW, Printed, make_settings, seed_drop, seed_recovery
 from tests.support.slack_recorder import SlackRecorder
 
@@ -237,7 +239,6 @@ def test_without_webhook_url_messages_are_printed(engine: Engine, db_url: str,
     result = evaluate_alerts(engine, settings, "2026-10", now=NOW, printer=printed)
 
     assert result.delivery is not None and sorted(result.delivery.printed) == sorted([BELOW, DROP])
-    assert result.delivery.config_error is None
     assert len(printed.messages) == 2
     assert "Monthly NRR below 100% — 2026-10" in printed.messages[0]
     assert "Opening MRR: 50,000.00 USD" in printed.messages[0]
@@ -247,24 +248,32 @@ def test_without_webhook_url_messages_are_printed(engine: Engine, db_url: str,
     assert len(printed.messages) == 2
 
 
-def test_invalid_webhook_url_gives_a_clear_error_and_prints(engine: Engine, db_url: str,
-                                                            printed: Printed, capsys: Any) -> None:
+def test_invalid_webhook_url_stops_the_run_and_keeps_every_alert_pending(
+        engine: Engine, db_url: str, printed: Printed, slack: SlackRecorder, capsys: Any) -> None:
     secret = "hooks.slack.com/services/T1/B1/very-secret"
-    settings = make_settings(db_url, f"htps://{secret}")
-    seed_drop(engine, settings)
+    seed_drop(engine, make_settings(db_url))
+    evaluate_alerts(engine, make_settings(db_url), "2026-10", now=NOW, deliver=False)
+    before = {key: (row.status, row.attempts) for key, row in deliveries(engine).items()}
+    assert before == {BELOW: ("pending", 0), DROP: ("pending", 0)}
+    broken = make_settings(db_url, f"htps://{secret}")
 
-    result = evaluate_alerts(engine, settings, "2026-10", now=NOW, printer=printed)
+    with pytest.raises(ConfigError) as raised:
+        evaluate_alerts(engine, broken, "2026-10", now=NOW, printer=printed)
+    with pytest.raises(ConfigError):
+        deliver_pending(engine, broken, printer=printed)
 
-    assert result.delivery is not None
-    error = result.delivery.config_error or ""
+    error = str(raised.value)
     assert "SLACK_WEBHOOK_URL is not a valid webhook URL" in error and "https://" in error
     assert "very-secret" not in error
-    assert len(printed.messages) == 2
-    rows = deliveries(engine)
-    assert {row.status for row in rows.values()} == {"printed"}
-    assert all("SLACK_WEBHOOK_URL" in (row.last_error or "") for row in rows.values())
+    assert printed.messages == []
+    after = {key: (row.status, row.attempts) for key, row in deliveries(engine).items()}
+    assert after == before
     out = capsys.readouterr()
     assert "very-secret" not in out.err + out.out
+    # Once the URL is fixed, the next run sends both: nothing was lost.
+    fixed = evaluate_alerts(engine, make_settings(db_url, slack.url), "2026-10", now=NOW)
+    assert fixed.delivery is not None and sorted(fixed.delivery.sent) == sorted([BELOW, DROP])
+    assert len(slack.delivered) == 2
 
 
 def test_an_expired_claim_is_retaken_and_a_live_one_is_left_alone(

@@ -96,16 +96,23 @@ def test_run_without_url_prints_and_keeps_json_on_stdout(
     assert "Monthly NRR below 100% — 2026-10" in result.stderr
 
 
-def test_run_with_an_invalid_url_exits_2_with_a_clear_error_and_prints(
+def test_run_with_an_invalid_url_exits_2_before_anything_changes(
         engine: Engine, db_url: str, nrr: Callable[..., Run]) -> None:
-    seed_drop(engine, make_settings(db_url))
+    from nrr.services.alerts import evaluate_alerts, pending_deliveries
+
+    settings = make_settings(db_url)
+    seed_drop(engine, settings)
+    evaluate_alerts(engine, settings, "2026-10", deliver=False)  # two stored, pending
+    before = pending_deliveries(engine)
 
     result = nrr("run", "--month", "2026-10", webhook="hooks.slack.com/services/T/B/secret-part")
 
     assert result.exit_code == 2
     assert "SLACK_WEBHOOK_URL is not a valid webhook URL" in result.stderr
     assert "secret-part" not in result.stderr + result.stdout
-    assert "Monthly NRR below 100% — 2026-10" in result.stdout
+    assert "Monthly NRR below 100% — 2026-10" not in result.stdout  # not printed either
+    assert [row["status"] for row in before] == ["pending", "pending"]
+    assert pending_deliveries(engine) == before
 
 
 def test_outage_exits_1_and_pending_lists_the_kept_alerts(
