@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "nrr.commands.cohorts",
     "nrr.commands.status",
     "nrr.commands.serve",
+    "nrr.commands.dashboard",
     "nrr.commands.worker",
     "nrr.commands.snapshots",
     "nrr.commands.alerts",

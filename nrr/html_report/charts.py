@@ -49,6 +49,7 @@ class Shape:
     kind: str
     attrs: dict[str, str]
     text: str | None = None
+    href: str | None = None  # a drill-down link (the served dashboard)
 
 
 @dataclass
@@ -61,8 +62,10 @@ class Chart:
 
     def add(self, kind: str, text: str | None = None, **attrs: Any) -> None:
         """A shape; ``class_`` becomes ``class``, ``text_anchor`` ``text-anchor``."""
+        href = attrs.pop("href", None)
         self.shapes.append(Shape(kind, {("class" if k == "class_" else k.replace("_", "-")): str(v)
-                                        for k, v in attrs.items() if v is not None}, text))
+                                        for k, v in attrs.items() if v is not None}, text,
+                                 href))
 
     def grid(self, x1: float, x2: float, y: float, label: str) -> None:
         self.add("line", class_="grid", x1=x1, x2=x2, y1=f"{y:.1f}", y2=f"{y:.1f}")
@@ -94,7 +97,7 @@ def _value(row: Mapping[str, Any], key: str) -> float:
     return num(row.get(key)) or 0.0
 
 
-def waterfall(row: Mapping[str, Any], currency: str) -> Chart:
+def waterfall(row: Mapping[str, Any], currency: str, link: Any = None) -> Chart:
     """Opening, the five movements, the FX impact and closing of one month as a waterfall.
 
     ``fx_impact`` is the change of the opening MRR from re-converting at this month's rate
@@ -147,7 +150,9 @@ def waterfall(row: Mapping[str, Any], currency: str) -> Chart:
         chart.add("rect", class_="bar", x=f"{x:.1f}", y=f"{y_top:.1f}", width=f"{bar_w:.1f}",
                   height=f"{max(y_bottom - y_top, 0.5):.1f}", fill=colour,
                   data_tip=f"{label}: {minus}{money(amount, currency)} {currency.upper()}",
-                  data_step=label.replace(" ", "_"))
+                  data_step=label.replace(" ", "_"),
+                  href=link(str(row.get("month")), label)
+                  if link and label in MOVEMENTS and amount else None)
         chart.add("text", short_money(amount), class_="value", x=f"{x + bar_w / 2:.1f}",
                   y=f"{y_top - 4:.1f}", text_anchor="middle")
         chart.add("text", label, class_="axis", x=f"{x + bar_w / 2:.1f}", y=height - bottom + 16,
@@ -168,7 +173,7 @@ def _x_labels(chart: Chart, months: Sequence[str], x_of: Any, y_pos: float) -> N
                       text_anchor="middle")
 
 
-def movements(rows: Sequence[Mapping[str, Any]], currency: str) -> Chart:
+def movements(rows: Sequence[Mapping[str, Any]], currency: str, link: Any = None) -> Chart:
     """Per month: new, reactivation and expansion above the axis, contraction and churn below."""
     width, height, left, bottom, top = 1100, 320, 70, 40, 20
     months = [str(r.get("month")) for r in rows]
@@ -205,7 +210,8 @@ def movements(rows: Sequence[Mapping[str, Any]], currency: str) -> Chart:
                 chart.add("rect", class_="bar", x=f"{x:.1f}", y=f"{y(base + amount):.1f}",
                           width=f"{bar_w:.1f}", height=f"{y(base) - y(base + amount):.1f}",
                           fill=COLOURS[kind], data_month=months[i], data_movement=kind,
-                          data_tip=f"{months[i]}{partial} {kind}: +{money(amount, currency)}")
+                          data_tip=f"{months[i]}{partial} {kind}: +{money(amount, currency)}",
+                          href=link(months[i], kind) if link else None)
                 base += amount
         base = 0.0
         for kind in ("contraction", "churn"):
@@ -214,7 +220,8 @@ def movements(rows: Sequence[Mapping[str, Any]], currency: str) -> Chart:
                 chart.add("rect", class_="bar", x=f"{x:.1f}", y=f"{y(base):.1f}",
                           width=f"{bar_w:.1f}", height=f"{y(base - amount) - y(base):.1f}",
                           fill=COLOURS[kind], data_month=months[i], data_movement=kind,
-                          data_tip=f"{months[i]}{partial} {kind}: -{money(amount, currency)}")
+                          data_tip=f"{months[i]}{partial} {kind}: -{money(amount, currency)}",
+                          href=link(months[i], kind) if link else None)
                 base -= amount
     chart.add("line", class_="axisline", x1=left, x2=width - 10, y1=f"{y(0):.1f}",
               y2=f"{y(0):.1f}")

@@ -46,8 +46,14 @@ def _load_definitions(settings: Settings) -> list[dict[str, Any]]:
 
 
 def collect_report(session: Session, settings: Settings, *, months: Sequence[str] | None = None,
-                   now: datetime | None = None, top_limit: int = 12) -> dict[str, Any]:
-    """Everything the HTML report shows, as a plain JSON-able document."""
+                   now: datetime | None = None, top_limit: int = 12,
+                   segment: tuple[str, str] | None = None) -> dict[str, Any]:
+    """Everything the HTML report shows, as a plain JSON-able document.
+
+    ``segment`` (dimension, value) narrows the monthly and T12M series, the headline
+    numbers, the segment tables and the top movements to one segment (the cohort table
+    stays the whole account's; a note says so).
+    """
     from nrr.services import report
 
     now = now or datetime.now(UTC)
@@ -58,12 +64,13 @@ def collect_report(session: Session, settings: Settings, *, months: Sequence[str
     if month_list:
         wanted = set(month_list)
         first, last = min(month_list), max(month_list)
-        monthly = [r for r in report.report_series(session, settings, first, last,
-                                                   period="monthly", now=now)["months"]
-                   if r["month"] in wanted]
-        t12m = [r for r in report.report_series(session, settings, first, last,
-                                                period="t12m", now=now)["months"]
-                if r["month"] in wanted]
+        by = segment[0] if segment else None
+        monthly = [_one_segment(r, segment) for r in report.report_series(
+            session, settings, first, last, period="monthly", by=by, now=now)["months"]
+            if r["month"] in wanted]
+        t12m = [_one_segment(r, segment) for r in report.report_series(
+            session, settings, first, last, period="t12m", by=by, now=now)["months"]
+            if r["month"] in wanted]
     closed = [m for m in month_list if m < this_month]
     focus = closed[-1] if closed else (month_list[-1] if month_list else None)
     segments: dict[str, list[dict[str, Any]]] = {}
@@ -72,20 +79,28 @@ def collect_report(session: Session, settings: Settings, *, months: Sequence[str
     if focus is not None:
         # The month before the focus month, for the headline numbers' month-over-month change.
         before = add_months(focus, -1)
+        by = segment[0] if segment else None
         previous = {
             "month": before,
             "monthly": next((r for r in monthly if r["month"] == before), None)
-            or _plain(report.monthly_report(session, settings, before, now=now)),
+            or _one_segment(_plain(report.monthly_report(session, settings, before, by=by,
+                                                         now=now)), segment),
             "t12m": next((r for r in t12m if r["month"] == before), None)
-            or _plain(report.monthly_report(session, settings, before, period="t12m", now=now)),
+            or _one_segment(_plain(report.monthly_report(session, settings, before,
+                                                         period="t12m", by=by, now=now)),
+                            segment),
         }
-        for dimension in SEGMENT_DIMENSIONS:
+        # Under a segment filter the other dimensions' breakdowns would be the whole
+        # account's: they are left out rather than shown beside the segment's numbers.
+        for dimension in () if segment else SEGMENT_DIMENSIONS:
             by_segment = report.monthly_report(session, settings, focus, period="monthly",
                                                by=dimension, now=now)
             segments[dimension] = list(by_segment.get("segments") or [])
         _label_plans(session, segments.get("plan", []))
         top = list(report.top_movements(session, settings, focus, kinds=MOVEMENTS,
-                                        limit=top_limit))
+                                        limit=top_limit,
+                                        dimension=segment[0] if segment else None,
+                                        segment=segment[1] if segment else None))
     cohorts = report.cohort_table(session, settings, now=now) if month_list else {}
     livemode = settings.stripe_livemode
     dashboard = settings.alerts.stripe_dashboard_url.rstrip("/")
@@ -109,6 +124,20 @@ def collect_report(session: Session, settings: Settings, *, months: Sequence[str
         "stripe_url": stripe_url,
         "price_names": _price_names(session, top),
     }
+
+
+def _one_segment(document: dict[str, Any],
+                 segment: tuple[str, str] | None) -> dict[str, Any]:
+    """The segment's own report out of a ``by=dimension`` document (an empty month's
+    report with null ratios when the segment has no facts that month)."""
+    if segment is None:
+        return document
+    for item in document.get("segments") or []:
+        if str(item.get("segment")) == segment[1]:
+            return {**item, "month": document.get("month"),
+                    "partial": document.get("partial", item.get("partial"))}
+    return {"month": document.get("month"), "partial": document.get("partial"),
+            "segment": segment[1]}
 
 
 def _label_plans(session: Session, rows: list[dict[str, Any]]) -> None:

@@ -114,8 +114,29 @@ def _customers_headline(row: Mapping[str, Any] | None) -> str:
     return str(customers.get("closing")) if isinstance(customers, Mapping) else "–"
 
 
+class Links:
+    """Where numbers lead when the page is served (``nrr dashboard``); the file has none."""
+
+    def movement(self, month: str, movement: str | None, dimension: str | None = None,
+                 segment: str | None = None) -> str | None:
+        return None
+
+    def cohort(self, cohort: str, months_since: int) -> str | None:
+        return None
+
+    def customer(self, customer_id: str) -> str | None:
+        return None
+
+
+NO_LINKS = Links()
+
+
+def _linked(text: str, url: str | None) -> Any:
+    return {"link": url, "text": text} if url else text
+
+
 def _waterfall_rows(monthly: Sequence[Mapping[str, Any]], t12m: Sequence[Mapping[str, Any]],
-                    currency: str) -> list[list[Any]]:
+                    currency: str, links: Links = NO_LINKS) -> list[list[Any]]:
     rows = []
     t12m_by_month = {str(r.get("month")): r for r in t12m}
     for row in monthly:
@@ -124,9 +145,11 @@ def _waterfall_rows(monthly: Sequence[Mapping[str, Any]], t12m: Sequence[Mapping
         t12 = t12m_by_month.get(month, {})
         rows.append([
             month + partial,
-            *(money(row.get(key), currency) for key in
-              ("opening_mrr", "new", "reactivation", "expansion", "contraction", "churn",
-               "closing_mrr", "fx_impact")),
+            money(row.get("opening_mrr"), currency),
+            *(_linked(money(row.get(key), currency),
+                      links.movement(month, key) if num(row.get(key)) else None)
+              for key in MOVEMENTS),
+            money(row.get("closing_mrr"), currency), money(row.get("fx_impact"), currency),
             pct(row.get("nrr"), 3), pct(row.get("grr"), 3),
             {"band": None if row.get("partial") else row.get("band")},
             pct(t12.get("nrr"), 3), pct(t12.get("grr"), 3),
@@ -134,7 +157,7 @@ def _waterfall_rows(monthly: Sequence[Mapping[str, Any]], t12m: Sequence[Mapping
     return rows
 
 
-def _cohorts(cohorts: Any) -> tuple[list[dict[str, Any]], int]:
+def _cohorts(cohorts: Any, links: Links = NO_LINKS) -> tuple[list[dict[str, Any]], int]:
     rows = cohorts.get("cohorts") if isinstance(cohorts, Mapping) else None
     grid = []
     for row in rows or []:
@@ -149,13 +172,14 @@ def _cohorts(cohorts: Any) -> tuple[list[dict[str, Any]], int]:
             g["cells"].append({
                 "colour": charts.heat_colour(value),
                 "label": "" if value is None else f"{value:.0f}",
-                "tip": None if value is None else f"{g['cohort']} month {k}: {value:.2f} %",
+                "tip": None if value is None else f"{g['cohort']} month {k}: {value:.3f} %",
+                "link": None if value is None else links.cohort(g["cohort"], k),
             })
     return grid, width
 
 
-def _segments(segments: Mapping[str, Sequence[Mapping[str, Any]]],
-              currency: str) -> list[dict[str, Any]]:
+def _segments(segments: Mapping[str, Sequence[Mapping[str, Any]]], currency: str,
+              focus: str | None = None, links: Links = NO_LINKS) -> list[dict[str, Any]]:
     shown = []
     for dimension, rows in segments.items():
         ordered = sorted(rows, key=lambda r: -(num(r.get("opening_mrr")) or 0.0))
@@ -164,7 +188,8 @@ def _segments(segments: Mapping[str, Sequence[Mapping[str, Any]]],
             "chart": charts.segment_bars(dimension, rows, currency),
             "headers": [dimension, *SEGMENT_HEADERS],
             "rows": [[
-                charts.segment_name(r),
+                _linked(charts.segment_name(r), links.movement(
+                    focus, None, dimension, str(r.get("segment"))) if focus else None),
                 *(money(r.get(key), currency) for key in
                   ("opening_mrr", "new", "reactivation", "expansion", "contraction", "churn",
                    "closing_mrr")),
@@ -175,12 +200,14 @@ def _segments(segments: Mapping[str, Sequence[Mapping[str, Any]]],
 
 
 def _top_rows(rows: Sequence[Mapping[str, Any]], currency: str, customer_url: str,
-              stripe_url: str, price_names: Mapping[str, str]) -> list[list[Any]]:
+              stripe_url: str, price_names: Mapping[str, str],
+              links: Links = NO_LINKS) -> list[list[Any]]:
     shown = []
     for row in rows:
         customer_id = str(row.get("customer_id") or row.get("customer") or row.get("id") or "")
         shown.append([
-            {"link": customer_url + customer_id if customer_id else "", "text": customer_id},
+            {"link": (links.customer(customer_id) or customer_url + customer_id)
+             if customer_id else "", "text": customer_id},
             row.get("name") or row.get("email") or "",
             {"movement": str(row.get("movement") or "")},
             money(row.get("amount"), currency),
@@ -204,7 +231,8 @@ def _definitions(definitions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
     return shown
 
 
-def page_context(doc: Mapping[str, Any], *, title: str) -> dict[str, Any]:
+def page_context(doc: Mapping[str, Any], *, title: str,
+                 links: Links = NO_LINKS) -> dict[str, Any]:
     """Everything the templates need, from a collected document (pure: no database)."""
     currency = str(doc.get("currency") or "usd")
     monthly = list(doc.get("monthly") or [])
@@ -213,7 +241,7 @@ def page_context(doc: Mapping[str, Any], *, title: str) -> dict[str, Any]:
     focus_row = next((r for r in monthly if r.get("month") == focus), None)
     focus_t12 = next((r for r in t12m if r.get("month") == focus), None)
     months = list(doc.get("months") or [])
-    cohorts, cohort_width = _cohorts(doc.get("cohorts"))
+    cohorts, cohort_width = _cohorts(doc.get("cohorts"), links)
     policies = doc.get("policies") or {}
     policy_rows: list[list[Any]] = [
         [key, json.dumps(value) if isinstance(value, (list, dict)) else str(value)]
@@ -232,26 +260,31 @@ def page_context(doc: Mapping[str, Any], *, title: str) -> dict[str, Any]:
         "kpis": headlines(focus_row, focus_t12, doc.get("previous") or {}, currency),
         "focus_band": (focus_row or {}).get("band"),
         "paying_customers": _customers_headline(focus_row),
-        "waterfall": charts.waterfall(focus_row, currency) if focus_row else None,
+        "waterfall": charts.waterfall(focus_row, currency, links.movement)
+        if focus_row else None,
         "movement_kinds": MOVEMENTS,
-        "movements": charts.movements(monthly, currency) if monthly else None,
+        "movements": charts.movements(monthly, currency, links.movement) if monthly else None,
         "mrr": charts.mrr(monthly, currency) if monthly else None,
         "retention": charts.retention(monthly, t12m) if monthly else None,
         "waterfall_headers": WATERFALL_HEADERS,
-        "monthly_rows": _waterfall_rows(monthly, t12m, currency),
+        "monthly_rows": _waterfall_rows(monthly, t12m, currency, links),
         "cohorts": cohorts,
         "cohort_width": cohort_width,
-        "segments": _segments(doc.get("segments") or {}, currency),
+        "segments": _segments(doc.get("segments") or {}, currency, focus, links),
         "top_headers": ["customer", "name", "movement", f"amount ({currency.upper()})",
                         "why (ledger)"],
         "top_rows": _top_rows(list(doc.get("top_movements") or []), currency,
                               str(doc.get("customer_url") or ""),
-                              str(doc.get("stripe_url") or ""), doc.get("price_names") or {}),
+                              str(doc.get("stripe_url") or ""), doc.get("price_names") or {},
+                              links),
         "policy_rows": policy_rows,
         "definitions": _definitions(list(doc.get("definitions") or [])),
     }
 
 
-def render_document(doc: Mapping[str, Any], *, title: str = "Net Revenue Retention") -> str:
+def render_document(doc: Mapping[str, Any], *, title: str = "Net Revenue Retention",
+                    links: Links = NO_LINKS, template: str = "report.html",
+                    **extra: Any) -> str:
     """The HTML page of a document made by :func:`collect_report` (pure: no database)."""
-    return environment().get_template("report.html").render(page_context(doc, title=title))
+    return environment().get_template(template).render(
+        {**page_context(doc, title=title, links=links), **extra})
