@@ -34,10 +34,11 @@ def dashboard_command(
     except DashboardConfigError as exc:
         raise UsageError(str(exc)) from None
     try:
-        server, _dashboard = make_server(cfg, engine(cfg), host, port,
-                                         session_token=session_token)
+        server, dashboard = make_server(cfg, engine(cfg), host, port,
+                                        session_token=session_token)
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    dashboard.warm()  # the overview is ready by the time a browser asks
     url = f"http://{host}:{server.server_port}/"
     if session_token:
         stderr.print(f"dashboard at {url}login?token={session_token} (a token for this run: "

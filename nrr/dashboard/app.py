@@ -191,22 +191,52 @@ class Dashboard:
     def __init__(self, settings: Settings, engine: Engine, *, cache_size: int = 32) -> None:
         self.settings = settings
         self.engine = engine
-        self._cache: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+        self._cache: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], str]] = OrderedDict()
+        self._refreshing: set[tuple[Any, ...]] = set()
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------- pages
 
     def overview(self, filters: Filters, now: datetime | None = None) -> str:
+        """The overview page. Collecting every number of a large account takes seconds, so
+        pages are kept per filters: a page of the current data version is served as it
+        is; after a recompute the kept page is served while a fresh one is made in the
+        background (its header says when it was generated); only a view never seen before
+        is made while the browser waits."""
         now = now or datetime.now(UTC)
+        key = (filters.first, filters.last, filters.segment, now.strftime("%Y-%m"))
         with Session(self.engine) as session:
             version = self._data_version(session)
-            key = (filters.first, filters.last, filters.segment, version,
-                   now.strftime("%Y-%m"))
+        with self._lock:
+            kept = self._cache.get(key)
+            if kept is not None:
+                self._cache.move_to_end(key)
+                kept_version, page = kept
+                if kept_version != version and key not in self._refreshing:
+                    self._refreshing.add(key)
+                    threading.Thread(target=self._refresh, args=(filters, now, key, version),
+                                     daemon=True).start()
+                return page
+        return self._make(filters, now, key, version)
+
+    def warm(self) -> None:
+        """Make the unfiltered overview in the background (called when the server starts)."""
+        threading.Thread(target=self.overview, args=(Filters({}),), daemon=True).start()
+
+    def _refresh(self, filters: Filters, now: datetime, key: tuple[Any, ...],
+                 version: tuple[Any, ...]) -> None:
+        try:
+            self._make(filters, now, key, version)
+        except Exception:  # noqa: BLE001 - the kept page stays; the next view tries again
+            log.exception("dashboard.refresh_failed")
+        finally:
             with self._lock:
-                if key in self._cache:
-                    self._cache.move_to_end(key)
-                    return self._cache[key]
+                self._refreshing.discard(key)
+
+    def _make(self, filters: Filters, now: datetime, key: tuple[Any, ...],
+              version: tuple[Any, ...]) -> str:
+        with Session(self.engine) as session:
             months = self._months(session, filters, now)
             doc = collect_report(session, self.settings, months=months, now=now,
                                  segment=filters.segment)
@@ -214,12 +244,14 @@ class Dashboard:
                                template="dashboard.html", **self._frame(filters, [], "/"),
                                body="overview")
         with self._lock:
-            self._cache[key] = page
+            self._cache[key] = (version, page)
+            self._cache.move_to_end(key)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return page
 
-    def movement(self, filters: Filters, query: dict[str, list[str]]) -> dict[str, Any]:
+    def movement(self, filters: Filters, query: dict[str, list[str]],
+                 limit: int | None = None) -> dict[str, Any]:
         from nrr.dashboard.queries import movement_customers
 
         month = _month_arg(query, "month")
@@ -230,7 +262,7 @@ class Dashboard:
         try:
             with Session(self.engine) as session:
                 return movement_customers(session, self.settings, month, movement,
-                                          dimension=dimension, segment=segment)
+                                          dimension=dimension, segment=segment, limit=limit)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
 
@@ -311,6 +343,7 @@ def to_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return buffer.getvalue()
 
 
+PAGE_ROWS = 200
 MOVEMENT_COLUMNS = ["customer_id", "name", "email", "movement", "amount", "opening_mrr",
                     "closing_mrr", "plan", "country"]
 COHORT_COLUMNS = ["customer_id", "name", "email", "starting_mrr", "mrr"]
@@ -385,8 +418,10 @@ def make_handler(dashboard: Dashboard, credentials: Credentials) -> type[BaseHTT
                 self._send(HTTPStatus.OK, dashboard.overview(filters))
                 return
             pages: dict[str, Callable[[], tuple[dict[str, Any], list[str], Callable[..., str]]]] = {
-                "/movement": lambda: (dashboard.movement(filters, query), MOVEMENT_COLUMNS,
-                                      self._movement_page),
+                # The page lists the largest PAGE_ROWS; CSV and JSON hold every customer.
+                "/movement": lambda: (dashboard.movement(
+                    filters, query, None if fmt in ("csv", "json") else PAGE_ROWS),
+                    MOVEMENT_COLUMNS, self._movement_page),
                 "/cohort": lambda: (dashboard.cohort(query), COHORT_COLUMNS, self._cohort_page),
                 "/customer": lambda: (dashboard.customer(query), HISTORY_COLUMNS,
                                       self._customer_page),
@@ -416,7 +451,9 @@ def make_handler(dashboard: Dashboard, credentials: Credentials) -> type[BaseHTT
             shown = len(doc["rows"])
             summary = [f"{doc['customers']:,} customer(s), {money(doc['total'], cur)} "
                        f"{cur.upper()} in all" + (f"; the largest {shown:,} listed"
-                                                  if shown < doc["customers"] else "")]
+                                                  if shown < doc["customers"] else "")
+                       + (" (the CSV and JSON have them all)" if shown < doc["customers"]
+                          else "")]
             rows = [[self._customer_cell(filters, r), r["name"] or r["email"] or "",
                      {"movement": r["movement"]}, money(r["amount"], cur),
                      money(r["opening_mrr"], cur), money(r["closing_mrr"], cur),

@@ -26,9 +26,9 @@ MOVEMENTS = metrics.MOVEMENTS
 
 def movement_customers(session: Session, settings: Settings, month: str, movement: str | None, *,
                        dimension: str | None = None, segment: str | None = None,
-                       limit: int = 1000) -> dict[str, Any]:
+                       limit: int | None = None) -> dict[str, Any]:
     """The customers of one movement in ``month`` (optionally one segment), largest first,
-    with the count and total of all of them (the list stops at ``limit``)."""
+    with the count and total of all of them (the list stops at ``limit`` when given)."""
     if movement is not None and movement not in MOVEMENTS:
         raise ValueError(f"unknown movement {movement!r}: use {', '.join(MOVEMENTS)}")
     dimension = parse_dimension(dimension)
@@ -43,7 +43,7 @@ def movement_customers(session: Session, settings: Settings, month: str, movemen
                F.closing_mrr_micro, amount.label("amount"), F.movement, F.plan, F.country)
         .select_from(F).outerjoin(StripeCustomer, StripeCustomer.id == F.customer_id)
         .where(*where).order_by(amount.desc(), F.customer_id).limit(limit)
-    ).all()
+    ).all()  # LIMIT NULL: every row
     count, total = session.execute(
         select(func.count(), func.coalesce(func.sum(amount), 0)).select_from(F).where(*where)
     ).one()

@@ -136,7 +136,8 @@ def waterfall(row: Mapping[str, Any], currency: str, link: Any = None) -> Chart:
 
     chart = Chart("waterfall", f"MRR waterfall {row.get('month')}", width, height)
     if low > 0:
-        chart.add("text", f"axis starts at {short_money(low)}", class_="axis", x=left, y=top - 6)
+        chart.add("text", f"axis starts at {short_money(low)}", class_="axis", x=width - 10,
+                  y=top - 6, text_anchor="end")
     tick = low
     while tick <= high + 1e-9:
         chart.grid(left, width - 10, y(tick), short_money(tick))

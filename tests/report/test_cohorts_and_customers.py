@@ -121,7 +121,7 @@ def test_customer_detail(add_facts: Callable[..., None], db_engine: Engine,
         "quantity": 5}
     assert document["current_mrr"] == 0
     table = run_cli("customer", "cus_b")
-    assert table.exit_code == 0 and "seat_change" in table.stdout and "Bolt" in table.stdout
+    assert table.exit_code == 0 and "seat change" in table.stdout and "Bolt" in table.stdout
 
 
 def test_unknown_customer_fails(run_cli: Callable[..., CliResult]) -> None:
