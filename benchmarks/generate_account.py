@@ -34,7 +34,7 @@ if __package__ in (None, ""):
 from sqlalchemy import Table, bindparam, delete, update
 from sqlalchemy.orm import Session
 
-from integrations.stripe_mirror import bulk_insert, mark_dirty
+from integrations.stripe_mirror import mark_dirty
 from models.derived import ExchangeRate
 from models.mirror import (
     StripeCoupon,
@@ -47,6 +47,7 @@ from models.mirror import (
     StripeSubscription,
     StripeSubscriptionItem,
 )
+from nrr.db.bulk import bulk_insert
 
 T_CUSTOMERS: Table = StripeCustomer.__table__  # type: ignore[assignment]
 T_PRODUCTS: Table = StripeProduct.__table__  # type: ignore[assignment]

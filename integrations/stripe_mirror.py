@@ -23,8 +23,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from models.mirror import (
@@ -40,6 +39,7 @@ from models.mirror import (
     StripeSubscription,
     StripeSubscriptionItem,
 )
+from nrr.db.statements import dialect_insert, in_chunks, upsert_rows
 from nrr.domain import fields
 from nrr.logs import get_logger
 
@@ -79,9 +79,6 @@ _QUARANTINE: Table = QuarantinedObject.__table__  # type: ignore[assignment]
 # Columns of stripe_discounts that say where a discount was seen: a later sighting
 # elsewhere (an invoice after the subscription) adds to them, never blanks them.
 _DISCOUNT_LINK_COLUMNS = ("customer_id", "subscription_id", "subscription_item_id", "invoice_id")
-
-_IN_CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
-
 
 class MalformedObject(fields.FieldError):
     """The object cannot be understood; the message is the quarantine reason."""
@@ -483,16 +480,6 @@ _PARSERS = {
 # --------------------------------------------------------------------------- statements
 
 
-def dialect_insert(session: Session, table: Table) -> Any:
-    """``INSERT`` of the session's dialect, with ``on_conflict_do_update`` (SQLite, PostgreSQL)."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise RuntimeError(f"unsupported database dialect {dialect!r} (use SQLite or PostgreSQL)")
-
-
 def _newest_by_id(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per id, the newest state (the last one given wins a tie)."""
     chosen: dict[str, dict[str, Any]] = {}
@@ -503,39 +490,9 @@ def _newest_by_id(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(chosen.values())
 
 
-def upsert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]], *,
-                guard: bool = True, keep_columns: Sequence[str] = (),
-                coalesce_columns: Sequence[str] = ()) -> None:
-    """Bulk upsert keyed by ``id``; with ``guard`` an older ``state_at`` never wins.
-
-    ``keep_columns`` are never overwritten by a later state; ``coalesce_columns`` keep
-    the stored value when the new one is null.
-    """
-    if not rows:
-        return
-    stmt = dialect_insert(session, table)
-    columns = [c for c in rows[0] if c != "id" and c not in keep_columns]
-    set_: dict[str, Any] = {}
-    for name in columns:
-        if name in coalesce_columns:
-            set_[name] = func.coalesce(stmt.excluded[name], table.c[name])
-        else:
-            set_[name] = stmt.excluded[name]
-    where = (stmt.excluded.state_at >= table.c.state_at) if guard else None
-    stmt = stmt.on_conflict_do_update(index_elements=["id"], set_=set_, where=where)
-    # In id order (stable: of two rows with one id the later still wins), so concurrent
-    # writers (resources stored side by side) lock shared rows in one order: no deadlock.
-    session.execute(stmt, sorted(rows, key=lambda row: row["id"]))
-
-
-def _chunks(values: Sequence[str], size: int = _IN_CHUNK) -> Iterable[Sequence[str]]:
-    for start in range(0, len(values), size):
-        yield values[start:start + size]
-
-
 def _stored_state(session: Session, table: Table, ids: Sequence[str]) -> dict[str, int]:
     found: dict[str, int] = {}
-    for chunk in _chunks(list(ids)):
+    for chunk in in_chunks(list(ids)):
         for object_id, state_at in session.execute(
                 select(table.c.id, table.c.state_at).where(table.c.id.in_(chunk))):
             found[object_id] = int(state_at)
@@ -579,7 +536,7 @@ def _quarantine_row(kind: str, obj: Any, reason: str, stage: str = "mirror") -> 
 
 def _customers_of_prices(session: Session, price_ids: Sequence[str]) -> set[str]:
     found: set[str] = set()
-    for chunk in _chunks(list(price_ids)):
+    for chunk in in_chunks(list(price_ids)):
         found.update(c for (c,) in session.execute(
             select(_ITEMS.c.customer_id).where(_ITEMS.c.price_id.in_(chunk)).distinct()) if c)
         found.update(c for (c,) in session.execute(
@@ -589,7 +546,7 @@ def _customers_of_prices(session: Session, price_ids: Sequence[str]) -> set[str]
 
 def _customers_of_products(session: Session, product_ids: Sequence[str]) -> set[str]:
     price_ids: list[str] = []
-    for chunk in _chunks(list(product_ids)):
+    for chunk in in_chunks(list(product_ids)):
         price_ids.extend(p for (p,) in session.execute(
             select(_PRICES.c.id).where(_PRICES.c.product_id.in_(chunk))))
     return _customers_of_prices(session, price_ids)
@@ -597,7 +554,7 @@ def _customers_of_products(session: Session, product_ids: Sequence[str]) -> set[
 
 def _customers_of_coupons(session: Session, coupon_ids: Sequence[str]) -> set[str]:
     found: set[str] = set()
-    for chunk in _chunks(list(coupon_ids)):
+    for chunk in in_chunks(list(coupon_ids)):
         found.update(c for (c,) in session.execute(
             select(_DISCOUNTS.c.customer_id).where(_DISCOUNTS.c.coupon_id.in_(chunk)).distinct())
             if c)
@@ -745,7 +702,7 @@ def _store_lines(session: Session, line_objects: Sequence[tuple[Mapping[str, Any
     invoice_ids = sorted({str(obj["invoice"]) for obj, _ in line_objects
                           if isinstance(obj.get("invoice"), str)})
     invoices: dict[str, tuple[str | None, str | None, str | None, bool]] = {}
-    for chunk in _chunks(invoice_ids):
+    for chunk in in_chunks(invoice_ids):
         for found in session.execute(select(_INVOICES.c.id, _INVOICES.c.customer_id,
                                             _INVOICES.c.status, _INVOICES.c.currency,
                                             _INVOICES.c.livemode).where(_INVOICES.c.id.in_(chunk))):
@@ -854,83 +811,3 @@ def mark_deleted(session: Session, kind: str, object_id: str, *, state_at: int) 
             customers |= _customers_of_coupons(session, [object_id])
     mark_dirty(session, customers)
     return customers
-
-
-# --------------------------------------------------------------------------- bulk loading
-
-
-class JsonText(str):
-    """A JSON column value already serialised (``bulk_insert`` passes it through)."""
-
-    __slots__ = ()
-
-
-def bulk_insert(session: Session, table: Table, columns: Sequence[str],
-                rows: Iterable[Sequence[Any]], *, batch: int = 50_000) -> int:
-    """Plain INSERT of many tuples through the driver: ``executemany`` on SQLite, ``COPY``
-    on PostgreSQL. JSON columns take Python objects, instants aware datetimes. No upsert:
-    for tables the caller has just emptied (derived rows, generated benchmark data).
-    """
-    from sqlalchemy import JSON, Date, DateTime
-
-    from models.base import UTCDateTime
-
-    connection = session.connection()
-    dialect = connection.dialect.name
-    json_at = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
-    time_at = [i for i, c in enumerate(columns)
-               if isinstance(table.c[c].type, (UTCDateTime, DateTime))]
-    date_at = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, Date)]
-    raw = connection.connection.driver_connection
-    assert raw is not None
-    total = 0
-
-    def prepared(chunk: list[Sequence[Any]]) -> list[Sequence[Any]]:
-        if not (json_at or (dialect == "sqlite" and (time_at or date_at))):
-            return chunk
-        out: list[Sequence[Any]] = []
-        for row in chunk:
-            values = list(row)
-            for i in json_at:
-                value = values[i]
-                if value is not None and type(value) is not JsonText:
-                    values[i] = json.dumps(value, separators=(",", ":"), default=str)
-            if dialect == "sqlite":
-                for i in time_at:
-                    if values[i] is not None:
-                        values[i] = values[i].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-                for i in date_at:
-                    if values[i] is not None:
-                        values[i] = values[i].isoformat()
-            out.append(values)
-        return out
-
-    names = ", ".join(f'"{c}"' for c in columns)
-    pending: list[Sequence[Any]] = []
-
-    def flush() -> None:
-        nonlocal total
-        if not pending:
-            return
-        chunk = prepared(pending)
-        if dialect == "postgresql":
-            with raw.cursor() as cursor, cursor.copy(
-                    f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
-                for values in chunk:
-                    copy.write_row(values)
-        elif dialect == "sqlite":
-            marks = ", ".join("?" for _ in columns)
-            cursor = raw.cursor()
-            cursor.executemany(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', chunk)
-            cursor.close()
-        else:
-            raise RuntimeError(f"unsupported database dialect {dialect!r}")
-        total += len(pending)
-        pending.clear()
-
-    for row in rows:
-        pending.append(row)
-        if len(pending) >= batch:
-            flush()
-    flush()
-    return total

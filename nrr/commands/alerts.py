@@ -77,7 +77,7 @@ def preview_command(
     if fmt is OutputFormat.json:
         emit_json(result.as_dict(with_payload=True))
         return
-    from nrr.domain.alerts import render_text
+    from integrations.slack_messages import render_text
 
     emit_rows([finding_row(f) for f in result.as_dict()["findings"]], fmt,
               title=f"Alert rules for {result.month}",

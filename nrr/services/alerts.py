@@ -42,6 +42,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from integrations.slack import SlackConfigError, SlackWebhook, webhook_from_settings
+from integrations.slack_messages import (
+    SlackMessage,
+    build_alert_message,
+    build_digest_message,
+    build_recovery_message,
+    build_test_message,
+    render_text,
+)
 from models.derived import AlertDelivery, RetentionSnapshot
 from models.mirror import StripeCustomer
 from nrr.db import session_scope
@@ -52,13 +60,7 @@ from nrr.domain.alerts import (
     Finding,
     MessageContext,
     Observation,
-    SlackMessage,
-    build_alert_message,
-    build_digest_message,
-    build_recovery_message,
-    build_test_message,
     evaluate_rule,
-    render_text,
 )
 from nrr.domain.months import add_months, current_month
 from nrr.logs import get_logger

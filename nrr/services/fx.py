@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
-from integrations.stripe_mirror import dialect_insert
 from models.derived import ExchangeRate
+from nrr.db.statements import dialect_insert
 
 _RATES: Table = ExchangeRate.__table__  # type: ignore[assignment]
 

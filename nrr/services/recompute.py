@@ -41,7 +41,6 @@ from typing import Any
 from sqlalchemy import Table, bindparam, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
-from integrations.stripe_mirror import JsonText, bulk_insert
 from models.derived import CustomerMonthFact, LedgerEntry, MrrTimelinePoint, RecomputeRun
 from models.mirror import (
     DirtyCustomer,
@@ -56,6 +55,7 @@ from models.mirror import (
     StripeSubscription,
     StripeSubscriptionItem,
 )
+from nrr.db.bulk import JsonText, bulk_insert
 from nrr.domain import history as domain_history
 from nrr.domain import movements as domain_movements
 from nrr.domain import stripe_shapes

@@ -79,7 +79,8 @@ def test_default_rules_and_environment_overrides() -> None:
 
 
 def test_customer_links_point_at_the_dashboard_of_the_customer_mode() -> None:
-    from nrr.domain.alerts import CustomerMovement, MessageContext, customer_url
+    from integrations.slack_messages import customer_url
+    from nrr.domain.alerts import CustomerMovement, MessageContext
 
     ctx = MessageContext(month="2026-10", currency="usd", waterfall={},
                          dashboard_url="https://dashboard.stripe.com/", test_mode=False)

@@ -8,18 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
-from models.derived import AlertDelivery
-from nrr.db import session_scope
-from nrr.domain.alerts import (
-    CustomerMovement,
-    Finding,
-    MessageContext,
-    Observation,
+from integrations.slack_messages import (
     SlackMessage,
     build_alert_message,
     build_digest_message,
     fit_to_limits,
 )
+from models.derived import AlertDelivery
+from nrr.db import session_scope
+from nrr.domain.alerts import CustomerMovement, Finding, MessageContext, Observation
 from nrr.services.alerts import evaluate_alerts
 from nrr.settings import AlertRule
 from tests.alerts.conftest import (

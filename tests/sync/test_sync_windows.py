@@ -21,6 +21,7 @@ from integrations.stripe_sync import (
     run_sync,
     windows_from_boundaries,
 )
+from integrations.stripe_sync import windows as sync_windows
 from models.mirror import StripeInvoice
 from nrr.db import make_engine, session_scope
 from nrr.services.status import worker_status
@@ -115,7 +116,7 @@ def test_windows_list_every_invoice_exactly_once_even_at_a_boundary_second(
     boundaries = _boundaries_at_invoices(world)
     on_boundary = {str(i["id"]) for i in world.objects["invoices"] if i["created"] in boundaries}
     assert on_boundary, "some invoices must be created exactly at a boundary second"
-    monkeypatch.setattr(stripe_sync, "plan_boundaries", lambda *_a, **_k: boundaries)
+    monkeypatch.setattr(sync_windows, "plan_boundaries", lambda *_a, **_k: boundaries)
     settings = make_settings(db_url)
     listed: list[tuple[dict[str, Any], list[str]]] = []
 
@@ -150,7 +151,7 @@ def test_crash_in_one_window_after_the_others_finished_resumes_that_window_only(
     createds = _invoice_createds(world)
     # The oldest window holds most invoices; the three newer ones are short.
     boundaries = [createds[len(createds) * k // 10] for k in (7, 8, 9)]
-    monkeypatch.setattr(stripe_sync, "plan_boundaries", lambda *_a, **_k: boundaries)
+    monkeypatch.setattr(sync_windows, "plan_boundaries", lambda *_a, **_k: boundaries)
     oldest = windows_from_boundaries("invoices", boundaries)[0]
     engine = make_engine(sqlite_url)
     settings = make_settings(sqlite_url)
@@ -207,7 +208,7 @@ def test_a_resumed_backfill_reuses_the_stored_boundaries(
     build_account(world, customers=30)
     reference = _reference(world, sqlite_url)
     first = _boundaries_at_invoices(world)
-    monkeypatch.setattr(stripe_sync, "plan_boundaries", lambda *_a, **_k: first)
+    monkeypatch.setattr(sync_windows, "plan_boundaries", lambda *_a, **_k: first)
     engine = make_engine(sqlite_url)
     settings = make_settings(sqlite_url)
 
@@ -225,7 +226,7 @@ def test_a_resumed_backfill_reuses_the_stored_boundaries(
     def must_not_plan(*_a: object, **_k: object) -> list[int]:
         raise AssertionError("a resumed backfill chose new boundaries")
 
-    monkeypatch.setattr(stripe_sync, "plan_boundaries", must_not_plan)
+    monkeypatch.setattr(sync_windows, "plan_boundaries", must_not_plan)
     listed.clear()
     # Even asked for another number of windows, the resumed backfill keeps its plan.
     run_sync(engine, settings, client=_recording_reader(settings, listed),
@@ -242,7 +243,7 @@ def test_a_full_restart_drops_the_old_windows(world: ListWorld, sqlite_url: str,
     build_account(world, customers=12)
     engine = make_engine(sqlite_url)
     settings = make_settings(sqlite_url)
-    monkeypatch.setattr(stripe_sync, "plan_boundaries",
+    monkeypatch.setattr(sync_windows, "plan_boundaries",
                         lambda *_a, **_k: _boundaries_at_invoices(world))
     run_sync(engine, settings, client=StripeReader(settings), windows=FOUR)
     assert len(_window_states(engine)) == 4
@@ -261,7 +262,7 @@ def test_the_setting_sets_the_number_of_windows(world: ListWorld, sqlite_url: st
     build_account(world, customers=12)
     engine = make_engine(sqlite_url)
     settings = make_settings(sqlite_url).model_copy(update={"stripe_backfill_windows": 3})
-    monkeypatch.setattr(stripe_sync, "plan_boundaries",
+    monkeypatch.setattr(sync_windows, "plan_boundaries",
                         lambda _created, windows, _until: _boundaries_at_invoices(world, windows))
     run_sync(engine, settings, client=StripeReader(settings))
     assert len(_window_states(engine)) == 3
