@@ -101,7 +101,7 @@ def collect_report(session: Session, settings: Settings, *, months: Sequence[str
                                         limit=top_limit,
                                         dimension=segment[0] if segment else None,
                                         segment=segment[1] if segment else None))
-    cohorts = report.cohort_table(session, settings, now=now) if month_list else {}
+    cohorts = cohort_heat(session, settings, now=now) if month_list else {}
     livemode = settings.stripe_livemode
     dashboard = settings.alerts.stripe_dashboard_url.rstrip("/")
     stripe_url = f"{dashboard}{'' if livemode else '/test'}/"
@@ -124,6 +124,51 @@ def collect_report(session: Session, settings: Settings, *, months: Sequence[str
         "stripe_url": stripe_url,
         "price_names": _price_names(session, top),
     }
+
+
+def cohort_heat(session: Session, settings: Settings, *,
+                now: datetime | None = None) -> dict[str, Any]:
+    """The cohort heat maps: each first-paid-month cohort's net MRR retention and logo
+    retention (customers still paying over its customers), per month since.
+
+    The net figures are :func:`nrr.services.report.cohort_table`'s own definition (closing
+    MRR of the members over their closing MRR of the first month); every fact carries its
+    customer's first paying month, so one GROUP BY over the facts gives them without the
+    per-customer join that gross retention needs (and which takes seconds on a large
+    account). Gross retention stays in ``nrr cohorts``.
+    """
+    from nrr.domain import metrics
+    from nrr.services.report import _count, _int
+
+    f = CustomerMonthFact
+    now = now or datetime.now(UTC)
+    this_month = current_month(settings.tz, now)
+    rows = session.execute(
+        select(f.first_paid_month, f.month, func.sum(f.closing_mrr_micro),
+               _count(f.closing_mrr_micro > 0), func.count())
+        .where(f.first_paid_month.is_not(None), f.month >= f.first_paid_month,
+               f.month <= this_month)
+        .group_by(f.first_paid_month, f.month)
+    ).all()
+    cells: dict[str, dict[str, tuple[int, int, int]]] = {}
+    for cohort, month, closing, paying, members in rows:
+        cells.setdefault(cohort, {})[month] = (_int(closing), _int(paying), _int(members))
+    last = max((m for by_month in cells.values() for m in by_month), default=None)
+    cohorts = []
+    for cohort in sorted(cells):
+        base_closing, _paying, members = cells[cohort].get(cohort, (0, 0, 0))
+        months = []
+        for offset, month in enumerate(month_range(cohort, last or cohort)):
+            closing, paying, _members = cells[cohort].get(month, (0, 0, 0))
+            net = metrics.ratio(closing, base_closing, null_reason="no MRR in the first month")
+            logos = metrics.ratio(paying, members, null_reason="no customers")
+            months.append({"month": month, "months_since": offset,
+                           "customers_paying": paying,
+                           "net_retention": metrics.percent_display(net),
+                           "logo_retention": metrics.percent_display(logos),
+                           "partial": month == this_month})
+        cohorts.append({"cohort": cohort, "customers": members, "months": months})
+    return {"cohorts": cohorts}
 
 
 def _one_segment(document: dict[str, Any],

@@ -157,11 +157,12 @@ def _waterfall_rows(monthly: Sequence[Mapping[str, Any]], t12m: Sequence[Mapping
     return rows
 
 
-def _cohorts(cohorts: Any, links: Links = NO_LINKS) -> tuple[list[dict[str, Any]], int]:
+def _cohorts(cohorts: Any, links: Links = NO_LINKS,
+             key: str = "net_retention") -> tuple[list[dict[str, Any]], int]:
     rows = cohorts.get("cohorts") if isinstance(cohorts, Mapping) else None
     grid = []
     for row in rows or []:
-        values = [num(cell.get("net_retention")) for cell in row.get("months") or []]
+        values = [num(cell.get(key)) for cell in row.get("months") or []]
         grid.append({"cohort": str(row.get("cohort")), "customers": row.get("customers"),
                      "values": values})
     width = max((len(g["values"]) for g in grid), default=0)
@@ -242,6 +243,7 @@ def page_context(doc: Mapping[str, Any], *, title: str,
     focus_t12 = next((r for r in t12m if r.get("month") == focus), None)
     months = list(doc.get("months") or [])
     cohorts, cohort_width = _cohorts(doc.get("cohorts"), links)
+    logo_cohorts, _width = _cohorts(doc.get("cohorts"), links, "logo_retention")
     policies = doc.get("policies") or {}
     policy_rows: list[list[Any]] = [
         [key, json.dumps(value) if isinstance(value, (list, dict)) else str(value)]
@@ -269,6 +271,7 @@ def page_context(doc: Mapping[str, Any], *, title: str,
         "waterfall_headers": WATERFALL_HEADERS,
         "monthly_rows": _waterfall_rows(monthly, t12m, currency, links),
         "cohorts": cohorts,
+        "logo_cohorts": logo_cohorts,
         "cohort_width": cohort_width,
         "segments": _segments(doc.get("segments") or {}, currency, focus, links),
         "top_headers": ["customer", "name", "movement", f"amount ({currency.upper()})",

@@ -135,3 +135,26 @@ def test_html_file_in_chromium(run_cli: Callable[..., CliResult], tmp_path: Path
     for width in (1400, 400):
         shot = screenshot(target, ARTIFACTS / f"report-cli-{width}.png", width=width)
         assert shot.stat().st_size > 10_000
+
+
+@pytest.mark.usefixtures("world")
+def test_cohort_heat_maps_match_the_cohort_table(db_engine: Engine, db_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from nrr.html_report.collect import cohort_heat
+    from nrr.services.report import cohort_table
+
+    settings = load_settings({"DATABASE_URL": db_url})
+    now = datetime(2025, 5, 10, tzinfo=UTC)
+    with Session(db_engine) as session:
+        heat = cohort_heat(session, settings, now=now)
+        table = cohort_table(session, settings, now=now)
+    assert [c["cohort"] for c in heat["cohorts"]] == [c["cohort"] for c in table["cohorts"]]
+    for ours, theirs in zip(heat["cohorts"], table["cohorts"], strict=True):
+        assert ours["customers"] == theirs["customers"]
+        assert ([m["net_retention"] for m in ours["months"]]
+                == [m["net_retention"] for m in theirs["months"]])
+    # 2024-02: beta alone, 50 -> 50 -> 30 -> 30 -> 0 (churned in 2024-06, month 4)
+    beta = next(c for c in heat["cohorts"] if c["cohort"] == "2024-02")
+    assert [m["logo_retention"] for m in beta["months"][:6]] == [100.0] * 4 + [0.0, 0.0]
+    assert [m["net_retention"] for m in beta["months"][:5]] == [100.0, 100.0, 60.0, 60.0, 0.0]
