@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "nrr.commands.outlook",
     "nrr.commands.status",
     "nrr.commands.serve",
+    "nrr.commands.dashboard",
     "nrr.commands.worker",
     "nrr.commands.snapshots",
     "nrr.commands.alerts",

@@ -171,6 +171,14 @@ class Settings(BaseSettings):
                                            alias="NRR_RECOMPUTE_SHARD_CUSTOMERS")
     # Path to a metric catalogue YAML replacing the shipped nrr/catalogue/metrics.yaml.
     metric_catalogue: str | None = Field(default=None, alias="NRR_METRIC_CATALOGUE")
+    # The worker writes the HTML report here after each snapshot; Slack messages link to it
+    # under the base URL (where a web server serves that folder).
+    report_dir: str | None = Field(default=None, alias="NRR_REPORT_DIR")
+    report_base_url: str | None = Field(default=None, alias="NRR_REPORT_BASE_URL")
+    # `nrr dashboard` asks for this token (or this user and password) on every request.
+    dashboard_token: SecretStr | None = Field(default=None, alias="NRR_DASHBOARD_TOKEN")
+    dashboard_user: str | None = Field(default=None, alias="NRR_DASHBOARD_USER")
+    dashboard_password: SecretStr | None = Field(default=None, alias="NRR_DASHBOARD_PASSWORD")
 
     # Overrides of the alert rules' thresholds (applied to every matching rule) and the digest.
     alert_nrr_threshold: float | None = Field(default=None, alias="NRR_ALERT_NRR_THRESHOLD")
@@ -231,7 +239,8 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("stripe_api_key", "stripe_webhook_secret", "slack_webhook_url", "redis_url",
-                     "stripe_api_base", mode="before")
+                     "stripe_api_base", "report_dir", "report_base_url", "dashboard_token",
+                     "dashboard_user", "dashboard_password", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():

@@ -221,6 +221,11 @@ def snapshot(self: Task, month: str | None = None, reason: str | None = None,
         log.info("task.skipped", month=month, reason=str(exc))
         return {"month": month, "skipped": str(exc)}
     if follow_up:
+        from nrr.services.report_files import publish_report
+
+        # The page first: the alerts that follow link to it (NRR_REPORT_BASE_URL).
+        with session_scope(engine) as session:
+            publish_report(session, settings, month)
         evaluate_alerts.apply_async(kwargs={"month": month})
     return result.as_dict()
 

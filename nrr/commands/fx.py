@@ -15,6 +15,7 @@ from nrr.commands.common import (
     format_option,
     handle_errors,
     settings,
+    stdout,
 )
 
 fx_app = typer.Typer(help="Exchange rates used to convert MRR to the reporting currency.",
@@ -51,9 +52,13 @@ def import_command(
     if output is OutputFormat.json:
         emit_json(document)
         return
-    emit_rows([{k: v for k, v in document.items() if k != "next_step"}], output,
-              title="Exchange rates imported")
-    typer.echo(document["next_step"], err=True)
+    currencies = ", ".join(c.upper() for c in result.currencies) or "no currency"
+    span = (f" from {document['first_date']} to {document['last_date']}"
+            if document["first_date"] else "")
+    stdout.print(f"Imported {document['imported']:,} exchange rate(s) into "
+                 f"{cfg.reporting_currency.upper()} for {currencies}{span}.",
+                 highlight=False, markup=False, soft_wrap=True)
+    typer.echo(f"Next: {document['next_step']}", err=True)
 
 
 @fx_app.command("list")

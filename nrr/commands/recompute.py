@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from nrr.commands.common import (
@@ -9,11 +11,11 @@ from nrr.commands.common import (
     OutputFormat,
     UsageError,
     emit_json,
-    emit_rows,
     engine,
     format_option,
     handle_errors,
     settings,
+    stdout,
     under_recompute_lock,
 )
 
@@ -68,9 +70,7 @@ def recompute_command(
     if output is OutputFormat.json:
         emit_json(document)
         return
-    emit_rows([{k: v for k, v in document.items()
-                if k not in ("policies", "skips", "left_out_customers")}], output,
-              title="Recompute")
+    stdout.print(recompute_summary(document), highlight=False, markup=False, soft_wrap=True)
     for skip in result.skips[:20]:
         typer.echo(f"skipped {skip.object_type} {skip.object_id}: {skip.reason}", err=True)
     for left in result.left_out[:20]:
@@ -79,6 +79,28 @@ def recompute_command(
         from nrr.services.isolation import left_out_note
 
         typer.echo(left_out_note(len(result.left_out)), err=True)
+
+
+def recompute_summary(document: dict[str, Any]) -> str:
+    """A few sentences instead of a 14-column table of the result."""
+    from nrr.commands.tables import text
+
+    def count(key: str) -> str:
+        return f"{int(document.get(key) or 0):,}"
+
+    lines = [
+        f"Recomputed {count('customers')} customer(s) ({text(document.get('kind'))}) in "
+        f"{float(document.get('seconds') or 0):,.1f} s: {count('facts')} monthly facts, "
+        f"{count('ledger_entries')} ledger entries, {count('timeline_points')} timeline "
+        f"points from {count('lines_read')} invoice lines.",
+    ]
+    if document.get("excluded"):
+        lines.append(f"Excluded by policy: {count('excluded')} customer(s).")
+    if document.get("skipped"):
+        lines.append(f"Skipped: {count('skipped')} object(s), reasons on stderr.")
+    lines.append(f"Reporting currency {str(document.get('reporting_currency')).upper()}, "
+                 f"months in {document.get('timezone')}; run {text(document.get('run_id'))}.")
+    return "\n".join(lines)
 
 
 def register(app: typer.Typer) -> None:

@@ -805,3 +805,89 @@ def top_movements(session: Session, settings: Settings, month: str, *,
             item["segment"] = segment_label(row.segment)
         found.append(item)
     return found
+
+
+def t12m_movers(session: Session, settings: Settings, month: str, *, kind: str,
+                limit: int = 5, dimension: str | None = None,
+                segment: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    """The T12M cohort's largest churned or contracted customers, and how many there are.
+
+    The cohort is the one :func:`cohort_totals` sums: customers paying at the opening of
+    M-11 (their segment fixed there), seen at M's closing. ``churn``: closing 0;
+    ``contraction``: closing above 0 and below the opening. ``amount`` is the MRR lost over
+    the twelve months (major units of the reporting currency) and ``causes`` the ledger
+    entries of those months that took MRR down, oldest first.
+    """
+    if kind not in ("churn", "contraction"):
+        raise ValueError(f"unknown T12M movement {kind!r}: use churn or contraction")
+    dimension = parse_dimension(dimension)
+    if segment is not None and dimension is None:
+        raise InvalidDimension("a segment needs its dimension")
+    cur = settings.reporting_currency
+    first = add_months(month, -11)
+    start = aliased(F, name="cohort_start")
+    end = aliased(F, name="cohort_end")
+    opening = start.opening_mrr_micro
+    closing = func.coalesce(end.closing_mrr_micro, 0)
+    lost = opening - closing
+    condition = closing == 0 if kind == "churn" else and_(closing > 0, closing < opening)
+    query = (
+        select(start.customer_id, opening.label("opening"), closing.label("closing"),
+               lost.label("lost"), StripeCustomer.name, StripeCustomer.email)
+        .select_from(start)
+        .outerjoin(end, and_(end.customer_id == start.customer_id, end.month == month))
+        .outerjoin(StripeCustomer, StripeCustomer.id == start.customer_id)
+        .where(start.month == first, opening > 0, condition)
+    )
+    if dimension and segment is not None:
+        query = query.where(_segment_filter(dimension, segment, start))
+    total = _int(session.scalar(select(func.count()).select_from(query.subquery())))
+    rows = session.execute(query.order_by(lost.desc(), start.customer_id)
+                           .limit(max(0, limit))).all()
+    ids = [row.customer_id for row in rows]
+    causes: dict[str, list[dict[str, Any]]] = {cid: [] for cid in ids}
+    if ids:
+        for entry in session.execute(
+            select(LedgerEntry)
+            .where(LedgerEntry.month >= first, LedgerEntry.month <= month,
+                   LedgerEntry.customer_id.in_(ids),
+                   LedgerEntry.mrr_after_micro < LedgerEntry.mrr_before_micro)
+            .order_by(LedgerEntry.effective_at, LedgerEntry.id)
+        ).scalars():
+            causes[entry.customer_id].append(_ledger_entry(entry))
+    found = [{
+        "customer_id": row.customer_id, "name": row.name, "email": row.email,
+        "month": month, "first_month": first, "movement": kind,
+        "amount": _money(_int(row.lost), cur), "amount_micro": _int(row.lost), "currency": cur,
+        "opening_mrr": _money(_int(row.opening), cur),
+        "closing_mrr": _money(_int(row.closing), cur),
+        "causes": causes[row.customer_id],
+    } for row in rows]
+    return found, total
+
+
+def segment_names(session: Session, dimension: str | None,
+                  segments: Iterable[str]) -> dict[str, str]:
+    """People's names for plan and product segments (ids): a price's nickname, else its
+    product's name and interval (``Team, monthly``); a product's name."""
+    from models.mirror import StripePrice, StripeProduct
+
+    ids = sorted({s for s in segments if s and s != NO_SEGMENT})
+    if dimension not in ("plan", "product") or not ids:
+        return {}
+    if dimension == "product":
+        return {pid: name for pid, name in session.execute(
+            select(StripeProduct.id, StripeProduct.name).where(StripeProduct.id.in_(ids)))
+            if name}
+    names = {}
+    for price_id, nickname, product, interval, count in session.execute(
+            select(StripePrice.id, StripePrice.nickname, StripeProduct.name, StripePrice.interval,
+                   StripePrice.interval_count)
+            .outerjoin(StripeProduct, StripeProduct.id == StripePrice.product_id)
+            .where(StripePrice.id.in_(ids))):
+        every = (f"every {count} {interval}s" if count and count > 1 and interval
+                 else f"{interval}ly" if interval else None)
+        name = nickname or ", ".join(p for p in (product, every) if p)
+        if name:
+            names[price_id] = name
+    return names
