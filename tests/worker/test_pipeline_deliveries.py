@@ -25,10 +25,11 @@ from sqlalchemy import Engine, func, select
 
 from benchmarks.bench_webhook_latency import SECRET, cancel_one_subscription, post_event
 from integrations.emulator import EmulatedAccount, EmulatorServer, generate_account
+from integrations.stripe_sync import run_sync
 from models.mirror import DirtyCustomer, StripeEvent, StripeSubscription
 from nrr.db import make_engine, session_scope
 from nrr.domain.months import current_month
-from nrr.services import pipeline
+from nrr.services.recompute import recompute
 from nrr.settings import load_settings
 from tests.support.servers import free_port, stop_process_group
 from tests.worker.conftest import API_KEY, WorkerProcess, seed_rates, wait_until
@@ -185,8 +186,9 @@ def prepare(env: dict[str, str]) -> Engine:
     seed_rates(env["DATABASE_URL"])
     settings = load_settings(env)
     engine = make_engine(env["DATABASE_URL"])
-    pipeline.sync_mirror(engine, settings)
-    pipeline.recompute(engine, settings, scope="all")
+    run_sync(engine, settings)
+    with session_scope(engine) as session:
+        recompute(session, settings)
     return engine
 
 
