@@ -134,6 +134,9 @@ def create_app(settings: Settings, engine: Engine, dispatch: Dispatch) -> Webhoo
 
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 resets connections when Stripe retries a burst
+    # of deliveries at once; the kernel caps this at somaxconn anyway.
+    request_queue_size = 128
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -48,7 +48,8 @@ log = get_logger(__name__)
 SYNC_LOCK = "sync"
 RECOMPUTE_LOCK = "recompute"
 
-__all__ = ["RECOMPUTE_LOCK", "SYNC_LOCK", "LockHolder", "account_lock", "lock_holder", "lock_key"]
+__all__ = ["RECOMPUTE_LOCK", "SYNC_LOCK", "LockHolder", "account_lock", "claim_flag", "clear_flag",
+           "lock_holder", "lock_key"]
 
 
 def lock_key(name: str, settings: Settings) -> str:
@@ -274,3 +275,41 @@ def lock_holder(name: str, settings: Settings, engine: Engine) -> LockHolder | N
             JobLock.name == key, JobLock.active.is_(True),
             JobLock.expires_at >= _utcnow())).first()
     return None if row is None else LockHolder.parse(row.owner)
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def claim_flag(name: str, settings: Settings, engine: Engine, *, ttl: float) -> bool:
+    """Raise the account's flag ``name`` unless it is up; True when this call raised it.
+
+    A flag says "this is already requested" (a snapshot is queued): the caller that raises
+    it sends the request, the others know it will run after them. It expires after ``ttl``
+    seconds, so a lost request is sent again later.
+    """
+    key = lock_key(name, settings)
+    if settings.redis_url:
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url)
+        try:
+            return bool(client.set(key, _owner(), nx=True, px=max(1, int(ttl * 1000))))
+        finally:
+            client.close()
+    return _db_try_acquire(engine, key, _owner(), ttl)
+
+
+def clear_flag(name: str, settings: Settings, engine: Engine) -> None:
+    """Lower the account's flag ``name`` (the request it stood for is now running)."""
+    key = lock_key(name, settings)
+    if settings.redis_url:
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url)
+        try:
+            client.delete(key)
+        finally:
+            client.close()
+        return
+    with engine.begin() as conn:
+        conn.execute(delete(JobLock).where(JobLock.name == key))

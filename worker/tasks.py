@@ -28,6 +28,7 @@ from sqlalchemy.exc import OperationalError
 from integrations.stripe_client import StripeReader, StripeUnavailable
 from models.mirror import SyncState
 from nrr.db import make_engine, session_scope
+from nrr.locks import claim_flag, clear_flag
 from nrr.logs import get_logger
 from nrr.services import pipeline
 from nrr.settings import Settings
@@ -40,6 +41,7 @@ LONG = app_settings.worker.soft_time_limit_seconds
 SHORT = max(60, LONG // 10)
 _TRANSIENT: tuple[type[BaseException], ...] = (OperationalError, ConnectionError, TimeoutError)
 SYNC_RETRY = (*_TRANSIENT, StripeUnavailable)
+SNAPSHOT_QUEUED = "snapshot-queued"
 
 _engines: dict[tuple[int, str], Engine] = {}
 
@@ -127,7 +129,9 @@ def process_event(self: Task, event_id: str) -> list[str]:
     except LookupError as exc:
         log.warning("task.skipped", event_id=event_id, reason=str(exc))
         return []
-    if not touched and not pipeline.dirty_customers(engine):
+    if not touched:
+        # Already applied (a duplicate delivery) or nothing to recompute: the delivery
+        # that touched customers drains them.
         return []
     # The customers this event touched are named, so a mark another recompute cleared
     # while this event committed cannot hide them.
@@ -147,8 +151,13 @@ def process_event(self: Task, event_id: str) -> list[str]:
 def _after_recompute(reason: str) -> None:
     """What follows every committed recompute (scheduled, after a sync, after webhook
     events): the snapshot of the last closed month, which queues the alert evaluation.
-    Alerts come after the snapshot so they are keyed by the snapshot version they read."""
-    snapshot.apply_async(kwargs={"reason": reason})
+    Alerts come after the snapshot so they are keyed by the snapshot version they read.
+
+    One snapshot at a time is queued: while one waits in the queue (its flag up), it
+    will read what this recompute committed, so a burst of events costs one snapshot,
+    not one each. The snapshot lowers the flag when it starts."""
+    if claim_flag(SNAPSHOT_QUEUED, _settings(), _engine(), ttl=SHORT):
+        snapshot.apply_async(kwargs={"reason": reason})
 
 
 @app.task(name="nrr.recompute", bind=True, autoretry_for=_TRANSIENT, retry_backoff=10,
@@ -176,6 +185,8 @@ def recompute(self: Task, scope: str = "dirty", customer_ids: list[str] | None =
 def snapshot(self: Task, month: str | None = None, reason: str | None = None,
              follow_up: bool = True) -> dict[str, Any]:
     """Take the retention snapshot of ``month`` (default: the month that just closed)."""
+    # Lowered before reading: a recompute committing from now on queues another snapshot.
+    clear_flag(SNAPSHOT_QUEUED, _settings(), _engine())
     month, result, skipped = pipeline.snapshot(_engine(), _settings(), month, reason=reason)
     if result is None:
         return {"month": month, "skipped": skipped}
