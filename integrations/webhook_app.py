@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import socketserver
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -38,6 +39,7 @@ WEBHOOK_PATH = "/webhooks/stripe"
 HEALTH_PATH = "/healthz"
 SIGNATURE_TOLERANCE_SECONDS = 300
 MAX_BODY_BYTES = 1_000_000
+REDISPATCH_AFTER_SECONDS = 60
 
 Dispatch = Callable[[str], None]
 StartResponse = Callable[..., Any]
@@ -104,7 +106,11 @@ class WebhookApp:
         with session_scope(self.engine) as session:
             new = record_event(session, event, source="webhook")
             row = session.get(StripeEvent, event_id)
-            pending = row is not None and row.processed_at is None
+            # A duplicate is handed on again only when the first hand-off looks lost (not
+            # processed a while after it arrived): Stripe retries in bursts, and each
+            # hand-off of one event costs the worker a task.
+            pending = row is not None and row.processed_at is None and (
+                new or _older_than(row.received_at, REDISPATCH_AFTER_SECONDS))
         if pending:
             # After the commit: the processor must find the event it is handed.
             self.dispatch(event_id)
@@ -114,6 +120,14 @@ class WebhookApp:
     def _reject(self, start_response: StartResponse, reason: str) -> Iterable[bytes]:
         log.warning("webhook.rejected", reason=reason)
         return _answer(start_response, 400, {"error": reason})
+
+def _older_than(instant: datetime | None, seconds: float) -> bool:
+    if instant is None:
+        return True
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=UTC)
+    return datetime.now(UTC) - instant > timedelta(seconds=seconds)
+
 
 def _answer(start_response: StartResponse, status: int, document: dict[str, Any],
             headers: list[tuple[str, str]] | None = None) -> list[bytes]:

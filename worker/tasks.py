@@ -42,6 +42,7 @@ SHORT = max(60, LONG // 10)
 _TRANSIENT: tuple[type[BaseException], ...] = (OperationalError, ConnectionError, TimeoutError)
 SYNC_RETRY = (*_TRANSIENT, StripeUnavailable)
 SNAPSHOT_QUEUED = "snapshot-queued"
+RECOMPUTE_QUEUED = "recompute-queued"
 
 _engines: dict[tuple[int, str], Engine] = {}
 
@@ -67,9 +68,8 @@ def _backfill_in_progress(engine: Engine) -> bool:
 def _sync(full: bool, reason: str) -> dict[str, Any] | None:
     """Run one sync under the account's sync lock; None when another sync holds it."""
     settings, engine = _settings(), _engine()
-    log.info("sync.started", full=full, reason=reason)
     try:
-        result = pipeline.sync_mirror(engine, settings, full=full)
+        result = pipeline.sync_mirror(engine, settings, full=full, reason=reason)
     except pipeline.LockBusy as exc:
         log.info("task.skipped", reason=str(exc))
         return None
@@ -121,8 +121,8 @@ def _reader(settings: Settings) -> Any:
           retry_backoff_max=300, retry_jitter=True, max_retries=8,
           soft_time_limit=SHORT, time_limit=SHORT + 30)
 def process_event(self: Task, event_id: str) -> list[str]:
-    """Apply one recorded Stripe event, then recompute every dirty customer (those it
-    touched among them)."""
+    """Apply one recorded Stripe event, then have every dirty customer (those it touched
+    among them) recomputed."""
     settings, engine = _settings(), _engine()
     try:
         touched = pipeline.apply_event(engine, settings, event_id, client=_reader(settings))
@@ -133,19 +133,19 @@ def process_event(self: Task, event_id: str) -> list[str]:
         # Already applied (a duplicate delivery) or nothing to recompute: the delivery
         # that touched customers drains them.
         return []
-    # The customers this event touched are named, so a mark another recompute cleared
-    # while this event committed cannot hide them.
-    done = pipeline.recompute(engine, settings, scope="dirty", customer_ids=touched,
-                              wait=SHORT / 2)
-    if done is not None:
-        # The recompute committed: now its follow-up.
-        _after_recompute(f"event {event_id}")
-        return sorted(touched)
-    # The customers stay marked dirty; a dirty recompute picks them up (and follows up).
-    log.info("event.recompute_deferred", event_id=event_id, reason="a recompute is running")
-    recompute.apply_async(kwargs={"scope": "dirty", "reason": f"event {event_id}"},
-                          countdown=5)
+    # Marked again after the commit: a recompute already running (it may have read before
+    # this event committed) clears only marks older than its start, so these outlive it.
+    # Then one recompute of every dirty customer is queued, unless one is queued and not
+    # yet started (it will read what this event committed): a burst of events costs a
+    # few recomputes of many customers each, not one per event.
+    pipeline.mark_dirty(engine, touched)
+    _queue_recompute(f"event {event_id}")
     return sorted(touched)
+
+
+def _queue_recompute(reason: str) -> None:
+    if claim_flag(RECOMPUTE_QUEUED, _settings(), _engine(), ttl=SHORT):
+        recompute.apply_async(kwargs={"scope": "dirty", "reason": reason, "wait": SHORT / 2})
 
 
 def _after_recompute(reason: str) -> None:
@@ -164,13 +164,22 @@ def _after_recompute(reason: str) -> None:
           retry_backoff_max=600, retry_jitter=True, max_retries=5,
           soft_time_limit=LONG, time_limit=LONG + 60)
 def recompute(self: Task, scope: str = "dirty", customer_ids: list[str] | None = None,
-              reason: str | None = None, follow_up: bool = True) -> dict[str, Any] | None:
-    """Recompute ``all`` customers, the ``dirty`` ones, or ``customer_ids``."""
+              reason: str | None = None, follow_up: bool = True,
+              wait: float = 0.0) -> dict[str, Any] | None:
+    """Recompute ``all`` customers, the ``dirty`` ones, or ``customer_ids``; ``wait``
+    seconds for a running recompute before retrying later."""
     if scope not in pipeline.SCOPES:
         log.error("task.rejected", reason=f"unknown scope {scope!r}: use all, dirty or customers")
         return None
     settings, engine = _settings(), _engine()
-    result = pipeline.recompute(engine, settings, scope=scope, customer_ids=customer_ids or [])
+
+    def lower_flag() -> None:
+        # Lowered once the lock is held, before the marks are read: an event committing
+        # from now on queues another recompute.
+        clear_flag(RECOMPUTE_QUEUED, settings, engine)
+
+    result = pipeline.recompute(engine, settings, scope=scope, customer_ids=customer_ids or [],
+                                wait=wait, on_locked=lower_flag)
     if result is None:
         # The running recompute may have read the mirror before the latest changes.
         log.info("task.deferred", reason="another recompute of this account is running")

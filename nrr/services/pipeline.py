@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, select
 
+from integrations import stripe_mirror
 from integrations.stripe_client import StripeReader
 from integrations.stripe_sync import SyncResult, process_stored_event, run_sync
 from models.mirror import DirtyCustomer
@@ -78,13 +80,15 @@ class Refreshed:
 
 
 def sync_mirror(engine: Engine, settings: Settings, *, full: bool = False,
-                progress: Any = None, client: StripeReader | None = None) -> SyncResult:
+                progress: Any = None, client: StripeReader | None = None,
+                reason: str | None = None) -> SyncResult:
     """Sync the mirror from Stripe under the account's sync lock; :class:`LockBusy` when
     another sync (the worker's, another ``nrr sync``) holds it."""
     with account_lock(SYNC_LOCK, settings, engine) as acquired:
         if not acquired:
             raise LockBusy(SYNC_LOCK, lock_holder(SYNC_LOCK, settings, engine),
                            "another sync of this account is running")
+        log.info("sync.started", full=full, reason=reason)
         return run_sync(engine, settings, full=full, progress=progress, client=client)
 
 
@@ -100,19 +104,28 @@ def dirty_customers(engine: Engine) -> list[str]:
         return sorted(session.scalars(select(DirtyCustomer.customer_id)))
 
 
+def mark_dirty(engine: Engine, customer_ids: Iterable[str]) -> None:
+    """Mark customers again, now: a recompute already running clears only the marks made
+    before it started, so these survive it (their data may have reached it too late)."""
+    with session_scope(engine) as session:
+        stripe_mirror.mark_dirty(session, customer_ids)
+
+
 def recompute(engine: Engine, settings: Settings, *, scope: str = "dirty",
               customer_ids: Iterable[str] = (), wait: float = 0.0,
-              on_wait: Callable[[float], None] | None = None) -> Any:
+              on_wait: Callable[[float], None] | None = None,
+              on_locked: Callable[[], None] | None = None) -> Any:
     """Recompute under the account's recompute lock: ``all`` customers, every ``dirty``
     one (and ``customer_ids``), or only ``customer_ids``. Returns the recompute's result,
     or None when another recompute held the lock for ``wait`` seconds (the dirty marks
-    stay for the next run). ``on_wait(wait)`` is called before waiting."""
+    stay for the next run). ``on_wait(wait)`` is called before waiting, ``on_locked()``
+    once the lock is held, before the dirty marks are read."""
     if scope not in SCOPES:
         raise ValueError(f"unknown recompute scope {scope!r}: use all, dirty or customers")
     extra = set(customer_ids)
     with account_lock(RECOMPUTE_LOCK, settings, engine) as acquired:
         if acquired:
-            return _recompute_locked(engine, settings, scope, extra)
+            return _recompute_locked(engine, settings, scope, extra, on_locked)
     if wait <= 0:
         return None
     if on_wait is not None:
@@ -120,11 +133,14 @@ def recompute(engine: Engine, settings: Settings, *, scope: str = "dirty",
     with account_lock(RECOMPUTE_LOCK, settings, engine, blocking=True,
                       timeout=wait) as acquired:
         if acquired:
-            return _recompute_locked(engine, settings, scope, extra)
+            return _recompute_locked(engine, settings, scope, extra, on_locked)
     return None
 
 
-def _recompute_locked(engine: Engine, settings: Settings, scope: str, extra: set[str]) -> Any:
+def _recompute_locked(engine: Engine, settings: Settings, scope: str, extra: set[str],
+                      on_locked: Callable[[], None] | None) -> Any:
+    if on_locked is not None:
+        on_locked()
     with session_scope(engine) as session:
         if scope == "all":
             return recompute_service.recompute(session, settings)
@@ -171,20 +187,25 @@ def follow_up(engine: Engine, settings: Settings, *, reason: str,
 def refresh(engine: Engine, settings: Settings, *, reason: str,
             touched: Iterable[str] = (), always: bool = False, wait: float = 0.0,
             on_wait: Callable[[float], None] | None = None,
-            printer: Printer | None = None) -> Refreshed | None:
+            printer: Printer | None = None, then_follow_up: bool = True) -> Refreshed | None:
     """Recompute every dirty customer (and ``touched``) under the recompute lock, then the
-    snapshot and the alerts. With nothing dirty nothing runs, unless ``always``. None when
-    the lock stayed busy for ``wait`` seconds: the marks stay for whoever runs next."""
+    snapshot and the alerts (unless ``then_follow_up`` is False: the caller runs
+    :func:`follow_up` itself). With nothing dirty nothing runs, unless ``always``. None
+    when the lock stayed busy for ``wait`` seconds: the marks stay for whoever runs next."""
     touched = set(touched)
     if not always and not touched and not dirty_customers(engine):
         return Refreshed()
     result = recompute(engine, settings, scope="dirty", customer_ids=touched, wait=wait,
                        on_wait=on_wait)
     if result is None:
+        # The running recompute may have read before these customers' data committed:
+        # marked again now, after it started, they outlive its clean-up.
+        mark_dirty(engine, touched)
         log.info("pipeline.recompute_deferred", reason=reason,
                  detail="another recompute of this account holds the lock")
         return None
-    outcome = follow_up(engine, settings, reason=reason, printer=printer)
+    outcome = (follow_up(engine, settings, reason=reason, printer=printer) if then_follow_up
+               else Refreshed())
     outcome.recompute = result.as_dict() if hasattr(result, "as_dict") else result
     return outcome
 
@@ -196,14 +217,17 @@ class InProcessPipeline:
     """The pipeline on one background thread, for ``nrr serve`` without Redis.
 
     ``dispatch(event_id)`` (the webhook app's hand-off) queues the recorded event; the
-    thread applies the events queued so far, then refreshes (every dirty customer, under
-    the recompute lock). When the lock is busy it tries again every ``retry_seconds``
-    until the marks are drained, with or without new events.
+    thread applies the events queued so far, then recomputes every dirty customer under
+    the recompute lock, after every batch whatever the queue holds. When the lock is busy
+    it tries again every ``retry_seconds`` until the marks are drained, with or without
+    new events. The snapshot and the alerts follow once no event waits (or at least every
+    ``follow_up_seconds`` while events keep coming): a burst costs one snapshot, and the
+    numbers are current before it.
     """
 
     def __init__(self, settings: Settings, engine: Engine, *, retry_seconds: float = 2.0,
                  lock_wait_seconds: float = 5.0, batch: int = 100,
-                 printer: Printer | None = None) -> None:
+                 follow_up_seconds: float = 60.0, printer: Printer | None = None) -> None:
         self.settings = settings
         self.engine = engine
         self.retry_seconds = retry_seconds
@@ -214,6 +238,9 @@ class InProcessPipeline:
         self._idle = threading.Condition()
         self._busy = 0  # events queued or being applied, plus a pending refresh
         self._pending = False
+        self._follow_up_due = False
+        self.follow_up_seconds = follow_up_seconds
+        self._last_follow_up = time.monotonic()
         self._reader: StripeReader | None = None
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="nrr-pipeline", daemon=True)
@@ -266,10 +293,22 @@ class InProcessPipeline:
         try:
             outcome = refresh(self.engine, self.settings, reason="webhook events",
                               touched=touched, wait=self.lock_wait_seconds,
-                              printer=self.printer)
+                              printer=self.printer, then_follow_up=False)
         except Exception as exc:  # noqa: BLE001 - the marks stay; tried again later
             log.error("pipeline.refresh_failed", error=f"{type(exc).__name__}: {exc}")
             outcome = None
+        if outcome is not None and outcome.recompute is not None:
+            self._follow_up_due = True
+        quiet = self._queue.empty()
+        if self._follow_up_due and (
+                quiet or time.monotonic() - self._last_follow_up >= self.follow_up_seconds):
+            try:
+                follow_up(self.engine, self.settings, reason="webhook events",
+                          printer=self.printer)
+            except Exception as exc:  # noqa: BLE001 - the next recompute follows up again
+                log.error("pipeline.follow_up_failed", error=f"{type(exc).__name__}: {exc}")
+            self._follow_up_due = False
+            self._last_follow_up = time.monotonic()
         with self._idle:
             self._busy -= applied
             self._pending = outcome is None

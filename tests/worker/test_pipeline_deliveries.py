@@ -30,6 +30,7 @@ from models.mirror import DirtyCustomer, StripeEvent, StripeSubscription
 from nrr.db import make_engine, session_scope
 from nrr.domain.months import current_month
 from nrr.services.recompute import recompute
+from nrr.services.snapshots import last_closed_month, take_snapshots
 from nrr.settings import load_settings
 from tests.support.servers import free_port, stop_process_group
 from tests.worker.conftest import API_KEY, WorkerProcess, seed_rates, wait_until
@@ -189,6 +190,8 @@ def prepare(env: dict[str, str]) -> Engine:
     run_sync(engine, settings)
     with session_scope(engine) as session:
         recompute(session, settings)
+    with session_scope(engine) as session:  # as the worker keeps them
+        take_snapshots(session, settings, last_closed_month(settings))
     return engine
 
 
