@@ -7,8 +7,13 @@ transaction each (SQLite and PostgreSQL). Either way a holder that dies (SIGKILL
 machine) frees the lock when its lease runs out, and a holder whose lease was stolen
 never releases the new holder's lock (the owner token is checked).
 
-Lock names are scoped by the database the worker writes to, so two deployments sharing
-one Redis do not block each other.
+Lock names are scoped by the database the worker writes to (its normalised identity,
+:func:`nrr.db.database_identity`: every spelling of one PostgreSQL URL, every path to one
+SQLite file, gives one lock), so two deployments sharing one Redis do not block each
+other and one database never has two holders.
+
+The holder is recorded with the lock (:class:`LockHolder`: host, process id, when it took
+the lock) so a refused caller can say who holds it (:func:`lock_holder`).
 
 The worker's tasks and the CLI (``nrr sync``) take the same locks, so a recompute started
 by either never runs beside another. This module imports neither Celery nor the worker;
@@ -18,6 +23,7 @@ by either never runs beside another. This module imports neither Celery nor the 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import threading
@@ -33,6 +39,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from models.derived import JobLock
+from nrr.db import database_identity
 from nrr.logs import get_logger
 from nrr.settings import Settings
 
@@ -41,13 +48,14 @@ log = get_logger(__name__)
 SYNC_LOCK = "sync"
 RECOMPUTE_LOCK = "recompute"
 
-__all__ = ["RECOMPUTE_LOCK", "SYNC_LOCK", "LockHolder", "account_lock", "lock_holder",
-           "lock_key"]
+__all__ = ["RECOMPUTE_LOCK", "SYNC_LOCK", "LockHolder", "account_lock", "claim_flag", "clear_flag",
+           "lock_holder", "lock_key"]
 
 
 def lock_key(name: str, settings: Settings) -> str:
-    """The stored name of lock ``name`` for this account (its database)."""
-    account = hashlib.sha256(settings.database_url.encode()).hexdigest()[:12]
+    """The stored name of lock ``name`` for this account (its database's identity)."""
+    identity = database_identity(settings.database_url)
+    account = hashlib.sha256(identity.encode()).hexdigest()[:12]
     return f"nrr:lock:{account}:{name}"
 
 
@@ -286,3 +294,41 @@ def account_lock(name: str, settings: Settings, engine: Engine, *, ttl: float | 
     with manager as acquired:
         log.debug("lock.acquired" if acquired else "lock.busy", lock=name)
         yield acquired
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def claim_flag(name: str, settings: Settings, engine: Engine, *, ttl: float) -> bool:
+    """Raise the account's flag ``name`` unless it is up; True when this call raised it.
+
+    A flag says "this is already requested" (a snapshot is queued): the caller that raises
+    it sends the request, the others know it will run after them. It expires after ``ttl``
+    seconds, so a lost request is sent again later.
+    """
+    key = lock_key(name, settings)
+    if settings.redis_url:
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url)
+        try:
+            return bool(client.set(key, _owner(), nx=True, px=max(1, int(ttl * 1000))))
+        finally:
+            client.close()
+    return _db_try_acquire(engine, key, _owner(), ttl)
+
+
+def clear_flag(name: str, settings: Settings, engine: Engine) -> None:
+    """Lower the account's flag ``name`` (the request it stood for is now running)."""
+    key = lock_key(name, settings)
+    if settings.redis_url:
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url)
+        try:
+            client.delete(key)
+        finally:
+            client.close()
+        return
+    with engine.begin() as conn:
+        conn.execute(delete(JobLock).where(JobLock.name == key))
