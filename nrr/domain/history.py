@@ -362,8 +362,7 @@ def _credit_lines(cycle: Sequence[InvoiceLine], prorations: Sequence[InvoiceLine
                     break
             if found is None:
                 for group in pending.values():  # the states cannot tell: the amounts do
-                    credits.update(ln.id for ln in group
-                                   if ln.credited or (ln.credited is None and ln.amount < 0))
+                    credits.update(ln.id for ln in group if ln.credited or ln.amount < 0)
                     chained.extend(ln for ln in group if ln.id not in credits)
                 break
             invoice_id, decided = found
@@ -385,14 +384,15 @@ def _credits_by_state(group: Sequence[InvoiceLine], before: tuple[str | None, in
     """The credit lines of one change's lines, by Stripe's word or by the state in force
     ``before``; None when neither can tell. ``partnered``: another line (a cycle line after
     a billing-cycle reset, or another change) starts at the same instant."""
-    unknown = [ln for ln in group if ln.credited is None]
+    # Stripe names the credited items on a credit line; their absence proves nothing (older
+    # objects, simulators), so only a named credit decides its change.
     known = {ln.id for ln in group if ln.credited}
-    if not unknown:
+    if known:
         return known
+    unknown = list(group)
     matching = [ln for ln in unknown if before is not None and (ln.price_id, ln.quantity) == before]
-    if matching and (len(matching) < len(unknown) or len(group) == 1 or partnered
-                     or len(group) > len(matching)):
-        return known | {ln.id for ln in matching}
+    if matching and (len(matching) < len(unknown) or len(group) == 1 or partnered):
+        return {ln.id for ln in matching}
     return None
 
 

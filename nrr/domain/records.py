@@ -213,9 +213,9 @@ class InvoiceLine:
     tax_inclusive_amount: int = 0
     livemode: bool = False
     # For proration lines: is this the credit for unused time of the old state ("Unused
-    # time on ...": ``proration_details.credited_items`` set)? False: the new state's line
-    # (``proration_details`` without credited items); None: unknown (the normaliser then
-    # compares the line with the state in force; never the sign or the id).
+    # time on ...": ``proration_details.credited_items`` set)? False: proration details
+    # without credited items; None: no details. Only True is decisive: otherwise the
+    # normaliser compares the line with the state in force (never the sign or the id).
     credited: bool | None = None
     # For non-proration lines: does this line NOT start where the previous non-proration
     # line of its item ended? None = unknown: history then compares the lines it was given
