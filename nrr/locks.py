@@ -23,7 +23,6 @@ by either never runs beside another. This module imports neither Celery nor the 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
 import threading

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, select
 
 from models.derived import JobLock
 from nrr.db import make_engine
-from nrr.locks import LockHolder, lock_holder
+from nrr.locks import lock_holder
 from nrr.settings import Settings, load_settings
 from tests.conftest import _fresh_postgres_url
 from tests.support.servers import PostgresServer

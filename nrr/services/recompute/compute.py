@@ -18,7 +18,7 @@ from nrr.domain.movements import FactorLookup
 from nrr.domain.records import CustomerData, Skip
 from nrr.services.fx import RateBook
 from nrr.services.isolation import LeftOut
-from nrr.services.recompute.common import RecomputeError, RecomputeResult, add_seconds
+from nrr.services.recompute.common import RecomputeResult, add_seconds
 from nrr.services.recompute.load import Catalogue, fill_inclusive_tax
 from nrr.settings import Settings
 

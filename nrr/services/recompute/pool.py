@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 from nrr.domain import movements as domain_movements
 from nrr.domain.records import CustomerData
 from nrr.logs import get_logger
-from nrr.services.isolation import LeftOut
 from nrr.services.fx import RateBook
+from nrr.services.isolation import LeftOut
 from nrr.services.recompute import common
 from nrr.services.recompute.common import RecomputeResult, add_seconds, chunks, timed
 from nrr.services.recompute.compute import compute_batch

@@ -19,8 +19,8 @@ from nrr.domain import movements as domain_movements
 from nrr.domain.movements import FactorLookup
 from nrr.domain.records import CustomerData
 from nrr.logs import get_logger
-from nrr.services.isolation import record_left_out
 from nrr.services.fx import RateBook, load_rate_book
+from nrr.services.isolation import LeftOut, record_left_out
 from nrr.services.recompute import common
 from nrr.services.recompute.common import (
     FACT_COLUMNS,
