@@ -202,8 +202,6 @@ def _discount_row(obj: Any, *, state_at: int, now: datetime, livemode: bool,
     discount_id = _object_id(obj, "discount")
     source = _map(obj, "source")
     coupon_id = _id_of(source.get("coupon"), "discount.source.coupon")
-    if coupon_id is None:  # shapes before 2025 embedded the coupon directly
-        coupon_id = _id_of(obj.get("coupon"), "discount.coupon")
     row = {
         "id": discount_id,
         "livemode": livemode,
@@ -457,9 +455,9 @@ def _parse_invoice(obj: Mapping[str, Any], object_id: str, state_at: int, now: d
 
 def _parse_discount(obj: Mapping[str, Any], object_id: str, state_at: int, now: datetime,
                     out: _Parsed) -> None:
-    """A discount object on its own (as a sync expands it, or from an event)."""
-    row = _discount_row(obj, state_at=state_at, now=now, livemode=_bool(obj, "livemode"),
-                        links={})
+    """A discount object on its own (as a sync expands it, or from an event). A discount
+    has no ``livemode`` of its own: its customer's is filled in when it is stored."""
+    row = _discount_row(obj, state_at=state_at, now=now, livemode=False, links={})
     assert row is not None
     out.discounts.append(row)
     if row["customer_id"]:
@@ -475,6 +473,26 @@ _PARSERS = {
     "subscription": _parse_subscription,
     "invoice": _parse_invoice,
 }
+
+
+def mirror_rows(kind: str, objects: Iterable[Mapping[str, Any]], *, state_at: int,
+                now: datetime | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The rows :func:`store_objects` would write for ``objects`` of ``kind``, by table
+    name, without a database (benchmark accounts are written with ``bulk_insert``).
+    An object that cannot be understood raises :class:`MalformedObject`."""
+    if kind not in _PARSERS:
+        raise ValueError(f"unknown object kind {kind!r}")
+    now = now or datetime.now(UTC)
+    parsed = _Parsed()
+    for obj in objects:
+        _PARSERS[kind](obj, _object_id(obj, kind), state_at, now, parsed)
+    out: dict[str, list[dict[str, Any]]] = {}
+    if kind != "discount":
+        out[_TABLES[kind].name] = _newest_by_id(parsed.main)
+    out[_ITEMS.name] = _newest_by_id(parsed.items)
+    out[_LINES.name] = _dedupe(parsed.lines)
+    out[_DISCOUNTS.name] = _newest_by_id(parsed.discounts)
+    return {name: rows for name, rows in out.items() if rows}
 
 
 # --------------------------------------------------------------------------- statements
@@ -662,6 +680,15 @@ def _store_parsed(session: Session, kind: str, parsed: _Parsed) -> None:
                 statuses,
                 execution_options={"synchronize_session": False},
             )
+    if kind == "discount" and parsed.discounts:
+        customer_ids = sorted({r["customer_id"] for r in parsed.discounts if r["customer_id"]})
+        live: set[str] = set()
+        for chunk in in_chunks(customer_ids):
+            live.update(c for (c,) in session.execute(
+                select(_CUSTOMERS.c.id).where(_CUSTOMERS.c.id.in_(chunk),
+                                              _CUSTOMERS.c.livemode.is_(True))))
+        for row in parsed.discounts:
+            row["livemode"] = row["customer_id"] in live
     if parsed.discounts:
         upsert_rows(session, _DISCOUNTS, _newest_by_id(parsed.discounts),
                     keep_columns=("removed_at",), coalesce_columns=_DISCOUNT_LINK_COLUMNS)

@@ -58,13 +58,15 @@ from __future__ import annotations
 
 import calendar
 import copy
-import itertools
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
-from fractions import Fraction
 from typing import TYPE_CHECKING, Any
+
+from integrations.emulator import shapes
+from integrations.emulator.generator import StripeIds, amount_for, prorated
 
 if TYPE_CHECKING:
     from nrr.domain.records import CustomerData
@@ -93,42 +95,34 @@ def add_interval(instant: int, interval: str, count: int = 1, *, anchor_day: int
 
 
 # --------------------------------------------------------------------------- builders
+# Thin keyword-friendly fronts on the emulator's builders (integrations/emulator/shapes.py):
+# one set of Stripe shapes for the emulator, the tests and the benchmark.
+
+CREATED = 1_700_000_000
 
 
 def customer(cid: str = "cus_1", *, email: str | None = None, country: str | None = "US",
              currency: str | None = "usd", metadata: dict[str, str] | None = None,
-             livemode: bool = False, created: int = 1_700_000_000,
+             livemode: bool = False, created: int = CREATED,
              discount: JSON | None = None, deleted: bool = False) -> JSON:
     """A customer; ``deleted=True`` gives Stripe's deleted-customer stub."""
     if deleted:
         return {"id": cid, "object": "customer", "deleted": True}
-    return {
-        "id": cid, "object": "customer", "livemode": livemode, "created": created,
-        "email": email if email is not None else f"{cid}@example.com", "name": f"Customer {cid}",
-        "currency": currency,
-        "address": {"city": None, "country": country, "line1": None, "line2": None,
-                    "postal_code": None, "state": None} if country else None,
-        "metadata": dict(metadata or {}), "discount": discount, "delinquent": False,
-        "balance": 0, "description": None, "phone": None, "tax_exempt": "none",
-    }
+    return shapes.customer(id=cid, created=created,
+                           email=email if email is not None else f"{cid}@example.com",
+                           name=f"Customer {cid}", country=country, livemode=livemode,
+                           invoice_prefix=cid.upper()[-8:], currency=currency,
+                           metadata=metadata, discount=discount)
 
 
 def product(pid: str = "prod_1", *, name: str | None = None, livemode: bool = False) -> JSON:
-    return {"id": pid, "object": "product", "livemode": livemode, "active": True,
-            "created": 1_700_000_000, "name": name or pid, "metadata": {}, "type": "service"}
+    return shapes.product(id=pid, name=name or pid, created=CREATED, livemode=livemode)
 
 
 def tier(up_to: int | None, *, unit_amount: int | None = None, flat_amount: int | None = None,
          unit_amount_decimal: str | None = None) -> JSON:
     """A price tier as the API returns it (the last tier has ``up_to: null``; requests say "inf")."""
-    unit_dec = unit_amount_decimal if unit_amount_decimal is not None else (
-        None if unit_amount is None else str(unit_amount))
-    return {
-        "up_to": up_to,
-        "unit_amount": unit_amount, "unit_amount_decimal": unit_dec,
-        "flat_amount": flat_amount,
-        "flat_amount_decimal": None if flat_amount is None else str(flat_amount),
-    }
+    return shapes.tier(up_to, unit_amount, flat_amount, unit_amount_decimal=unit_amount_decimal)
 
 
 def price(pid: str = "price_1", *, unit_amount: int | None = 1_000, unit_amount_decimal: str | None = None,
@@ -143,83 +137,44 @@ def price(pid: str = "price_1", *, unit_amount: int | None = 1_000, unit_amount_
     ``currency_options`` maps currency -> ``{"unit_amount": n}`` (or ``unit_amount_decimal``,
     ``tiers``, ``tax_behavior``); the price's own currency is added like the API does.
     """
-    if billing_scheme == "tiered":
-        unit_amount = None
-        unit_dec: str | None = None
-    else:
-        unit_dec = unit_amount_decimal if unit_amount_decimal is not None else (
-            None if unit_amount is None else str(unit_amount))
-    recurring = None
-    if interval is not None:
-        recurring = {"interval": interval, "interval_count": interval_count,
-                     "usage_type": usage_type, "meter": None, "trial_period_days": None}
-    options: JSON | None = None
-    if currency_options:
-        options = {currency: {"custom_unit_amount": None, "tax_behavior": tax_behavior,
-                              "unit_amount": unit_amount, "unit_amount_decimal": unit_dec}}
-        for code, opt in currency_options.items():
-            amount = opt.get("unit_amount")
-            options[code] = {
-                "custom_unit_amount": None, "tax_behavior": opt.get("tax_behavior", tax_behavior),
-                "unit_amount": amount,
-                "unit_amount_decimal": opt.get("unit_amount_decimal",
-                                               None if amount is None else str(amount)),
-            }
-            if "tiers" in opt:
-                options[code]["tiers"] = list(opt["tiers"])
-    return {
-        "id": pid, "object": "price", "active": True, "livemode": livemode,
-        "created": 1_700_000_000, "currency": currency, "product": product,
-        "billing_scheme": billing_scheme, "unit_amount": unit_amount,
-        "unit_amount_decimal": unit_dec, "recurring": recurring,
-        "type": "recurring" if recurring else "one_time",
-        "tiers_mode": tiers_mode, "tiers": list(tiers) if tiers is not None else None,
-        "transform_quantity": (
-            {"divide_by": transform_quantity[0], "round": transform_quantity[1]}
-            if transform_quantity else None),
-        "currency_options": options, "tax_behavior": tax_behavior, "nickname": nickname,
-        "lookup_key": None, "metadata": {}, "custom_unit_amount": None,
-    }
+    return shapes.price(
+        id=pid, product=product, currency=currency, created=CREATED, livemode=livemode,
+        interval=interval, interval_count=interval_count, unit_amount=unit_amount,
+        unit_amount_decimal=unit_amount_decimal, billing_scheme=billing_scheme,
+        tiers=list(tiers) if tiers is not None else None, tiers_mode=tiers_mode,
+        usage_type=usage_type,
+        transform_quantity=({"divide_by": transform_quantity[0], "round": transform_quantity[1]}
+                            if transform_quantity else None),
+        currency_options=currency_options, nickname=nickname, tax_behavior=tax_behavior)
 
 
 def coupon(cid: str = "co_1", *, percent_off: float | None = None, amount_off: int | None = None,
            currency: str | None = None, duration: str = "forever",
            duration_in_months: int | None = None, livemode: bool = False) -> JSON:
-    return {
-        "id": cid, "object": "coupon", "livemode": livemode, "created": 1_700_000_000,
-        "percent_off": percent_off, "amount_off": amount_off,
-        "currency": currency if amount_off is not None else None,
-        "duration": duration, "duration_in_months": duration_in_months,
-        "name": cid, "valid": True, "times_redeemed": 1, "max_redemptions": None,
-        "redeem_by": None, "metadata": {}, "applies_to": None,
-    }
+    return shapes.coupon(id=cid, name=cid, created=CREATED, livemode=livemode, duration=duration,
+                         percent_off=percent_off, amount_off=amount_off, currency=currency,
+                         duration_in_months=duration_in_months)
 
 
 def discount(did: str, coupon_ref: str | JSON, *, customer: str, start: int, end: int | None = None,
              subscription: str | None = None, subscription_item: str | None = None,
              invoice: str | None = None) -> JSON:
     """A discount; ``coupon_ref`` is a coupon id or an expanded coupon dict (``source.coupon``)."""
-    return {
-        "id": did, "object": "discount", "checkout_session": None, "customer": customer,
-        "customer_account": None, "end": end, "invoice": invoice, "invoice_item": None,
-        "promotion_code": None, "source": {"type": "coupon", "coupon": coupon_ref},
-        "start": start, "subscription": subscription, "subscription_item": subscription_item,
-    }
+    return shapes.discount(id=did, coupon_id=coupon_ref, customer=customer, start=start, end=end,
+                           subscription=subscription, subscription_item=subscription_item,
+                           invoice=invoice)
 
 
 def subscription_item(iid: str, price_obj: JSON, *, subscription: str, quantity: int | None = 1,
                       current_period_start: int, current_period_end: int,
                       discounts: Sequence[str | JSON] = (), created: int | None = None) -> JSON:
     """A subscription item; ``price_obj`` is the full price (as Stripe embeds it)."""
-    return {
-        "id": iid, "object": "subscription_item", "created": created or current_period_start,
-        "subscription": subscription, "price": copy.deepcopy(price_obj),
-        "quantity": None if price_obj.get("recurring", {}) and
-        (price_obj.get("recurring") or {}).get("usage_type") == "metered" else quantity,
-        "discounts": list(discounts), "metadata": {}, "tax_rates": [],
-        "current_period_start": current_period_start, "current_period_end": current_period_end,
-        "billing_thresholds": None,
-    }
+    metered = (price_obj.get("recurring") or {}).get("usage_type") == "metered"
+    return shapes.subscription_item(
+        id=iid, subscription=subscription, price_obj=price_obj,
+        quantity=None if metered else quantity, created=created or current_period_start,
+        period_start=current_period_start, period_end=current_period_end,
+        discounts=list(discounts))
 
 
 def subscription(sid: str, customer_id: str, items: Sequence[JSON], *, status: str = "active",
@@ -231,24 +186,21 @@ def subscription(sid: str, customer_id: str, items: Sequence[JSON], *, status: s
                  pause_collection: JSON | None = None, discounts: Sequence[str | JSON] = (),
                  livemode: bool = False, metadata: dict[str, str] | None = None) -> JSON:
     """A subscription; ``paused_at`` fills ``status_details.paused.transitioned_at``."""
-    return {
-        "id": sid, "object": "subscription", "livemode": livemode,
-        "created": created if created is not None else start_date, "customer": customer_id,
-        "status": status, "currency": currency, "start_date": start_date,
-        "billing_cycle_anchor": billing_cycle_anchor or start_date,
-        "trial_start": trial_start, "trial_end": trial_end, "cancel_at": cancel_at,
-        "cancel_at_period_end": cancel_at_period_end, "canceled_at": canceled_at,
-        "cancellation_details": {"comment": None, "feedback": None,
-                                 "reason": "cancellation_requested" if canceled_at else None},
-        "ended_at": ended_at, "pause_collection": pause_collection,
-        "status_details": ({"paused": {"type": "subscription", "transitioned_at": paused_at,
-                                       "subscription": {"type": "pause_requested"}}}
-                           if paused_at is not None else None),
-        "discounts": list(discounts), "collection_method": "charge_automatically",
-        "metadata": dict(metadata or {}), "latest_invoice": None, "schedule": None,
-        "items": {"object": "list", "data": list(items), "has_more": False,
-                  "total_count": len(items), "url": f"/v1/subscription_items?subscription={sid}"},
-    }
+    body = shapes.subscription(
+        id=sid, customer=customer_id, currency=currency,
+        created=created if created is not None else start_date, start_date=start_date,
+        billing_cycle_anchor=billing_cycle_anchor or start_date, items=list(items),
+        livemode=livemode, status=status, trial_start=trial_start, trial_end=trial_end)
+    body.update(
+        cancel_at=cancel_at, cancel_at_period_end=cancel_at_period_end, canceled_at=canceled_at,
+        cancellation_details={"comment": None, "feedback": None,
+                              "reason": "cancellation_requested" if canceled_at else None},
+        ended_at=ended_at, pause_collection=pause_collection,
+        status_details=({"paused": {"type": "subscription", "transitioned_at": paused_at,
+                                    "subscription": {"type": "pause_requested"}}}
+                        if paused_at is not None else None),
+        discounts=list(discounts), metadata=dict(metadata or {}))
+    return body
 
 
 def invoice_line(lid: str, *, invoice: str, subscription: str | None, subscription_item: str | None,
@@ -259,31 +211,16 @@ def invoice_line(lid: str, *, invoice: str, subscription: str | None, subscripti
                  livemode: bool = False, invoice_item: str | None = None) -> JSON:
     """A line. Subscription lines have ``parent.type='subscription_item_details'``; a one-off
     invoice item (``subscription_item=None``) gets ``invoice_item_details``."""
-    if subscription_item is not None:
-        parent: JSON = {"type": "subscription_item_details", "invoice_item_details": None,
-                        "subscription_item_details": {
-                            "subscription": subscription, "subscription_item": subscription_item,
-                            "proration": proration, "proration_details": None,
-                            "invoice_item": invoice_item if proration else None}}
-    else:
-        parent = {"type": "invoice_item_details", "subscription_item_details": None,
-                  "invoice_item_details": {"invoice_item": invoice_item or f"ii_{lid}",
-                                           "proration": proration, "proration_details": None,
-                                           "subscription": subscription}}
-    return {
-        "id": lid, "object": "line_item", "livemode": livemode, "amount": amount,
-        "subtotal": amount, "currency": currency, "description": None,
-        "discount_amounts": [{"amount": a, "discount": d} for d, a in discount_amounts],
-        "discountable": True, "discounts": [d for d, _ in discount_amounts],
-        "invoice": invoice, "metadata": {}, "parent": parent,
-        "period": {"start": period_start, "end": period_end},
-        "pretax_credit_amounts": [],
-        "pricing": ({"type": "price_details",
-                     "price_details": {"price": price_id, "product": product_id},
-                     "unit_amount_decimal": unit_amount_decimal} if price_id else None),
-        "quantity": quantity, "quantity_decimal": None if quantity is None else str(quantity),
-        "taxes": list(taxes),
-    }
+    line = shapes.invoice_line(
+        id=lid, invoice=invoice, subscription=subscription, subscription_item=subscription_item,
+        price_id=price_id, product_id=product_id, unit_amount_decimal=unit_amount_decimal,
+        currency=currency, amount=amount, quantity=quantity, period_start=period_start,
+        period_end=period_end, proration=proration, description=None, livemode=livemode,
+        invoice_item=invoice_item if proration or subscription_item is None else None,
+        discount_amounts=[{"amount": a, "discount": d} for d, a in discount_amounts],
+        discounts=[d for d, _ in discount_amounts], taxes=list(taxes))
+    line["discountable"] = True
+    return line
 
 
 def invoice(iid: str, customer_id: str, *, lines: Sequence[JSON], subscription: str | None,
@@ -294,68 +231,40 @@ def invoice(iid: str, customer_id: str, *, lines: Sequence[JSON], subscription: 
     total = sum(line["amount"] - sum(d["amount"] for d in line["discount_amounts"]) for line in lines)
     starts = [line["period"]["start"] for line in lines] or [created]
     ends = [line["period"]["end"] for line in lines] or [created]
-    return {
-        "id": iid, "object": "invoice", "livemode": livemode, "created": created,
-        "customer": customer_id, "status": status, "billing_reason": billing_reason,
-        "currency": currency, "period_start": min(starts), "period_end": max(ends),
-        "status_transitions": {
-            "finalized_at": finalized_at if finalized_at is not None else (
-                None if status == "draft" else created),
-            "paid_at": paid_at if paid_at is not None else (created if status == "paid" else None),
-            "voided_at": voided_at if voided_at is not None else (created if status == "void" else None),
-            "marked_uncollectible_at": marked_uncollectible_at if marked_uncollectible_at is not None
-            else (created if status == "uncollectible" else None),
-        },
-        "subtotal": sum(line["amount"] for line in lines), "total": total,
-        "amount_due": total, "amount_paid": total if status == "paid" else 0,
-        "amount_remaining": 0 if status == "paid" else total,
-        "discounts": list(discounts),
-        "parent": ({"type": "subscription_details", "quote_details": None,
-                    "subscription_details": {"subscription": subscription, "metadata": {}}}
-                   if subscription else None),
-        "lines": {"object": "list", "data": list(lines), "has_more": False,
-                  "total_count": len(lines), "url": f"/v1/invoices/{iid}/lines"},
+    body = shapes.invoice(id=iid, customer={"id": customer_id, "email": None, "name": None},
+                          subscription=subscription, currency=currency, created=created,
+                          billing_reason=billing_reason, period_start=min(starts),
+                          period_end=max(ends), number=iid.upper(), livemode=livemode)
+    body["status"] = status
+    body["status_transitions"] = {
+        "finalized_at": finalized_at if finalized_at is not None else (
+            None if status == "draft" else created),
+        "paid_at": paid_at if paid_at is not None else (created if status == "paid" else None),
+        "voided_at": voided_at if voided_at is not None else (created if status == "void" else None),
+        "marked_uncollectible_at": marked_uncollectible_at if marked_uncollectible_at is not None
+        else (created if status == "uncollectible" else None),
     }
+    subtotal = sum(line["amount"] for line in lines)
+    body.update(subtotal=subtotal, subtotal_excluding_tax=subtotal, total=total,
+                total_excluding_tax=total, amount_due=total,
+                amount_paid=total if status == "paid" else 0,
+                amount_remaining=0 if status == "paid" else total, discounts=list(discounts))
+    body["lines"]["data"] = list(lines)
+    return body
 
 
 # --------------------------------------------------------------------------- amounts
 
 
-def _dec(value: Any) -> Decimal:
-    return Decimal(str(value)) if value is not None else Decimal(0)
-
-
-def invoiced_amount(price_obj: JSON, quantity: int | None, currency: str | None = None) -> int:
-    """What Stripe would charge for one full period of ``quantity`` (minor units, rounded)."""
-    qty = quantity or 0
-    body: JSON = price_obj
-    if currency and currency != price_obj["currency"] and price_obj.get("currency_options"):
-        body = {**price_obj, **price_obj["currency_options"][currency]}
-    transform = price_obj.get("transform_quantity")
-    if transform:
-        q, r = divmod(qty, transform["divide_by"])
-        qty = q + (1 if r and transform["round"] == "up" else 0)
-    total = Decimal(0)
-    if price_obj.get("billing_scheme") == "tiered":
-        tiers = body.get("tiers") or []
-        if price_obj.get("tiers_mode") == "volume":
-            for t in tiers:
-                if t["up_to"] in (None, "inf") or qty <= t["up_to"]:
-                    total = _dec(t["unit_amount_decimal"]) * qty + _dec(t["flat_amount_decimal"])
-                    break
-        else:
-            lower = 0
-            for t in tiers:
-                unbounded = t["up_to"] in (None, "inf")
-                upper = qty if unbounded else min(qty, t["up_to"])
-                if upper > lower:
-                    total += _dec(t["unit_amount_decimal"]) * (upper - lower) + _dec(t["flat_amount_decimal"])
-                lower = upper if unbounded else t["up_to"]
-                if lower >= qty:
-                    break
-    else:
-        total = _dec(body.get("unit_amount_decimal")) * qty
-    return int(total.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+def inclusive_tax(discounted_amount: int, percent: Decimal) -> JSON:
+    """A line's ``taxes[]`` entry for a tax-inclusive price, as Stripe computes it: the tax
+    is included in what is charged after discounts, so it is taken out of the line's
+    amount minus its discount amounts (not out of the amount before discounts)."""
+    taxable = (Decimal(discounted_amount) / (1 + percent / 100)).quantize(
+        Decimal(1), rounding=ROUND_HALF_EVEN)
+    return {"amount": discounted_amount - int(taxable), "tax_behavior": "inclusive",
+            "taxable_amount": int(taxable), "type": "tax_rate_details",
+            "tax_rate_details": {"tax_rate": "txr_vat"}, "taxability_reason": "standard_rated"}
 
 
 def _discount_amount(coupon_obj: JSON, amount: int) -> int:
@@ -387,8 +296,12 @@ class _ItemState:
 class World:
     """A registry of Stripe objects plus subscriptions simulated over time. See module doc."""
 
-    def __init__(self, *, livemode: bool = False) -> None:
+    def __init__(self, *, livemode: bool = False, seed: int = 0) -> None:
         self.livemode = livemode
+        # Ids carry no order and invoice lines come in no fixed order, as in Stripe: both
+        # are drawn from this seeded generator.
+        self.rng = random.Random(seed)
+        self._ids = StripeIds(random.Random(self.rng.random()))
         self.customers: dict[str, JSON] = {}
         self.products: dict[str, JSON] = {}
         self.prices: dict[str, JSON] = {}
@@ -397,13 +310,12 @@ class World:
         self.lives: dict[str, SubscriptionLife] = {}
         self.invoices: list[JSON] = []
         self.now = 0
-        self._ids = itertools.count(1)
         self.events: list[JSON] = []
         # Percent of tax included in the amounts of tax-inclusive prices (per price id).
         self.inclusive_tax_percent: dict[str, Decimal] = {}
 
     def new_id(self, prefix: str) -> str:
-        return f"{prefix}_{next(self._ids):05d}"
+        return self._ids.new(prefix)
 
     # objects ---------------------------------------------------------------
     def add_customer(self, cid: str, **kwargs: Any) -> JSON:
@@ -630,21 +542,18 @@ class SubscriptionLife:
         qty = item.quantity if quantity == -1 else quantity
         if amount is None:
             billed_qty = item.usage if qty is None else qty
-            amount = invoiced_amount(price_obj, billed_qty, self.currency)
+            amount = amount_for(price_obj, billed_qty, self.currency)
+        discounts = self._line_discounts(item, start, amount) if amount > 0 else []
         taxes: list[JSON] = []
         percent = self.world.inclusive_tax_percent.get(item.price_id)
         if percent is not None and price_obj.get("tax_behavior") == "inclusive" and amount > 0:
-            net = (Decimal(amount) / (1 + percent / 100)).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
-            taxes.append({"amount": amount - int(net), "tax_behavior": "inclusive",
-                          "taxable_amount": int(net), "type": "tax_rate_details",
-                          "tax_rate_details": {"tax_rate": "txr_vat"},
-                          "taxability_reason": "standard_rated"})
+            taxes.append(inclusive_tax(amount - sum(off for _, off in discounts), percent))
         return invoice_line(
             self.world.new_id("il"), invoice="", subscription=self.id, subscription_item=item.id,
             price_id=item.price_id, product_id=price_obj["product"],
             quantity=qty if qty is not None else item.usage,
             period_start=start, period_end=end, amount=amount, currency=self.currency,
-            discount_amounts=self._line_discounts(item, start, amount) if amount > 0 else (),
+            discount_amounts=discounts,
             unit_amount_decimal=price_obj.get("unit_amount_decimal"), taxes=taxes,
             livemode=self.world.livemode)
 
@@ -654,6 +563,7 @@ class SubscriptionLife:
             status = {"void": "void", "keep_as_draft": "draft",
                       "mark_uncollectible": "uncollectible"}[self.pause_collection_body["behavior"]]
         iid = self.world.new_id("in")
+        lines = self.world.rng.sample(lines, len(lines))
         for line in lines:
             line["invoice"] = iid
         return self.world.add_invoice(invoice(
@@ -664,15 +574,13 @@ class SubscriptionLife:
     def _proration_lines(self, item: _ItemState, at: int, *, old: tuple[str, int | None] | None,
                          new: tuple[str, int | None] | None) -> list[JSON]:
         """Stripe's pair: a negative line for the unused old state, a positive one for the new."""
-        span = item.period_end - item.period_start
-        share = Fraction(item.period_end - at, span) if span > 0 else Fraction(0)
         lines = []
         for sign, state in ((-1, old), (1, new)):
             if state is None:
                 continue
             price_id, qty = state
-            full = invoiced_amount(self.world.prices[price_id], qty or 0, self.currency)
-            amount = sign * round(full * share)
+            full = amount_for(self.world.prices[price_id], qty or 0, self.currency)
+            amount = sign * prorated(full, item.period_start, item.period_end, at)
             line = invoice_line(
                 self.world.new_id("il"), invoice="", subscription=self.id, subscription_item=item.id,
                 price_id=price_id, product_id=self.world.prices[price_id]["product"], quantity=qty,

@@ -9,12 +9,14 @@ Used by the demo, the tests and the benchmarks (the real ``stripe`` SDK pointed 
         for sub in client.v1.subscriptions.list({"status": "all"}).auto_paging_iter(): ...
 """
 
+from integrations.emulator import shapes
 from integrations.emulator.generator import (
     EVENT_WINDOW,
     EmulatedAccount,
     add_months,
     amount_for,
     generate_account,
+    generate_in_batches,
 )
 from integrations.emulator.server import (
     EmulatorServer,
@@ -36,6 +38,8 @@ __all__ = [
     "amount_for",
     "endpoint_of",
     "generate_account",
+    "generate_in_batches",
     "public_view",
+    "shapes",
     "signature_header",
 ]

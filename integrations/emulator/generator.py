@@ -15,14 +15,14 @@ from __future__ import annotations
 import calendar
 import copy
 import heapq
-import math
 import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 from typing import Any
 
@@ -74,48 +74,69 @@ def _convert(usd_minor: int, currency: str) -> int:
     raise ValueError(f"unknown currency {currency}")
 
 
-class _Ids:
-    """Deterministic Stripe-looking ids; for one prefix, later ids sort after earlier ones."""
+class StripeIds:
+    """Deterministic Stripe-looking ids that carry no order: random tails, as Stripe's are
+    (nothing may rely on a later object's id sorting after an earlier one's)."""
 
     def __init__(self, rng: random.Random) -> None:
         self._rng = rng
-        self._counter = 0
+        self._used: set[str] = set()
 
     def new(self, prefix: str) -> str:
-        self._counter += 1
-        n, digits = self._counter, []
-        for _ in range(7):
-            n, r = divmod(n, 62)
-            digits.append(_ALPHABET[r])
-        tail = "".join(self._rng.choice(_ALPHABET) for _ in range(9))
-        return f"{prefix}_{''.join(reversed(digits))}{tail}"
+        while True:
+            found = f"{prefix}_{''.join(self._rng.choices(_ALPHABET, k=16))}"
+            if found not in self._used:
+                self._used.add(found)
+                return found
 
 
-def amount_for(price: dict[str, Any], quantity: int | None, currency: str) -> int:
-    """What ``price`` charges for ``quantity`` per period in ``currency`` (minor units)."""
-    qty = 0 if quantity is None else quantity
-    source = price if currency == price["currency"] else price["currency_options"][currency]
-    if price["billing_scheme"] == "per_unit":
-        transform = price.get("transform_quantity")
-        if transform:
-            ratio = Fraction(qty, transform["divide_by"])
-            qty = math.ceil(ratio) if transform["round"] == "up" else math.floor(ratio)
-        return int(source["unit_amount"]) * qty
-    tiers = source["tiers"]
-    if price["tiers_mode"] == "volume":
-        for t in tiers:
-            if t["up_to"] is None or qty <= t["up_to"]:
-                return (t["unit_amount"] or 0) * qty + (t["flat_amount"] or 0)
+def _dec(value: Any) -> Decimal:
+    return Decimal(str(value)) if value is not None else Decimal(0)
+
+
+def amount_for(price: dict[str, Any], quantity: int | None, currency: str | None = None) -> int:
+    """What ``price`` charges for ``quantity`` over one whole period in ``currency`` (its
+    ``currency_options`` when another currency), in minor units rounded half-even: per
+    unit (``unit_amount_decimal``, after ``transform_quantity``) or tiered (graduated or
+    volume, flat amounts included)."""
+    qty = quantity or 0
+    body: dict[str, Any] = price
+    if currency and currency != price["currency"] and price.get("currency_options"):
+        body = {**price, **price["currency_options"][currency]}
+    transform = price.get("transform_quantity")
+    if transform:
+        whole, rest = divmod(qty, transform["divide_by"])
+        qty = whole + (1 if rest and transform["round"] == "up" else 0)
+    total = Decimal(0)
+    if price.get("billing_scheme") == "tiered":
+        tiers = body.get("tiers") or []
+        if price.get("tiers_mode") == "volume":
+            for t in tiers:
+                if t["up_to"] in (None, "inf") or qty <= t["up_to"]:
+                    total = _dec(t["unit_amount_decimal"]) * qty + _dec(t["flat_amount_decimal"])
+                    break
+        else:
+            lower = 0
+            for t in tiers:
+                unbounded = t["up_to"] in (None, "inf")
+                upper = qty if unbounded else min(qty, t["up_to"])
+                if upper > lower:
+                    total += (_dec(t["unit_amount_decimal"]) * (upper - lower)
+                              + _dec(t["flat_amount_decimal"]))
+                lower = upper if unbounded else t["up_to"]
+                if lower >= qty:
+                    break
+    else:
+        total = _dec(body.get("unit_amount_decimal")) * qty
+    return int(total.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def prorated(full_period_amount: int, start: int, end: int, at: int) -> int:
+    """The part of a whole period's amount for the time left at ``at`` in [start, end),
+    rounded half-even (Stripe's proration of an unchanged rate)."""
+    if end <= start:
         return 0
-    total, below = 0, 0
-    for t in tiers:
-        top = t["up_to"] if t["up_to"] is not None else max(qty, below)
-        n = min(qty, top) - below
-        if n <= 0:
-            break
-        total += n * (t["unit_amount"] or 0) + (t["flat_amount"] or 0)
-        below = top
-    return total
+    return _round_half_even(full_period_amount * Fraction(end - at, end - start))
 
 
 @dataclass
@@ -232,7 +253,7 @@ class _Engine:
     def __init__(self, account: EmulatedAccount, rng: random.Random) -> None:
         self.a = account
         self.rng = rng
-        self.ids = _Ids(random.Random(rng.random()))
+        self.ids = StripeIds(random.Random(rng.random()))
         self.states: dict[str, _SubState] = {}
         self.catalog: dict[tuple[str, str, str], str] = {}
         self.coupon_ids: list[str] = []
@@ -243,6 +264,10 @@ class _Engine:
         # What Stripe will do later (finalise a draft, retry a payment, expire an
         # incomplete subscription): run when the clock passes it.
         self.agenda: list[tuple[int, int, Callable[[], None]]] = []
+        # Mid-period changes made, by kind ("seats", "plan", ...).
+        self.changes: Counter[str] = Counter()
+        # No events at all (accounts generated batch by batch keep none).
+        self.silent = False
 
     def later(self, t: int, action: Callable[[], None]) -> None:
         self.seq += 1
@@ -259,14 +284,14 @@ class _Engine:
 
     def emit(self, type_: str, obj: dict[str, Any], t: int,
              previous: dict[str, Any] | None = None) -> None:
-        if not self.in_window(t):
+        if self.silent or not self.in_window(t):
             return
         self.seq += 1
         self.pending.append((t, self.seq, type_, public_view(obj),
                              None if previous is None else public_view(previous)))
 
     def before(self, obj: dict[str, Any], t: int) -> dict[str, Any] | None:
-        return copy.deepcopy(obj) if self.in_window(t) else None
+        return copy.deepcopy(obj) if self.in_window(t) and not self.silent else None
 
     def updated(self, type_: str, obj: dict[str, Any], t: int,
                 before: dict[str, Any] | None) -> None:
@@ -583,22 +608,24 @@ class _Engine:
                              livemode=self.a.livemode)
         inv["number"] = None
         lines = []
+        # Stripe gives no order to an invoice's lines (the credit half of a proration is
+        # not always first): the order varies, seeded.
+        specs = self.rng.sample(specs, len(specs)) if len(specs) > 1 else specs
         for spec in specs:
             item = spec["item"]
             price = item["price"]
+            billed = spec.get("price") or price
             line = shapes.invoice_line(
                 id=self.ids.new("il"), invoice=iid, subscription=state.sub_id,
-                subscription_item=item["id"], price_obj=price, currency=state.currency,
+                subscription_item=item["id"], price_id=billed["id"],
+                product_id=billed["product"],
+                unit_amount_decimal=billed["unit_amount_decimal"], currency=state.currency,
                 amount=spec["amount"], quantity=spec.get("quantity", item["quantity"]),
                 period_start=spec["period"][0], period_end=spec["period"][1],
                 proration=spec["proration"], description=spec["description"],
                 livemode=self.a.livemode,
                 invoice_item=self.ids.new("ii") if spec["proration"] else None,
                 credited=spec.get("credited"))
-            if spec.get("price") is not None:
-                line["pricing"]["price_details"] = {"price": spec["price"]["id"],
-                                                    "product": spec["price"]["product"]}
-                line["pricing"]["unit_amount_decimal"] = spec["price"]["unit_amount_decimal"]
             lines.append(line)
             if not spec["proration"]:
                 state.last_lines[item["id"]] = (iid, line["id"])
@@ -844,9 +871,8 @@ class _Engine:
         new_price = self.a.prices[price_id] if price_id else old_price
         new_qty = quantity if quantity is not None else old_qty
         ps, pe = state.period_start, state.period_end
-        remaining = Fraction(pe - t, pe - ps)
-        credit = -_round_half_even(amount_for(old_price, old_qty, state.currency) * remaining)
-        charge = _round_half_even(amount_for(new_price, new_qty, state.currency) * remaining)
+        credit = -prorated(amount_for(old_price, old_qty, state.currency), ps, pe, t)
+        charge = prorated(amount_for(new_price, new_qty, state.currency), ps, pe, t)
         when = datetime.fromtimestamp(t, UTC).strftime("%d %b %Y")
         credited = None
         if item["id"] in state.last_lines:
@@ -1033,7 +1059,8 @@ class _Engine:
         for t, kind in sorted(planned):
             if state.done or sub["cancel_at_period_end"]:
                 return
-            self.change(state, kind, t)
+            if self.change(state, kind, t):
+                self.changes[kind] += 1
 
     def change(self, state: _SubState, kind: str, t: int) -> bool:
         """One change of ``kind`` at ``t``; False when it does not apply to this
@@ -1121,8 +1148,7 @@ class _Engine:
         old_price, qty = item["price"], item["quantity"]
         new_price = self.a.prices[price_id]
         ps, pe = state.period_start, state.period_end
-        credit = -_round_half_even(amount_for(old_price, qty, state.currency)
-                                   * Fraction(pe - t, pe - ps))
+        credit = -prorated(amount_for(old_price, qty, state.currency), ps, pe, t)
         credited = None
         if item["id"] in state.last_lines:
             inv_id, line_id = state.last_lines[item["id"]]
@@ -1287,6 +1313,27 @@ class _Engine:
         return self.change(state, kind, t)
 
 
+def _new_account(seed: int, months: int, now: int | None, livemode: bool
+                 ) -> tuple[EmulatedAccount, int]:
+    now = int(time.time()) if now is None else int(now)
+    account = EmulatedAccount(now=now, livemode=livemode, seed=seed)
+    start = add_months(now, -months)
+    account._engine.build_catalog(start - 30 * DAY)
+    return account, start
+
+
+def _simulate_customer(account: EmulatedAccount, index: int, customers: int, start: int
+                       ) -> None:
+    engine = account._engine
+    span = account.now - start
+    # A third of the customers already exist in the first months; the rest join evenly.
+    if index < customers // 3:
+        t0 = start + engine.rng.randint(0, max(1, span // 8))
+    else:
+        t0 = start + engine.rng.randint(0, max(1, span - DAY))
+    engine.simulate_customer(t0)
+
+
 def generate_account(*, seed: int = 0, customers: int = 300, months: int = 24,
                      now: int | None = None, livemode: bool = False) -> EmulatedAccount:
     """A Stripe account with ``customers`` customers and ``months`` months of history up to
@@ -1294,21 +1341,35 @@ def generate_account(*, seed: int = 0, customers: int = 300, months: int = 24,
     ``now``."""
     if customers < 0 or months < 1:
         raise ValueError("customers must be >= 0 and months >= 1")
-    now = int(time.time()) if now is None else int(now)
-    account = EmulatedAccount(now=now, livemode=livemode, seed=seed)
+    account, start = _new_account(seed, months, now, livemode)
     engine = account._engine
-    rng = engine.rng
-    start = add_months(now, -months)
-    engine.build_catalog(start - 30 * DAY)
-    span = now - start
     for i in range(customers):
-        # A third of the customers already exist in the first months; the rest join evenly.
-        if i < customers // 3:
-            t0 = start + rng.randint(0, max(1, span // 8))
-        else:
-            t0 = start + rng.randint(0, max(1, span - DAY))
-        engine.simulate_customer(t0)
+        _simulate_customer(account, i, customers, start)
     engine.ensure_a_deleted_customer()
     engine.late_catalog_changes()
     engine.flush_events()
     return account
+
+
+def generate_in_batches(*, seed: int = 0, customers: int, months: int = 24,
+                        now: int | None = None, batch: int = 1_000,
+                        livemode: bool = False) -> Iterator[EmulatedAccount]:
+    """The histories :func:`generate_account` makes, for accounts too big to hold at once
+    (benchmarks of 100,000 customers): each yielded account holds the catalogue and the
+    next ``batch`` customers with everything of theirs, which are dropped once the caller
+    resumes. No events are kept and the catalogue does not change late; the account's
+    ``_engine.changes`` counts the mid-period changes made so far."""
+    if customers < 0 or months < 1 or batch < 1:
+        raise ValueError("customers must be >= 0, months and batch >= 1")
+    account, start = _new_account(seed, months, now, livemode)
+    engine = account._engine
+    engine.silent = True
+    for first in range(0, customers, batch):
+        for i in range(first, min(first + batch, customers)):
+            _simulate_customer(account, i, customers, start)
+        yield account
+        for store in (account.customers, account.subscriptions, account.invoices,
+                      account.invoice_lines, account.discounts, account.deleted_customers):
+            store.clear()
+        engine.states.clear()
+        engine.agenda.clear()  # Stripe's later work on dropped objects

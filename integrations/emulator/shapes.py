@@ -31,21 +31,24 @@ def public_view(obj: Any) -> Any:
     return obj
 
 
-def customer(*, id: str, created: int, email: str, name: str, country: str,
-             livemode: bool, invoice_prefix: str) -> dict[str, Any]:
+def customer(*, id: str, created: int, email: str | None, name: str | None,
+             country: str | None, livemode: bool, invoice_prefix: str,
+             currency: str | None = None, metadata: dict[str, str] | None = None,
+             discount: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "id": id, "object": "customer",
-        "address": {"city": None, "country": country, "line1": None, "line2": None,
-                    "postal_code": None, "state": None},
-        "balance": 0, "business_name": name, "created": created, "currency": None,
+        "address": None if country is None else {
+            "city": None, "country": country, "line1": None, "line2": None,
+            "postal_code": None, "state": None},
+        "balance": 0, "business_name": name, "created": created, "currency": currency,
         "customer_account": None, "default_source": None, "delinquent": False,
-        "description": None, "discount": None, "email": email, "individual_name": None,
+        "description": None, "discount": discount, "email": email, "individual_name": None,
         "invoice_prefix": invoice_prefix,
         "invoice_settings": {"custom_fields": None, "default_payment_method": None,
                              "footer": None, "rendering_options": None},
-        "livemode": livemode, "metadata": {}, "name": name, "next_invoice_sequence": 1,
-        "phone": None, "preferred_locales": [], "shipping": None, "tax_exempt": "none",
-        "test_clock": None,
+        "livemode": livemode, "metadata": dict(metadata or {}), "name": name,
+        "next_invoice_sequence": 1, "phone": None, "preferred_locales": [], "shipping": None,
+        "tax_exempt": "none", "test_clock": None,
     }
 
 
@@ -60,54 +63,69 @@ def product(*, id: str, name: str, created: int, livemode: bool,
     }
 
 
-def tier(up_to: int | None, unit_amount: int | None, flat_amount: int | None = None
-         ) -> dict[str, Any]:
+def tier(up_to: int | None, unit_amount: int | None, flat_amount: int | None = None,
+         *, unit_amount_decimal: str | None = None) -> dict[str, Any]:
+    """A price tier as the API returns it (the last tier has ``up_to: null``)."""
+    if unit_amount_decimal is None and unit_amount is not None:
+        unit_amount_decimal = str(unit_amount)
     return {
         "flat_amount": flat_amount,
         "flat_amount_decimal": None if flat_amount is None else str(flat_amount),
         "unit_amount": unit_amount,
-        "unit_amount_decimal": None if unit_amount is None else str(unit_amount),
+        "unit_amount_decimal": unit_amount_decimal,
         "up_to": up_to,
     }
 
 
 def price(*, id: str, product: str, currency: str, created: int, livemode: bool,
-          interval: str = "month", interval_count: int = 1, unit_amount: int | None = None,
+          interval: str | None = "month", interval_count: int = 1,
+          unit_amount: int | None = None, unit_amount_decimal: str | None = None,
           tiers: list[dict[str, Any]] | None = None, tiers_mode: str | None = None,
+          billing_scheme: str | None = None,
           usage_type: str = "licensed", meter: str | None = None,
           transform_quantity: dict[str, Any] | None = None,
           currency_options: dict[str, dict[str, Any]] | None = None,
           nickname: str | None = None, lookup_key: str | None = None,
-          active: bool = True) -> dict[str, Any]:
-    tiered = tiers is not None
+          active: bool = True, tax_behavior: str = "unspecified") -> dict[str, Any]:
+    """A price. ``interval=None`` makes a one-time price. ``currency_options`` maps a
+    currency to ``{"unit_amount"}`` (or ``unit_amount_decimal``, ``tiers``,
+    ``tax_behavior``); the price's own currency is added as Stripe does."""
+    tiered = billing_scheme == "tiered" or tiers is not None
+    if tiered:
+        unit_amount = unit_amount_decimal = None
+    elif unit_amount_decimal is None and unit_amount is not None:
+        unit_amount_decimal = str(unit_amount)
     obj: dict[str, Any] = {
         "id": id, "object": "price", "active": active,
         "billing_scheme": "tiered" if tiered else "per_unit", "created": created,
         "currency": currency, "custom_unit_amount": None, "livemode": livemode,
         "lookup_key": lookup_key, "metadata": {}, "nickname": nickname, "product": product,
-        "recurring": {"interval": interval, "interval_count": interval_count, "meter": meter,
-                      "trial_period_days": None, "usage_type": usage_type},
-        "tax_behavior": "unspecified", "tiers_mode": tiers_mode if tiered else None,
-        "transform_quantity": transform_quantity, "type": "recurring",
-        "unit_amount": None if tiered else unit_amount,
-        "unit_amount_decimal": None if tiered or unit_amount is None else str(unit_amount),
+        "recurring": None if interval is None else {
+            "interval": interval, "interval_count": interval_count, "meter": meter,
+            "trial_period_days": None, "usage_type": usage_type},
+        "tax_behavior": tax_behavior, "tiers_mode": tiers_mode if tiered else None,
+        "transform_quantity": transform_quantity,
+        "type": "one_time" if interval is None else "recurring",
+        "unit_amount": unit_amount, "unit_amount_decimal": unit_amount_decimal,
     }
     if tiered:
-        obj["tiers"] = tiers
+        obj["tiers"] = list(tiers or [])
     options: dict[str, dict[str, Any]] = {
-        currency: {"custom_unit_amount": None, "tax_behavior": "unspecified",
+        currency: {"custom_unit_amount": None, "tax_behavior": tax_behavior,
                    "unit_amount": obj["unit_amount"],
                    "unit_amount_decimal": obj["unit_amount_decimal"]},
     }
     for cur, opt in (currency_options or {}).items():
-        options[cur] = {"custom_unit_amount": None, "tax_behavior": "unspecified",
-                        "unit_amount": opt.get("unit_amount"),
-                        "unit_amount_decimal": None if opt.get("unit_amount") is None
-                        else str(opt["unit_amount"])}
+        amount = opt.get("unit_amount")
+        options[cur] = {"custom_unit_amount": None,
+                        "tax_behavior": opt.get("tax_behavior", tax_behavior),
+                        "unit_amount": amount,
+                        "unit_amount_decimal": opt.get(
+                            "unit_amount_decimal", None if amount is None else str(amount))}
         if "tiers" in opt:
-            options[cur]["tiers"] = opt["tiers"]
+            options[cur]["tiers"] = list(opt["tiers"])
     if tiered:
-        options[currency]["tiers"] = tiers
+        options[currency]["tiers"] = obj["tiers"]
     obj["currency_options"] = options
     return obj
 
@@ -141,12 +159,13 @@ def coupon(*, id: str, name: str, created: int, livemode: bool, duration: str,
     }
 
 
-def discount(*, id: str, coupon_id: str, customer: str, start: int, end: int | None,
-             subscription: str | None, subscription_item: str | None = None
-             ) -> dict[str, Any]:
+def discount(*, id: str, coupon_id: str | dict[str, Any], customer: str, start: int,
+             end: int | None, subscription: str | None, subscription_item: str | None = None,
+             invoice: str | None = None) -> dict[str, Any]:
+    """A discount; ``coupon_id`` is a coupon id or an expanded coupon (``source.coupon``)."""
     return {
         "id": id, "object": "discount", "checkout_session": None, "customer": customer,
-        "customer_account": None, "end": end, "invoice": None, "invoice_item": None,
+        "customer_account": None, "end": end, "invoice": invoice, "invoice_item": None,
         "promotion_code": None, "source": {"coupon": coupon_id, "type": "coupon"},
         "start": start, "subscription": subscription, "subscription_item": subscription_item,
     }
@@ -154,13 +173,13 @@ def discount(*, id: str, coupon_id: str, customer: str, start: int, end: int | N
 
 def subscription_item(*, id: str, subscription: str, price_obj: dict[str, Any],
                       quantity: int | None, created: int, period_start: int,
-                      period_end: int) -> dict[str, Any]:
+                      period_end: int, discounts: list[Any] | None = None) -> dict[str, Any]:
     return {
         "id": id, "object": "subscription_item", "billing_thresholds": None,
         "created": created, "current_period_end": period_end,
-        "current_period_start": period_start, "discounts": [], "metadata": {},
-        "plan": plan_of(price_obj), "price": copy.deepcopy(price_obj), "quantity": quantity,
-        "subscription": subscription, "tax_rates": [],
+        "current_period_start": period_start, "discounts": list(discounts or []),
+        "metadata": {}, "plan": plan_of(price_obj), "price": copy.deepcopy(price_obj),
+        "quantity": quantity, "subscription": subscription, "tax_rates": [],
     }
 
 
@@ -198,31 +217,38 @@ def subscription(*, id: str, customer: str, currency: str, created: int, start_d
     }
 
 
-def invoice_line(*, id: str, invoice: str, subscription: str, subscription_item: str,
-                 price_obj: dict[str, Any], currency: str, amount: int, quantity: int | None,
-                 period_start: int, period_end: int, proration: bool, description: str,
-                 livemode: bool, invoice_item: str | None = None,
-                 credited: dict[str, Any] | None = None) -> dict[str, Any]:
-    unit = price_obj.get("unit_amount_decimal")
+def invoice_line(*, id: str, invoice: str, subscription: str | None,
+                 subscription_item: str | None, price_id: str | None, product_id: str | None,
+                 unit_amount_decimal: str | None, currency: str, amount: int,
+                 quantity: int | None, period_start: int, period_end: int, proration: bool,
+                 description: str | None, livemode: bool, invoice_item: str | None = None,
+                 credited: dict[str, Any] | None = None,
+                 discount_amounts: list[dict[str, Any]] | None = None,
+                 discounts: list[str] | None = None,
+                 taxes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A line. A subscription item's line has ``parent.subscription_item_details``; a
+    one-off invoice item's (``subscription_item=None``) has ``invoice_item_details``."""
+    details = {"invoice_item": invoice_item, "proration": proration,
+               "proration_details": {"credited_items": credited},
+               "subscription": subscription}
+    if subscription_item is not None:
+        parent: dict[str, Any] = {
+            "invoice_item_details": None, "type": "subscription_item_details",
+            "subscription_item_details": {**details, "subscription_item": subscription_item}}
+    else:
+        parent = {"invoice_item_details": {**details, "invoice_item": invoice_item or f"ii_{id}"},
+                  "subscription_item_details": None, "type": "invoice_item_details"}
     return {
         "id": id, "object": "line_item", "amount": amount, "currency": currency,
-        "description": description, "discount_amounts": [], "discountable": not proration,
-        "discounts": [], "invoice": invoice, "livemode": livemode, "metadata": {},
-        "parent": {
-            "invoice_item_details": None,
-            "subscription_item_details": {
-                "invoice_item": invoice_item, "proration": proration,
-                "proration_details": {"credited_items": credited},
-                "subscription": subscription, "subscription_item": subscription_item,
-            },
-            "type": "subscription_item_details",
-        },
+        "description": description, "discount_amounts": list(discount_amounts or []),
+        "discountable": not proration, "discounts": list(discounts or []), "invoice": invoice,
+        "livemode": livemode, "metadata": {}, "parent": parent,
         "period": {"end": period_end, "start": period_start}, "pretax_credit_amounts": [],
-        "pricing": {"price_details": {"price": price_obj["id"],
-                                      "product": price_obj["product"]},
-                    "type": "price_details", "unit_amount_decimal": unit},
+        "pricing": None if price_id is None else {
+            "price_details": {"price": price_id, "product": product_id},
+            "type": "price_details", "unit_amount_decimal": unit_amount_decimal},
         "quantity": quantity, "quantity_decimal": None if quantity is None else str(quantity),
-        "subscription": subscription, "subtotal": amount, "taxes": [],
+        "subscription": subscription, "subtotal": amount, "taxes": list(taxes or []),
     }
 
 

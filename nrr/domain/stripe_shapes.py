@@ -248,7 +248,7 @@ def parse_discount(obj: Any) -> tuple[Discount, Coupon | None] | Skip:
     try:
         did = _req_str(obj, "id")
         source = _dict(obj, "source") or {}
-        coupon_raw = source.get("coupon", obj.get("coupon"))  # pre-2025 shapes had ``coupon``
+        coupon_raw = source.get("coupon")
         coupon_id = _ref(coupon_raw, "source.coupon")
         if coupon_id is None:
             raise _Bad("no coupon (source.coupon)")

@@ -216,7 +216,7 @@ def test_expand_discounts_on_lists_and_retrieve(client: Any,
     assert got.customer.id == target["customer"]
     assert got.discounts[0].id == target["discounts"][0]
     invoice = next(i for i in account.invoices.values() if i["discounts"])
-    inv = client.v1.invoices.list({"customer": invoice["customer"],
+    inv = client.v1.invoices.list({"customer": invoice["customer"], "limit": 100,
                                    "expand": ["data.discounts"]})
     found = next(i for i in inv.data if i.id == invoice["id"])
     assert [d.id for d in found.discounts] == invoice["discounts"]

@@ -8,11 +8,11 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from nrr.domain.fx import RateTable
 from nrr.domain.history import customer_history, mrr_at, select_state_lines
 from nrr.domain.money import micro_to_major
 from nrr.domain.movements import customer_month_facts
 from nrr.domain.records import CustomerHistory, MonthFact
+from nrr.services.fx import RateBook
 from nrr.settings import Policies
 from tests.stripe_world import World
 
@@ -34,11 +34,11 @@ def mrr(world: World, at: int, customer_id: str = "cus_1", currency: str = "usd"
     return micro_to_major(value, currency)
 
 
-def facts(world: World, customer_id: str = "cus_1", *, last_month: str, rates: RateTable | None = None,
+def facts(world: World, customer_id: str = "cus_1", *, last_month: str, rates: RateBook | None = None,
           reporting: str = "usd", tz: ZoneInfo = UTC_TZ, **policies: Any) -> dict[str, MonthFact]:
     data = world.customer_data(customer_id)
     result = customer_history(data, Policies(**policies))
-    table = rates or RateTable(reporting)
+    table = rates or RateBook(reporting)
     rows = customer_month_facts(result, data.customer, rate=table.rate, reporting_currency=reporting,
                                 tz=tz, last_month=last_month)
     return {row.month: row for row in rows}

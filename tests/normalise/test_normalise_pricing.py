@@ -6,8 +6,8 @@ from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 
-from nrr.domain.fx import Rate, RateTable
 from nrr.domain.history import customer_history
+from nrr.services.fx import RateBook
 from nrr.settings import Policies
 from tests.normalise.conftest import facts, major, mrr
 from tests.stripe_world import World, tier, ts
@@ -62,7 +62,7 @@ def test_currency_options_price_the_subscription_currency() -> None:
 def test_zero_decimal_currency_jpy() -> None:
     world = _subscribed(1, currency="jpy", unit_amount=12_000, interval="year")
     assert mrr(world, ts(2025, 1, 10), currency="jpy") == Decimal(1_000)  # 12,000 yen a year
-    rates = RateTable("usd", [Rate(date(2024, 12, 31), "jpy", Decimal("0.0067"))])
+    rates = RateBook.from_rows("usd", [(date(2024, 12, 31), "jpy", Decimal("0.0067"))])
     rows = facts(world, last_month="2025-01", rates=rates)
     assert major(rows["2025-01"].closing_mrr_micro) == Decimal("6.70")
 
@@ -71,7 +71,7 @@ def test_three_decimal_currency_kwd() -> None:
     world = _subscribed(1, currency="kwd", unit_amount=12_000, interval="year")
     # 12.000 KWD a year is 1.000 KWD a month (minor unit 1/1000).
     assert mrr(world, ts(2025, 1, 10), currency="kwd") == Decimal(1)
-    rates = RateTable("usd", [Rate(date(2025, 1, 1), "kwd", Decimal("3.25"))])
+    rates = RateBook.from_rows("usd", [(date(2025, 1, 1), "kwd", Decimal("3.25"))])
     rows = facts(world, last_month="2025-01", rates=rates)
     assert major(rows["2025-01"].closing_mrr_micro) == Decimal("3.25")
 

@@ -17,11 +17,11 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nrr.domain.fx import Rate, RateTable
 from nrr.domain.history import customer_history, select_state_lines
 from nrr.domain.months import add_months, month_range
 from nrr.domain.movements import customer_month_facts
 from nrr.domain.records import MonthFact
+from nrr.services.fx import RateBook
 from nrr.settings import Policies
 from tests.normalise.conftest import UTC_TZ
 from tests.stripe_world import SubscriptionLife, World, ts
@@ -30,9 +30,9 @@ MONTHS = month_range("2025-01", "2025-12")
 PRICES = {"price_s": (1_900, "usd", "prod_s"), "price_m": (4_900, "usd", "prod_m"),
           "price_l": (9_900, "usd", "prod_l"), "price_eur": (3_000, "eur", "prod_s"),
           "price_year": (100_000, "usd", "prod_l")}
-RATES = RateTable("usd", [Rate(date(2024, 12, 1), "eur", Decimal("1.08")),
-                          *[Rate(date(2025, m, 1), "eur", Decimal("1.0") + Decimal(m) / 50) for m in range(1, 13)],
-                          Rate(date(2026, 1, 1), "eur", Decimal("1.11"))])
+RATES = RateBook.from_rows("usd", [(date(2024, 12, 1), "eur", Decimal("1.08")),
+                          *[(date(2025, m, 1), "eur", Decimal("1.0") + Decimal(m) / 50) for m in range(1, 13)],
+                          (date(2026, 1, 1), "eur", Decimal("1.11"))])
 
 OPS = st.sampled_from(["seats", "plan", "discount", "cancel_now", "cancel_end", "undo", "pause", "resume",
                        "remove_discount", "pause_collection", "resume_collection", "new_sub", "add_item",
