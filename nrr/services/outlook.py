@@ -183,18 +183,24 @@ def _compute_chunk(session: Session, ctx: _Context, chunk: list[str],
         customer_data: CustomerData | None = data.get(cid)
         if customer_data is None:
             continue
-        history = domain_history.customer_history(customer_data, settings.policies, now=now)
-        outlook = domain_outlook.customer_outlook(
-            customer_data, history, now=now, policies=settings.policies,
-            schedules=schedules.get(cid, ()), pending_updates=pending.get(cid, ()))
-        if outlook.static:
+        try:
+            history = domain_history.customer_history(customer_data, settings.policies, now=now)
+            outlook = domain_outlook.customer_outlook(
+                customer_data, history, now=now, policies=settings.policies,
+                schedules=schedules.get(cid, ()), pending_updates=pending.get(cid, ()))
+            if outlook.static:
+                continue
+            for currency in {*outlook.committed, *outlook.upper}:
+                if currency != reporting and currency not in factors:
+                    factors[currency] = lookup(currency, day)
+            segment = segments.get(cid) or _segment_of(outlook, customer_data, months, day,
+                                                       lookup, reporting, ctx.catalogue)
+            projected = list(domain_outlook.project_customer_months(outlook, months, convert))
+        except Exception as exc:  # one customer never blanks an account (the recompute
+            # records it as left out with the reason); the outlook goes on without it
+            log.warning("outlook.customer_left_out", customer_id=cid, reason=str(exc))
             continue
-        for currency in {*outlook.committed, *outlook.upper}:
-            if currency != reporting and currency not in factors:
-                factors[currency] = lookup(currency, day)
-        segment = segments.get(cid) or _segment_of(outlook, customer_data, months, day, lookup,
-                                                   reporting, ctx.catalogue)
-        for row in domain_outlook.project_customer_months(outlook, months, convert):
+        for row in projected:
             month_rows.append((
                 row.month, cid, row.opening_micro, row.closing_micro, row.movement,
                 row.movement_micro, row.opening_upper_micro, row.closing_upper_micro,
