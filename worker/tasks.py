@@ -28,7 +28,7 @@ from sqlalchemy.exc import OperationalError
 from integrations.stripe_client import StripeReader, StripeUnavailable
 from models.mirror import SyncState
 from nrr.db import make_engine, session_scope
-from nrr.locks import claim_flag, clear_flag
+from nrr.locks import RECOMPUTE_LOCK, account_lock, claim_flag, clear_flag
 from nrr.logs import get_logger
 from nrr.services import pipeline
 from nrr.settings import Settings
@@ -160,6 +160,27 @@ def _after_recompute(reason: str) -> None:
         snapshot.apply_async(kwargs={"reason": reason})
 
 
+def _start_sharded(settings: Settings, engine: Engine) -> Any:
+    """Plan the shards of a full recompute under the account's recompute lock (committed
+    on return); None when the account fits one shard or the lock is held elsewhere (the
+    pipeline's recompute then runs, or retries, as usual)."""
+    from nrr.services.recompute import shards
+
+    with account_lock(RECOMPUTE_LOCK, settings, engine) as acquired:
+        if not acquired:
+            return None
+        with session_scope(engine) as session:
+            return shards.start(session, settings, minimum_shards=2)
+
+
+def send_shards(run: Any, reason: str, follow_up: bool) -> None:
+    """Queue one ``nrr.recompute_shard`` task (``worker/shards.py``) per shard of ``run``."""
+    for shard in run.shards:
+        app.send_task("nrr.recompute_shard", kwargs={
+            "run_id": run.run_id, "shard": shard, "now_ts": run.now_ts, "reason": reason,
+            "follow_up": follow_up})
+
+
 @app.task(name="nrr.recompute", bind=True, autoretry_for=_TRANSIENT, retry_backoff=10,
           retry_backoff_max=600, retry_jitter=True, max_retries=5,
           soft_time_limit=LONG, time_limit=LONG + 60)
@@ -174,9 +195,7 @@ def recompute(self: Task, scope: str = "dirty", customer_ids: list[str] | None =
     settings, engine = _settings(), _engine()
     if scope == "all":
         # An account of more than one shard: every worker takes part (worker.shards).
-        from worker.shards import send_shards, start_sharded
-
-        sharded = start_sharded(settings, engine)
+        sharded = _start_sharded(settings, engine)
         if sharded is not None:
             send_shards(sharded, reason or "after all recompute", follow_up)
             return {"kind": "full", "run_id": sharded.run_id, "shards": len(sharded.shards)}
