@@ -29,6 +29,14 @@ from models.mirror import (
     StripeSubscriptionItem,
     SyncState,
 )
+from models.outlook import (
+    OutlookChange,
+    OutlookMonth,
+    OutlookOpening,
+    OutlookOpeningDrop,
+    OutlookRun,
+    StripeSubscriptionSchedule,
+)
 
 __all__ = [
     "ALL_RUNS", "live_run_id", "pin_live_run",
@@ -38,4 +46,6 @@ __all__ = [
     "StripeCoupon", "StripeCustomer", "StripeDiscount", "StripeEvent", "StripeInvoice",
     "StripeInvoiceLine", "StripePrice", "StripeProduct", "StripeSubscription",
     "StripeSubscriptionItem", "SyncState", "UTCDateTime",
+    "OutlookChange", "OutlookMonth", "OutlookOpening", "OutlookOpeningDrop", "OutlookRun",
+    "StripeSubscriptionSchedule",
 ]

@@ -88,6 +88,23 @@ class CustomerMonthFact(Base):
     product: Mapped[str | None] = mapped_column(String(255))
     country: Mapped[str | None] = mapped_column(String(8))
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType)
+    # The opening at the rate of the first day of month + 11 (T12M in constant currency);
+    # None on rows written before it existed (read as the opening).
+    opening_t12m_micro: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class LeftOutCustomer(Base):
+    """A customer whose history could not be computed: left out of every number (the
+    rest of the account is computed), with the reason and the Stripe ids to look at. A
+    full recompute replaces the rows; an incremental one replaces its customers' rows."""
+
+    __tablename__ = "left_out_customers"
+
+    customer_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    reason: Mapped[str] = mapped_column(Text)
+    stripe_ids: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    run_id: Mapped[int | None] = mapped_column(BigInteger)
+    left_out_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ExchangeRate(Base):

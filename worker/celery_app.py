@@ -118,6 +118,7 @@ except ConfigError as exc:  # `celery -A worker.celery_app ...`: exit 2 like the
 
     sys.stderr.write(f"error: {exc}\n")
     raise SystemExit(2) from None
+configure_from_settings(settings)  # from the start: Celery warns before its log set-up
 app = make_celery(settings)
 app.set_current()
 celery = app

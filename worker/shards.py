@@ -27,6 +27,14 @@ from worker.tasks import _TRANSIENT, LONG, SHORT, _after_recompute, _engine, _se
 log = get_logger(__name__)
 
 
+def send_shards(run: shards.ShardedRun, reason: str, follow_up: bool) -> None:
+    """Queue one task per shard of ``run`` (after the plan committed)."""
+    for shard in run.shards:
+        recompute_shard.apply_async(kwargs={"run_id": run.run_id, "shard": shard,
+                                            "now_ts": run.now_ts, "reason": reason,
+                                            "follow_up": follow_up})
+
+
 @app.task(name="nrr.recompute_shard", bind=True, autoretry_for=_TRANSIENT, retry_backoff=5,
           retry_backoff_max=120, retry_jitter=True, max_retries=8,
           soft_time_limit=LONG, time_limit=LONG + 60)
@@ -43,7 +51,7 @@ def recompute_shard(self: Task, run_id: int, shard: int, now_ts: int,
         # finish is idempotent, and the last shard to commit always sees the others.
         recompute_finish.apply_async(kwargs={"run_id": run_id, "now_ts": now_ts,
                                              "reason": reason, "follow_up": follow_up})
-    return None if figures is None else {k: v for k, v in figures.items() if k != "skips"}
+    return None if figures is None else {k: v for k, v in figures.items() if k not in ("skips", "left_out_customers")}
 
 
 @app.task(name="nrr.recompute_finish", bind=True, autoretry_for=_TRANSIENT, retry_backoff=5,

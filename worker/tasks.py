@@ -160,27 +160,6 @@ def _after_recompute(reason: str) -> None:
         snapshot.apply_async(kwargs={"reason": reason})
 
 
-def _start_sharded(settings: Settings, engine: Engine) -> Any:
-    """Plan the shards of a full recompute under the account's recompute lock (committed
-    on return); None when the account fits one shard or the lock is held elsewhere (the
-    pipeline's recompute then runs, or retries, as usual)."""
-    from nrr.services.recompute import shards
-
-    with account_lock(RECOMPUTE_LOCK, settings, engine) as acquired:
-        if not acquired:
-            return None
-        with session_scope(engine) as session:
-            return shards.start(session, settings, minimum_shards=2)
-
-
-def send_shards(run: Any, reason: str, follow_up: bool) -> None:
-    """Queue one ``nrr.recompute_shard`` task (``worker/shards.py``) per shard of ``run``."""
-    for shard in run.shards:
-        app.send_task("nrr.recompute_shard", kwargs={
-            "run_id": run.run_id, "shard": shard, "now_ts": run.now_ts, "reason": reason,
-            "follow_up": follow_up})
-
-
 @app.task(name="nrr.recompute", bind=True, autoretry_for=_TRANSIENT, retry_backoff=10,
           retry_backoff_max=600, retry_jitter=True, max_retries=5,
           soft_time_limit=LONG, time_limit=LONG + 60)
@@ -188,15 +167,26 @@ def recompute(self: Task, scope: str = "dirty", customer_ids: list[str] | None =
               reason: str | None = None, follow_up: bool = True,
               wait: float = 0.0) -> dict[str, Any] | None:
     """Recompute ``all`` customers, the ``dirty`` ones, or ``customer_ids``; ``wait``
-    seconds for a running recompute before retrying later."""
+    seconds for a running recompute before retrying later. A full recompute of an account
+    of more than one shard runs as shards on every worker (:mod:`worker.shards`)."""
     if scope not in pipeline.SCOPES:
         log.error("task.rejected", reason=f"unknown scope {scope!r}: use all, dirty or customers")
         return None
     settings, engine = _settings(), _engine()
     if scope == "all":
-        # An account of more than one shard: every worker takes part (worker.shards).
-        sharded = _start_sharded(settings, engine)
+        from nrr.services.recompute import shards
+
+        with account_lock(RECOMPUTE_LOCK, settings, engine) as acquired:
+            if not acquired:
+                log.info("task.deferred", reason="another recompute of this account is running")
+                raise self.retry(countdown=min(30.0, settings.worker.lock_ttl_seconds),
+                                 max_retries=40)
+            with session_scope(engine) as session:
+                sharded = shards.start(session, settings, minimum_shards=2)
         if sharded is not None:
+            from worker.shards import send_shards
+
+            clear_flag(RECOMPUTE_QUEUED, settings, engine)
             send_shards(sharded, reason or "after all recompute", follow_up)
             return {"kind": "full", "run_id": sharded.run_id, "shards": len(sharded.shards)}
 
@@ -227,6 +217,11 @@ def snapshot(self: Task, month: str | None = None, reason: str | None = None,
     if result is None:
         return {"month": month, "skipped": skipped}
     if follow_up:
+        from nrr.services.report_files import publish_report
+
+        # The page first: the alerts that follow link to it (NRR_REPORT_BASE_URL).
+        with session_scope(_engine()) as session:
+            publish_report(session, _settings(), month)
         evaluate_alerts.apply_async(kwargs={"month": month})
     return result
 

@@ -21,6 +21,7 @@ from models.mirror import (
     StripeSubscription,
 )
 from nrr.domain.records import Skip
+from nrr.services.isolation import LeftOut
 
 T_CUSTOMERS: Table = StripeCustomer.__table__  # type: ignore[assignment]
 T_SUBSCRIPTIONS: Table = StripeSubscription.__table__  # type: ignore[assignment]
@@ -43,7 +44,7 @@ LEDGER_COLUMNS = ["month", "effective_at", "customer_id", "subscription_id",
                   "mrr_after_micro", "before", "after", "stripe_ids"]
 FACT_COLUMNS = ["month", "customer_id", "opening_mrr_micro", "closing_mrr_micro", "movement",
                 "movement_micro", "fx_impact_micro", "first_paid_month", "currency", "plan",
-                "product", "country", "metadata"]
+                "product", "country", "metadata", "opening_t12m_micro"]
 
 
 class RecomputeError(Exception):
@@ -64,6 +65,8 @@ class RecomputeResult:
     run_id: int | None = None
     livemode: bool = False
     skips: list[Skip] = field(default_factory=list)
+    # Customers whose history could not be computed (the rest of the account was).
+    left_out: list[LeftOut] = field(default_factory=list)
     # Seconds spent reading the mirror, in the domain (history, facts) and writing rows.
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -76,6 +79,7 @@ class RecomputeResult:
         self.ledger_entries += part.ledger_entries
         self.facts += part.facts
         self.skips.extend(part.skips)
+        self.left_out.extend(part.left_out)
         for key, seconds in part.timings.items():
             self.timings[key] = self.timings.get(key, 0.0) + seconds
 
@@ -84,7 +88,8 @@ class RecomputeResult:
             "kind": self.kind, "customers": self.customers, "excluded": self.excluded,
             "skipped": self.skipped, "lines_read": self.lines_read,
             "timeline_points": self.timeline_points, "ledger_entries": self.ledger_entries,
-            "facts": self.facts, "seconds": round(self.seconds, 3), "run_id": self.run_id,
+            "facts": self.facts, "left_out": len(self.left_out),
+            "seconds": round(self.seconds, 3), "run_id": self.run_id,
             "livemode": self.livemode,
             "timings": {k: round(v, 3) for k, v in sorted(self.timings.items())},
         }

@@ -16,8 +16,9 @@ from nrr.domain import movements as domain_movements
 from nrr.domain.months import month_of
 from nrr.domain.movements import FactorLookup
 from nrr.domain.records import CustomerData, Skip
-from nrr.services.fx import MissingRate, RateBook
-from nrr.services.recompute.common import RecomputeError, RecomputeResult, add_seconds
+from nrr.services.fx import RateBook
+from nrr.services.isolation import LeftOut
+from nrr.services.recompute.common import RecomputeResult, add_seconds
 from nrr.services.recompute.load import Catalogue, fill_inclusive_tax
 from nrr.settings import Settings
 
@@ -82,7 +83,7 @@ def customer_rows(data: CustomerData, settings: Settings, rates: RateBook, *, no
     return timeline, ledger, facts, list(result.skips), False
 
 
-def compute_batch(session: Session, batch: dict[str, CustomerData], settings: Settings, rates: RateBook,
+def compute_batch(session: Session, batch: dict[str, CustomerData | LeftOut], settings: Settings, rates: RateBook,
                    now_ts: int, catalogue: Catalogue, result: RecomputeResult,
                    timeline: list[tuple[Any, ...]], ledger: list[tuple[Any, ...]],
                    facts: list[tuple[Any, ...]], factor: FactorLookup | None = None) -> None:
@@ -90,14 +91,23 @@ def compute_batch(session: Session, batch: dict[str, CustomerData], settings: Se
         return
     if factor is None:
         factor = domain_movements.factor_lookup(rates.rate, settings.reporting_currency.lower())
-    fill_inclusive_tax(session, batch, catalogue)
-    for cid, data in batch.items():
+    readable: dict[str, CustomerData] = {}
+    for cid, entry in batch.items():
+        if isinstance(entry, LeftOut):
+            result.customers += 1
+            result.left_out.append(entry)
+        else:
+            readable[cid] = entry
+    fill_inclusive_tax(session, readable, catalogue)
+    for cid, data in readable.items():
         try:
             t_rows, l_rows, f_rows, skips, excluded = customer_rows(
                 data, settings, rates, now=now_ts, catalogue=catalogue, timings=result.timings,
                 factor=factor)
-        except MissingRate as exc:
-            raise RecomputeError(f"customer {cid}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - one customer never blanks an account
+            result.customers += 1
+            result.left_out.append(LeftOut.from_error(cid, "compute", exc, data))
+            continue
         result.customers += 1
         result.skips.extend(skips)
         if excluded:

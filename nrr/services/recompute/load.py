@@ -24,6 +24,7 @@ from nrr.domain.records import (
     Subscription,
     SubscriptionItem,
 )
+from nrr.services.isolation import LeftOut
 from nrr.services.recompute.common import T_COUPONS, T_LINES, T_PRICES, T_PRODUCTS, chunks
 from nrr.services.recompute.queries import (
     ROW_TYPES,
@@ -144,12 +145,13 @@ def _open_streams(session: Session, livemode: bool,
 
 def iter_customer_data(session: Session, ids: Sequence[str], catalogue: Catalogue,
                        livemode: bool, *, every_customer: bool = False, span: bool = False
-                       ) -> Iterator[tuple[str, CustomerData, int]]:
+                       ) -> Iterator[tuple[str, CustomerData | LeftOut, int]]:
     """``(customer_id, CustomerData, state lines read)`` for ``ids`` (sorted), streamed.
 
     With ``every_customer`` the queries read whole tables (a full recompute); with
     ``span`` the id range from ``ids[0]`` to ``ids[-1]`` (a slice of every customer);
-    otherwise they are limited to ``ids``.
+    otherwise they are limited to ``ids``. A customer whose rows cannot be read into
+    records comes as a :class:`LeftOut` (the streams go on with the next customer).
     """
     from nrr.domain.history import select_state_lines
 
@@ -161,7 +163,13 @@ def iter_customer_data(session: Session, ids: Sequence[str], catalogue: Catalogu
     streams, cursors = _open_streams(session, livemode, selection)
     try:
         for cid in ids:
-            yield cid, *_customer_data(cid, streams, catalogue, livemode, select_state_lines)
+            try:
+                data, lines_read = _customer_data(cid, streams, catalogue, livemode,
+                                                  select_state_lines)
+            except Exception as exc:  # noqa: BLE001 - one customer never blanks an account
+                yield cid, LeftOut.from_error(cid, "load", exc), 0
+                continue
+            yield cid, data, lines_read
     finally:
         for cursor in cursors:
             cursor.close()
@@ -240,7 +248,8 @@ def _customer_data(cid: str, streams: Mapping[str, _Stream], catalogue: Catalogu
             proration=bool(row.proration),
             discount_ids=tuple(sorted(_ids(row.discount_ids))),
             discount_amount=row.discount_amount or 0, livemode=livemode,
-            follows_gap=None if row.proration else False)
+            follows_gap=None if row.proration else False,
+            credited=None if row.credited is None else bool(row.credited))
         (irregular if row.irregular else lines).append(line)
     if irregular:
         lines.extend(select_state_lines(irregular))
@@ -263,6 +272,8 @@ def load_chunk(session: Session, ids: Sequence[str], catalogue: Catalogue,
     total = 0
     for cid, customer_data, lines_read in iter_customer_data(session, sorted(set(ids)),
                                                              catalogue, livemode):
+        if isinstance(customer_data, LeftOut):
+            continue
         data[cid] = customer_data
         total += lines_read
     fill_inclusive_tax(session, data, catalogue)

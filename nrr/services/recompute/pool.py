@@ -14,6 +14,7 @@ from nrr.domain import movements as domain_movements
 from nrr.domain.records import CustomerData
 from nrr.logs import get_logger
 from nrr.services.fx import RateBook
+from nrr.services.isolation import LeftOut
 from nrr.services.recompute import common
 from nrr.services.recompute.common import RecomputeResult, add_seconds, chunks, timed
 from nrr.services.recompute.compute import compute_batch
@@ -107,7 +108,7 @@ def _worker_chunk(ids: list[str]) -> tuple[RecomputeResult, list[tuple[Any, ...]
     ledger: list[tuple[Any, ...]] = []
     facts: list[tuple[Any, ...]] = []
     with Session(bind=w["engine"]) as session:
-        batch: dict[str, CustomerData] = {}
+        batch: dict[str, CustomerData | LeftOut] = {}
         # SQLite walks one index range per chunk; PostgreSQL's ids sort in "C" order
         # while its columns compare in the database's collation: a list of ids there.
         span = session.get_bind().dialect.name == "sqlite"

@@ -6,9 +6,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from nrr.domain.history import PAID_LATE
+
 UNPAID_INVOICE_STATUSES = ("open", "uncollectible")
 # Events that date changes exactly (``nrr.domain.stripe_shapes.observed_changes``).
-OBSERVED_EVENT_TYPES = ("customer.subscription.updated", "customer.discount.deleted")
+OBSERVED_EVENT_TYPES = ("customer.subscription.updated", "customer.discount.deleted",
+                        "customer.subscription.paused", "customer.subscription.resumed")
 
 # --------------------------------------------------------------------------- rows by name
 # Each stream's rows are named tuples; its SELECT list is built from the tuple's fields, so a
@@ -105,6 +108,7 @@ class LineRow(NamedTuple):
     discount_ids: Any
     discount_amount: int | None
     irregular: int  # 1: the item's cycle lines all came, ``select_state_lines`` picks
+    credited: int | None  # proration lines: 1 credit of unused time, 0 new state, None unknown
 
 
 class EventRow(NamedTuple):
@@ -193,6 +197,19 @@ def _mix(expression: str, mod: str = "%") -> str:
             f"{mod} 999983)")
 
 
+def _credited(q: Query) -> str:
+    """Is a proration line the credit of unused time (``proration_details.credited_items``
+    set: 1), the new state's line (details without credited items: 0), or unknown (NULL)?"""
+    path = ("parent", "subscription_item_details", "proration_details")
+    if q.dialect == "postgresql":
+        details = "l.raw" + "".join(f"->'{key}'" for key in path)
+        return (f"(CASE WHEN jsonb_typeof({details}->'credited_items') = 'object' THEN 1 "
+                f"WHEN jsonb_typeof({details}) = 'object' THEN 0 END)")
+    details = "$." + ".".join(path)
+    return (f"(CASE WHEN json_type(l.raw, '{details}.credited_items') = 'object' THEN 1 "
+            f"WHEN json_type(l.raw, '{details}') = 'object' THEN 0 END)")
+
+
 def state_lines_query(q: Query, livemode: bool, ids: Sequence[str] | Span | None) -> str:
     """The state-changing lines (``nrr.domain.history`` docstring), ordered by customer.
 
@@ -230,7 +247,7 @@ def state_lines_query(q: Query, livemode: bool, ids: Sequence[str] | Span | None
             OR MAX(CASE WHEN covered <> me - fs OR quantity IS NULL THEN 1 ELSE 0 END) = 1
     )
     SELECT * FROM (
-    SELECT {_LINE_COLUMNS}, 0 AS irregular
+    SELECT {_LINE_COLUMNS}, 0 AS irregular, CAST(NULL AS INTEGER) AS credited
     FROM grp g JOIN stripe_invoice_lines l
       ON l.subscription_item_id = g.item AND (l.period_start = g.fs OR l.period_start = g.ls)
     WHERE g.item NOT IN (SELECT item FROM irregular) AND {cycle("l")}
@@ -239,11 +256,11 @@ def state_lines_query(q: Query, livemode: bool, ids: Sequence[str] | Span | None
       AND l.discount_ids IS NOT DISTINCT FROM g.discount_ids
       AND {status_l} = g.cls
     UNION ALL
-    SELECT {_LINE_COLUMNS}, 1 AS irregular
+    SELECT {_LINE_COLUMNS}, 1 AS irregular, CAST(NULL AS INTEGER) AS credited
     FROM stripe_invoice_lines l
     WHERE {cycle("l")} AND l.subscription_item_id IN (SELECT item FROM irregular)
     UNION ALL
-    SELECT {_LINE_COLUMNS}, 0 AS irregular
+    SELECT {_LINE_COLUMNS}, 0 AS irregular, {_credited(q)} AS credited
     FROM stripe_invoice_lines AS l{q.scan if ids is None else ""}
     WHERE l.livemode = {q.p(livemode)} AND l.proration = {q.true}
       AND l.subscription_item_id IS NOT NULL AND l.period_start IS NOT NULL
@@ -288,7 +305,10 @@ def stream_queries(dialect: str, livemode: bool,
     unpaid = ", ".join(f"'{s}'" for s in UNPAID_INVOICE_STATUSES)
     queries["invoices"] = (
         f"SELECT {_select(InvoiceRow, 'v')} FROM stripe_invoices v "
-        f"WHERE v.status IN ({unpaid}) AND v.livemode = {q.p(livemode)}"
+        # Unpaid invoices, and paid ones that were past due a while (policy
+        # past_due_churn_after_days): they date when a subscription stopped counting.
+        f"WHERE (v.status IN ({unpaid}) OR (v.status = 'paid' AND v.paid_at - v.finalized_at > "
+        f"{PAID_LATE})) AND v.livemode = {q.p(livemode)}"
         f"{q.in_ids('v.customer_id', ids)} ORDER BY v.customer_id{q.collate}, v.id", q.params)
     q = Query(dialect)
     queries["lines"] = (state_lines_query(q, livemode, ids), q.params)

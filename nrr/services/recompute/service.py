@@ -20,6 +20,7 @@ from nrr.domain.movements import FactorLookup
 from nrr.domain.records import CustomerData
 from nrr.logs import get_logger
 from nrr.services.fx import RateBook, load_rate_book
+from nrr.services.isolation import LeftOut, record_left_out
 from nrr.services.recompute import common
 from nrr.services.recompute.common import (
     FACT_COLUMNS,
@@ -160,7 +161,7 @@ def compute_customers(session: Session, ctx: Context, ids: Sequence[str],
     groups = [ids] if every_customer else list(chunks(ids, common.CHUNK))
     for group in groups:
         first_fact = len(rows.facts)
-        batch: dict[str, CustomerData] = {}
+        batch: dict[str, CustomerData | LeftOut] = {}
         stream = timed(iter_customer_data(session, group, ctx.catalogue, ctx.livemode,
                                           every_customer=every_customer, span=span),
                        result.timings, "load")
@@ -179,7 +180,7 @@ def compute_customers(session: Session, ctx: Context, ids: Sequence[str],
             rows.flush()
 
 
-def _compute(session: Session, ctx: Context, batch: dict[str, CustomerData],
+def _compute(session: Session, ctx: Context, batch: dict[str, CustomerData | LeftOut],
              result: RecomputeResult, rows: RowBuffer) -> None:
     compute_batch(session, batch, ctx.settings, ctx.rates, ctx.now_ts, ctx.catalogue, result,
                   rows.timeline, rows.ledger, rows.facts, ctx.factor)
@@ -220,7 +221,8 @@ def _incremental(session: Session, settings: Settings, ids: list[str],
 
     compute_customers(session, ctx, ids, result, rows, on_chunk=keep_changed)
     rows.flush()
-    finish_run(session, run, result, started)
+    refresh_outlook_after(session, ctx, run, result, ids)
+    finish_run(session, run, result, started, customer_ids=ids)
     clear_dirty(session, run, ids)
     return result
 
@@ -266,20 +268,42 @@ def _full(session: Session, settings: Settings, now: datetime | None) -> Recompu
 
     analyze_derived(session)
     record_skips(session, result.skips)
-    finish_run(session, run, result, started)
     switch_to(session, run)
+    # After the switch: the outlook reads this run's facts (segments at the opening).
+    refresh_outlook_after(session, ctx, run, result, None)
+    finish_run(session, run, result, started)
     clear_dirty(session, run, None)
     return result
 
 
+def refresh_outlook_after(session: Session, ctx: Context, run: RecomputeRun,
+                          result: RecomputeResult, ids: Sequence[str] | None) -> None:
+    """The outlook (the months ahead) from the history just written (all customers when
+    ``ids`` is None)."""
+    from nrr.services.outlook import refresh_outlook
+
+    outlook = refresh_outlook(session, ctx.settings, now=ctx.now_ts, livemode=ctx.livemode,
+                              catalogue=ctx.catalogue, rates=ctx.rates, customer_ids=ids,
+                              recompute_run_id=run.id)
+    result.timings["outlook"] = result.timings.get("outlook", 0.0) + outlook.seconds
+    result.skips.extend(outlook.skips)
+
+
 def finish_run(session: Session, run: RecomputeRun, result: RecomputeResult,
-            started: float) -> None:
+            started: float, *, customer_ids: Sequence[str] | None = None) -> None:
+    """Close ``run``; ``customer_ids`` None: a full run (its left-out list replaces the
+    stored one), else the customers an incremental run recomputed."""
     result.skipped = len(result.skips)
     for skip in result.skips[:50]:
         log.warning("recompute.skipped", object_type=skip.object_type, object_id=skip.object_id,
                     reason=skip.reason)
+    for left in result.left_out[:50]:
+        log.warning("recompute.customer_left_out", customer_id=left.customer_id, stage=left.stage,
+                    reason=left.reason)
+    record_left_out(session, result.left_out, customer_ids=customer_ids, run_id=run.id)
     session.execute(update(RecomputeRun).where(RecomputeRun.id == run.id).values(
-        finished_at=datetime.now(UTC), customers=result.customers - result.excluded,
+        finished_at=datetime.now(UTC),
+        customers=result.customers - result.excluded - len(result.left_out),
         skipped=result.skipped), execution_options={"synchronize_session": False})
     result.seconds = time.perf_counter() - started
     log.info("recompute.finished", **result.as_dict())

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from models.derived import RecomputeRun, RecomputeShard
 from nrr.domain.records import Skip
 from nrr.logs import get_logger
+from nrr.services.isolation import LeftOut
 from nrr.services.recompute import runs
 from nrr.services.recompute.common import (
     T_FACTS,
@@ -40,6 +41,7 @@ from nrr.services.recompute.service import (
     customer_ids_of,
     finish_run,
     prepare,
+    refresh_outlook_after,
 )
 from nrr.services.recompute.write import analyze_derived, delete_customers, record_skips
 from nrr.settings import Settings
@@ -127,6 +129,8 @@ def run_shard(session: Session, settings: Settings, run_id: int, shard: int,
     result.seconds = time.perf_counter() - started
     figures = {**result.as_dict(),
                "skips": [[s.object_type, s.object_id, s.reason] for s in result.skips],
+               "left_out_customers": [[x.customer_id, x.stage, x.reason, x.stripe_ids]
+                                      for x in result.left_out],
                # Which process ran the shard and its peak memory so far (benchmarks).
                "pid": os.getpid(),
                "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
@@ -173,12 +177,13 @@ def finish(session: Session, settings: Settings, run_id: int,
         result.add(_part(figures))
         result.livemode = bool(figures.get("livemode"))
     _check_counts(session, run_id, result)
-    ctx_skips = prepare(session, settings, now_ts, livemode=result.livemode).catalogue.skips
-    result.skips[:0] = ctx_skips
+    ctx = prepare(session, settings, now_ts, livemode=result.livemode)
+    result.skips[:0] = ctx.catalogue.skips
     analyze_derived(session)
     record_skips(session, result.skips)
-    finish_run(session, run, result, clock)
     runs.switch_to(session, run)
+    refresh_outlook_after(session, ctx, run, result, None)
+    finish_run(session, run, result, clock)
     runs.clear_dirty(session, run, None)
     return result
 
@@ -191,6 +196,8 @@ def _part(figures: dict[str, Any]) -> RecomputeResult:
     part.timings = {k: float(v) for k, v in (figures.get("timings") or {}).items()}
     part.skips = [Skip(object_type=t, object_id=i, reason=r)
                   for t, i, r in figures.get("skips") or []]
+    part.left_out = [LeftOut(customer_id=c, stage=s, reason=r, stripe_ids=ids or {})
+                     for c, s, r, ids in figures.get("left_out_customers") or []]
     return part
 
 
