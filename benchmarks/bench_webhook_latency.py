@@ -221,7 +221,6 @@ def run(changes: int, customers: int, database_url: str | None, workdir: Path,
     finally:
         server.shutdown()
         server.server_close()
-        app.close()
         stop_process_group(worker)
         emulator.stop()
         redis_server.stop()

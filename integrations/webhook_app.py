@@ -7,10 +7,10 @@ a bad or stale signature or a body that is not a JSON event. A good event is rec
 commit; a duplicate of an event already processed is a no-op answered 200. Processing
 never happens on the request path, so the answer is fast.
 
-``dispatch(event_id)`` is pluggable: the worker hands it to Celery. The default processes
-events in-process on one background thread (no Redis needed), applying each through
-:func:`integrations.stripe_sync.process_stored_event` and then recomputing the customers
-it touched.
+``dispatch(event_id)`` is given by the caller: ``nrr serve`` hands events to the worker
+through Celery when Redis is configured, else to the in-process pipeline
+(:class:`nrr.services.pipeline.InProcessPipeline`, no Redis needed). This module only
+records and hands on; what runs after new data is the pipeline's.
 
 ``GET /healthz`` answers ``{"status": "ok"}`` when the database answers.
 """
@@ -18,17 +18,16 @@ it touched.
 from __future__ import annotations
 
 import json
-import queue
 import socketserver
-import threading
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import stripe
 from sqlalchemy import Engine, text
 
-from integrations.stripe_sync import process_stored_event, record_event
+from integrations.stripe_sync import record_event
 from models.mirror import StripeEvent
 from nrr.db import session_scope
 from nrr.logs import get_logger
@@ -40,83 +39,20 @@ WEBHOOK_PATH = "/webhooks/stripe"
 HEALTH_PATH = "/healthz"
 SIGNATURE_TOLERANCE_SECONDS = 300
 MAX_BODY_BYTES = 1_000_000
+REDISPATCH_AFTER_SECONDS = 60
 
 Dispatch = Callable[[str], None]
 StartResponse = Callable[..., Any]
 
 
-class InProcessDispatcher:
-    """Processes recorded events on one background thread, in arrival order."""
-
-    def __init__(self, settings: Settings, engine: Engine) -> None:
-        self.settings = settings
-        self.engine = engine
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="nrr-webhook-events", daemon=True)
-        self._reader: Any = None
-        self._thread.start()
-
-    def __call__(self, event_id: str) -> None:
-        self._queue.put(event_id)
-
-    def _client(self) -> Any:
-        if self._reader is None and self.settings.stripe_api_key is not None:
-            from integrations.stripe_client import StripeReader
-
-            self._reader = StripeReader(self.settings)
-        return self._reader
-
-    def _run(self) -> None:
-        while True:
-            event_id = self._queue.get()
-            try:
-                if event_id is None:
-                    return
-                self._process(event_id)
-            except Exception as exc:  # noqa: BLE001 - one bad event must not stop the others
-                log.error("webhook.process_failed", event_id=event_id,
-                          error=f"{type(exc).__name__}: {exc}")
-            finally:
-                self._queue.task_done()
-
-    def _process(self, event_id: str) -> None:
-        touched = process_stored_event(self.engine, self.settings, event_id, client=self._client())
-        if touched and self._queue.empty():
-            _recompute_dirty(self.settings, self.engine)
-
-    def join(self) -> None:
-        """Wait until every dispatched event was processed (tests, shutdown)."""
-        self._queue.join()
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
-        if self._reader is not None:
-            self._reader.close()
-
-
-def _recompute_dirty(settings: Settings, engine: Engine) -> None:
-    try:
-        from nrr.services.recompute import recompute_dirty
-    except ImportError:
-        log.info("webhook.recompute_unavailable", reason="nrr.services.recompute not installed")
-        return
-    with session_scope(engine) as session:
-        recompute_dirty(session, settings)
-
-
 class WebhookApp:
     """The WSGI application; ``dispatch`` receives the id of each new, unprocessed event."""
 
-    def __init__(self, settings: Settings, engine: Engine, dispatch: Dispatch | None = None) -> None:
+    def __init__(self, settings: Settings, engine: Engine, dispatch: Dispatch) -> None:
         settings.require("stripe_webhook_secret")
         self.settings = settings
         self.engine = engine
         self._secret = settings.secret("stripe_webhook_secret")
-        self.dispatcher: InProcessDispatcher | None = None
-        if dispatch is None:
-            self.dispatcher = InProcessDispatcher(settings, engine)
-            dispatch = self.dispatcher
         self.dispatch = dispatch
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -170,7 +106,11 @@ class WebhookApp:
         with session_scope(self.engine) as session:
             new = record_event(session, event, source="webhook")
             row = session.get(StripeEvent, event_id)
-            pending = row is not None and row.processed_at is None
+            # A duplicate is handed on again only when the first hand-off looks lost (not
+            # processed a while after it arrived): Stripe retries in bursts, and each
+            # hand-off of one event costs the worker a task.
+            pending = row is not None and row.processed_at is None and (
+                new or _older_than(row.received_at, REDISPATCH_AFTER_SECONDS))
         if pending:
             # After the commit: the processor must find the event it is handed.
             self.dispatch(event_id)
@@ -181,9 +121,12 @@ class WebhookApp:
         log.warning("webhook.rejected", reason=reason)
         return _answer(start_response, 400, {"error": reason})
 
-    def close(self) -> None:
-        if self.dispatcher is not None:
-            self.dispatcher.close()
+def _older_than(instant: datetime | None, seconds: float) -> bool:
+    if instant is None:
+        return True
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=UTC)
+    return datetime.now(UTC) - instant > timedelta(seconds=seconds)
 
 
 def _answer(start_response: StartResponse, status: int, document: dict[str, Any],
@@ -197,13 +140,17 @@ def _answer(start_response: StartResponse, status: int, document: dict[str, Any]
     return [body]
 
 
-def create_app(settings: Settings, engine: Engine, dispatch: Dispatch | None = None) -> WebhookApp:
-    """The webhook WSGI app; ``dispatch`` defaults to in-process processing on a thread."""
+def create_app(settings: Settings, engine: Engine, dispatch: Dispatch) -> WebhookApp:
+    """The webhook WSGI app; ``dispatch`` is chosen by the caller (``nrr serve``): the
+    worker's Celery hand-off, or :class:`nrr.services.pipeline.InProcessPipeline`."""
     return WebhookApp(settings, engine, dispatch)
 
 
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 resets connections when Stripe retries a burst
+    # of deliveries at once; the kernel caps this at somaxconn anyway.
+    request_queue_size = 128
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -7,8 +7,13 @@ transaction each (SQLite and PostgreSQL). Either way a holder that dies (SIGKILL
 machine) frees the lock when its lease runs out, and a holder whose lease was stolen
 never releases the new holder's lock (the owner token is checked).
 
-Lock names are scoped by the database the worker writes to, so two deployments sharing
-one Redis do not block each other.
+Lock names are scoped by the database the worker writes to (its normalised identity,
+:func:`nrr.db.database_identity`: every spelling of one PostgreSQL URL, every path to one
+SQLite file, gives one lock), so two deployments sharing one Redis do not block each
+other and one database never has two holders.
+
+The holder is recorded with the lock (:class:`LockHolder`: host, process id, when it took
+the lock) so a refused caller can say who holds it (:func:`lock_holder`).
 
 The worker's tasks and the CLI (``nrr sync``) take the same locks, so a recompute started
 by either never runs beside another. This module imports neither Celery nor the worker;
@@ -18,6 +23,7 @@ by either never runs beside another. This module imports neither Celery nor the 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import threading
@@ -25,6 +31,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,6 +39,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from models.derived import JobLock
+from nrr.db import database_identity
 from nrr.logs import get_logger
 from nrr.settings import Settings
 
@@ -40,17 +48,60 @@ log = get_logger(__name__)
 SYNC_LOCK = "sync"
 RECOMPUTE_LOCK = "recompute"
 
-__all__ = ["RECOMPUTE_LOCK", "SYNC_LOCK", "account_lock", "lock_key"]
+__all__ = ["RECOMPUTE_LOCK", "SYNC_LOCK", "LockHolder", "account_lock", "claim_flag", "clear_flag",
+           "lock_holder", "lock_key"]
 
 
 def lock_key(name: str, settings: Settings) -> str:
-    """The stored name of lock ``name`` for this account (its database)."""
-    account = hashlib.sha256(settings.database_url.encode()).hexdigest()[:12]
+    """The stored name of lock ``name`` for this account (its database's identity)."""
+    identity = database_identity(settings.database_url)
+    account = hashlib.sha256(identity.encode()).hexdigest()[:12]
     return f"nrr:lock:{account}:{name}"
 
 
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a lock, as recorded when it was taken (a JSON object, so fields can be
+    added; a record this version cannot read is kept as ``raw``)."""
+
+    host: str | None = None
+    pid: int | None = None
+    started_at: datetime | None = None
+    token: str = ""
+    raw: str | None = None
+
+    def record(self) -> str:
+        return json.dumps({"host": self.host, "pid": self.pid, "token": self.token,
+                           "started_at": None if self.started_at is None
+                           else self.started_at.isoformat(timespec="seconds")},
+                          separators=(",", ":"))
+
+    @classmethod
+    def parse(cls, record: str | bytes | None) -> LockHolder | None:
+        if record is None:
+            return None
+        text = record.decode("utf-8", "replace") if isinstance(record, bytes) else record
+        try:
+            fields = json.loads(text)
+            started = fields.get("started_at")
+            return cls(host=fields.get("host"), pid=fields.get("pid"),
+                       started_at=datetime.fromisoformat(started) if started else None,
+                       token=str(fields.get("token") or ""))
+        except (ValueError, TypeError, AttributeError):
+            return cls(raw=text)
+
+    def describe(self) -> str:
+        """``held by process 123 on host web-1 since 2026-12-02 15:40:01 UTC``."""
+        if self.host is None and self.pid is None:
+            return "held by an unrecorded holder"
+        since = ("" if self.started_at is None
+                 else f" since {self.started_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC")
+        return f"held by process {self.pid} on host {self.host}{since}"
+
+
 def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+    return LockHolder(host=socket.gethostname(), pid=os.getpid(), started_at=_utcnow(),
+                      token=uuid.uuid4().hex).record()
 
 
 def _utcnow() -> datetime:
@@ -101,7 +152,7 @@ def _redis_lock(key: str, url: str, ttl: float, blocking: bool,
     lock = client.lock(key, timeout=ttl, blocking=blocking, blocking_timeout=timeout,
                        thread_local=False)
     try:
-        acquired = bool(lock.acquire())
+        acquired = bool(lock.acquire(token=_owner()))
         if not acquired:
             yield False
             return
@@ -206,3 +257,59 @@ def account_lock(name: str, settings: Settings, engine: Engine, *, ttl: float | 
     with manager as acquired:
         log.debug("lock.acquired" if acquired else "lock.busy", lock=name)
         yield acquired
+
+
+def lock_holder(name: str, settings: Settings, engine: Engine) -> LockHolder | None:
+    """Who holds the account's lock ``name`` now (None when nobody does)."""
+    key = lock_key(name, settings)
+    if settings.redis_url:
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url)
+        try:
+            return LockHolder.parse(client.get(key))  # type: ignore[arg-type]
+        finally:
+            client.close()
+    with engine.connect() as conn:
+        row = conn.execute(select(JobLock.owner).where(
+            JobLock.name == key, JobLock.active.is_(True),
+            JobLock.expires_at >= _utcnow())).first()
+    return None if row is None else LockHolder.parse(row.owner)
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def claim_flag(name: str, settings: Settings, engine: Engine, *, ttl: float) -> bool:
+    """Raise the account's flag ``name`` unless it is up; True when this call raised it.
+
+    A flag says "this is already requested" (a snapshot is queued): the caller that raises
+    it sends the request, the others know it will run after them. It expires after ``ttl``
+    seconds, so a lost request is sent again later.
+    """
+    key = lock_key(name, settings)
+    if settings.redis_url:
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url)
+        try:
+            return bool(client.set(key, _owner(), nx=True, px=max(1, int(ttl * 1000))))
+        finally:
+            client.close()
+    return _db_try_acquire(engine, key, _owner(), ttl)
+
+
+def clear_flag(name: str, settings: Settings, engine: Engine) -> None:
+    """Lower the account's flag ``name`` (the request it stood for is now running)."""
+    key = lock_key(name, settings)
+    if settings.redis_url:
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url)
+        try:
+            client.delete(key)
+        finally:
+            client.close()
+        return
+    with engine.begin() as conn:
+        conn.execute(delete(JobLock).where(JobLock.name == key))

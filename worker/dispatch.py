@@ -1,7 +1,9 @@
-"""Hand a recorded Stripe event to the worker (the webhook app's ``dispatch``).
+"""Hand a recorded Stripe event to the worker (the webhook app's ``dispatch`` when
+``nrr serve`` runs with Redis).
 
 The webhook app records the event and commits before it calls ``dispatch(event_id)``, so
-the task never runs ahead of the row it loads.
+the task never runs ahead of the row it loads. The task is sent by name, so this module
+needs only the Celery app, not the tasks.
 """
 
 from __future__ import annotations
@@ -9,21 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from nrr.settings import Settings
+from worker.celery_app import make_celery
 
 PROCESS_EVENT_TASK = "nrr.process_event"
 
 
-def dispatch_event(event_id: str) -> None:
-    """Queue ``nrr.process_event`` on this process's Celery app (``nrr serve``)."""
-    from worker.tasks import process_event
-
-    process_event.apply_async(args=[event_id])
-
-
 def celery_dispatch(settings: Settings) -> Callable[[str], None]:
-    """A dispatch sending to the broker of ``settings`` (for an app built in-process)."""
-    from worker.celery_app import make_celery
-
+    """A dispatch sending ``nrr.process_event`` to the broker of ``settings``."""
     app = make_celery(settings)
 
     def dispatch(event_id: str) -> None:

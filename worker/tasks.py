@@ -1,18 +1,19 @@
-"""Thin tasks: each opens what it needs, calls one service, and queues its follow-up.
+"""Thin tasks: each runs one step of the pipeline (:mod:`nrr.services.pipeline`) and queues
+the next.
 
 Every task is safe to run twice (``acks_late`` redelivers a task whose worker died):
 syncs resume from their stored cursors and upsert by Stripe id, events are applied once
 (``processed_at``), recomputes rebuild the same rows, snapshots are no-ops for the same
 content and alert deliveries are deduplicated. Syncs and recomputes of one account hold an
-account lock (:mod:`nrr.locks`, the same locks ``nrr sync`` takes). Follow-up tasks are
-sent only after the transaction that triggered them committed (after ``session_scope``
-exited).
+account lock (:mod:`nrr.locks`, the same locks ``nrr sync`` and ``nrr serve`` take).
+Follow-up tasks are sent only after the transaction that triggered them committed.
 
-Chain: sync -> recompute of the touched customers -> snapshot of the last closed month
-(no-op unless history changed) -> alert evaluation. Every recompute (scheduled, after a
-sync, after webhook events) is followed by that snapshot and alert evaluation; alert
-evaluation is exactly-once per rule, month, segment and snapshot version, so running it
-after a recompute that changed nothing sends nothing.
+Chain: sync or event -> recompute of every dirty customer (whoever marked it: a sync that
+touched nothing still drains what an earlier event left) -> snapshot of the last closed
+month (no-op unless history changed) -> alert evaluation. Every recompute (scheduled,
+after a sync, after webhook events) is followed by that snapshot and alert evaluation;
+alert evaluation is exactly-once per rule, month, segment and snapshot version, so
+running it after a recompute that changed nothing sends nothing.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from celery import Task
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 
+from integrations.stripe_client import StripeReader, StripeUnavailable
 from models.mirror import SyncState
 from nrr.db import make_engine, session_scope
-from nrr.locks import RECOMPUTE_LOCK, SYNC_LOCK, account_lock
+from nrr.locks import claim_flag, clear_flag
 from nrr.logs import get_logger
+from nrr.services import pipeline
 from nrr.settings import Settings
 from worker.celery_app import app
 from worker.celery_app import settings as app_settings
@@ -37,17 +40,9 @@ log = get_logger(__name__)
 LONG = app_settings.worker.soft_time_limit_seconds
 SHORT = max(60, LONG // 10)
 _TRANSIENT: tuple[type[BaseException], ...] = (OperationalError, ConnectionError, TimeoutError)
-
-
-def _stripe_transient() -> tuple[type[BaseException], ...]:
-    try:
-        from integrations.stripe_client import StripeUnavailable
-    except ImportError:
-        return _TRANSIENT
-    return (*_TRANSIENT, StripeUnavailable)
-
-
-SYNC_RETRY = _stripe_transient()
+SYNC_RETRY = (*_TRANSIENT, StripeUnavailable)
+SNAPSHOT_QUEUED = "snapshot-queued"
+RECOMPUTE_QUEUED = "recompute-queued"
 
 _engines: dict[tuple[int, str], Engine] = {}
 
@@ -72,17 +67,15 @@ def _backfill_in_progress(engine: Engine) -> bool:
 
 def _sync(full: bool, reason: str) -> dict[str, Any] | None:
     """Run one sync under the account's sync lock; None when another sync holds it."""
-    from integrations.stripe_sync import run_sync
-
     settings, engine = _settings(), _engine()
-    with account_lock(SYNC_LOCK, settings, engine) as acquired:
-        if not acquired:
-            log.info("task.skipped", reason="another sync of this account is running")
-            return None
-        log.info("sync.started", full=full, reason=reason)
-        result = run_sync(engine, settings, full=full)
-    # run_sync committed each page itself; only now queue the follow-up.
-    if result.customer_ids or result.mode != "events":
+    try:
+        result = pipeline.sync_mirror(engine, settings, full=full, reason=reason)
+    except pipeline.LockBusy as exc:
+        log.info("task.skipped", reason=str(exc))
+        return None
+    # run_sync committed each page itself; only now queue the follow-up. Customers left
+    # dirty by anything earlier (an event whose recompute was deferred) are drained too.
+    if result.customer_ids or result.mode != "events" or pipeline.dirty_customers(engine):
         recompute.apply_async(kwargs={"scope": "dirty", "reason": f"after {result.mode} sync"})
     return result.as_dict()
 
@@ -120,8 +113,6 @@ def _reader(settings: Settings) -> Any:
     if settings.stripe_api_key is None:
         return None
     if os.getpid() not in _readers:
-        from integrations.stripe_client import StripeReader
-
         _readers[os.getpid()] = StripeReader(settings)
     return _readers[os.getpid()]
 
@@ -130,69 +121,72 @@ def _reader(settings: Settings) -> Any:
           retry_backoff_max=300, retry_jitter=True, max_retries=8,
           soft_time_limit=SHORT, time_limit=SHORT + 30)
 def process_event(self: Task, event_id: str) -> list[str]:
-    """Apply one recorded Stripe event, then recompute the customers it touched."""
-    from integrations.stripe_sync import process_stored_event
-    from nrr.services.recompute import recompute as recompute_customers
-
+    """Apply one recorded Stripe event, then have every dirty customer (those it touched
+    among them) recomputed."""
     settings, engine = _settings(), _engine()
     try:
-        touched = process_stored_event(engine, settings, event_id, client=_reader(settings))
+        touched = pipeline.apply_event(engine, settings, event_id, client=_reader(settings))
     except LookupError as exc:
         log.warning("task.skipped", event_id=event_id, reason=str(exc))
         return []
     if not touched:
+        # Already applied (a duplicate delivery) or nothing to recompute: the delivery
+        # that touched customers drains them.
         return []
-    with account_lock(RECOMPUTE_LOCK, settings, engine, blocking=True,
-                      timeout=SHORT / 2) as acquired:
-        if acquired:
-            with session_scope(engine) as session:
-                recompute_customers(session, settings, customer_ids=sorted(touched))
-    if acquired:
-        # The recompute committed (session_scope exited): now its follow-up.
-        _after_recompute(f"event {event_id}")
-        return sorted(touched)
-    # The customers stay marked dirty; a dirty recompute picks them up (and follows up).
-    log.info("event.recompute_deferred", event_id=event_id, reason="a recompute is running")
-    recompute.apply_async(kwargs={"scope": "dirty", "reason": f"event {event_id}"},
-                          countdown=5)
+    # Marked again after the commit: a recompute already running (it may have read before
+    # this event committed) clears only marks older than its start, so these outlive it.
+    # Then one recompute of every dirty customer is queued, unless one is queued and not
+    # yet started (it will read what this event committed): a burst of events costs a
+    # few recomputes of many customers each, not one per event.
+    pipeline.mark_dirty(engine, touched)
+    _queue_recompute(f"event {event_id}")
     return sorted(touched)
+
+
+def _queue_recompute(reason: str) -> None:
+    if claim_flag(RECOMPUTE_QUEUED, _settings(), _engine(), ttl=SHORT):
+        recompute.apply_async(kwargs={"scope": "dirty", "reason": reason, "wait": SHORT / 2})
 
 
 def _after_recompute(reason: str) -> None:
     """What follows every committed recompute (scheduled, after a sync, after webhook
     events): the snapshot of the last closed month, which queues the alert evaluation.
-    Alerts come after the snapshot so they are keyed by the snapshot version they read."""
-    snapshot.apply_async(kwargs={"reason": reason})
+    Alerts come after the snapshot so they are keyed by the snapshot version they read.
+
+    One snapshot at a time is queued: while one waits in the queue (its flag up), it
+    will read what this recompute committed, so a burst of events costs one snapshot,
+    not one each. The snapshot lowers the flag when it starts."""
+    if claim_flag(SNAPSHOT_QUEUED, _settings(), _engine(), ttl=SHORT):
+        snapshot.apply_async(kwargs={"reason": reason})
 
 
 @app.task(name="nrr.recompute", bind=True, autoretry_for=_TRANSIENT, retry_backoff=10,
           retry_backoff_max=600, retry_jitter=True, max_retries=5,
           soft_time_limit=LONG, time_limit=LONG + 60)
 def recompute(self: Task, scope: str = "dirty", customer_ids: list[str] | None = None,
-              reason: str | None = None, follow_up: bool = True) -> dict[str, Any] | None:
-    """Recompute ``all`` customers, the ``dirty`` ones, or ``customer_ids``."""
-    from nrr.services import recompute as service
-
-    if scope not in ("all", "dirty", "customers"):
+              reason: str | None = None, follow_up: bool = True,
+              wait: float = 0.0) -> dict[str, Any] | None:
+    """Recompute ``all`` customers, the ``dirty`` ones, or ``customer_ids``; ``wait``
+    seconds for a running recompute before retrying later."""
+    if scope not in pipeline.SCOPES:
         log.error("task.rejected", reason=f"unknown scope {scope!r}: use all, dirty or customers")
         return None
     settings, engine = _settings(), _engine()
-    with account_lock(RECOMPUTE_LOCK, settings, engine) as acquired:
-        if not acquired:
-            # The running recompute may have read the mirror before the latest changes.
-            log.info("task.deferred", reason="another recompute of this account is running")
-            raise self.retry(countdown=min(30.0, settings.worker.lock_ttl_seconds),
-                             max_retries=40)
-        with session_scope(engine) as session:
-            if scope == "all":
-                result = service.recompute(session, settings)
-            elif scope == "dirty":
-                result = service.recompute_dirty(session, settings)
-            else:
-                result = service.recompute(session, settings, customer_ids=customer_ids or [])
+
+    def lower_flag() -> None:
+        # Lowered once the lock is held, before the marks are read: an event committing
+        # from now on queues another recompute.
+        clear_flag(RECOMPUTE_QUEUED, settings, engine)
+
+    result = pipeline.recompute(engine, settings, scope=scope, customer_ids=customer_ids or [],
+                                wait=wait, on_locked=lower_flag)
+    if result is None:
+        # The running recompute may have read the mirror before the latest changes.
+        log.info("task.deferred", reason="another recompute of this account is running")
+        raise self.retry(countdown=min(30.0, settings.worker.lock_ttl_seconds), max_retries=40)
     if follow_up:
         _after_recompute(reason or f"after {scope} recompute")
-    return result.as_dict()
+    return result.as_dict()  # type: ignore[no-any-return]
 
 
 @app.task(name="nrr.snapshot", bind=True, autoretry_for=_TRANSIENT, retry_backoff=10,
@@ -200,16 +194,11 @@ def recompute(self: Task, scope: str = "dirty", customer_ids: list[str] | None =
 def snapshot(self: Task, month: str | None = None, reason: str | None = None,
              follow_up: bool = True) -> dict[str, Any]:
     """Take the retention snapshot of ``month`` (default: the month that just closed)."""
-    from nrr.services.snapshots import SnapshotError, last_closed_month, take_snapshots
-
-    settings, engine = _settings(), _engine()
-    month = month or last_closed_month(settings)
-    try:
-        with session_scope(engine) as session:
-            result = take_snapshots(session, settings, month, reason=reason)
-    except SnapshotError as exc:
-        log.info("task.skipped", month=month, reason=str(exc))
-        return {"month": month, "skipped": str(exc)}
+    # Lowered before reading: a recompute committing from now on queues another snapshot.
+    clear_flag(SNAPSHOT_QUEUED, _settings(), _engine())
+    month, result, skipped = pipeline.snapshot(_engine(), _settings(), month, reason=reason)
+    if result is None:
+        return {"month": month, "skipped": skipped}
     if follow_up:
         from nrr.services.report_files import publish_report
 
@@ -217,17 +206,11 @@ def snapshot(self: Task, month: str | None = None, reason: str | None = None,
         with session_scope(engine) as session:
             publish_report(session, settings, month)
         evaluate_alerts.apply_async(kwargs={"month": month})
-    return result.as_dict()
+    return result
 
 
 @app.task(name="nrr.evaluate_alerts", bind=True, autoretry_for=_TRANSIENT, retry_backoff=10,
           retry_backoff_max=600, max_retries=5, soft_time_limit=SHORT, time_limit=SHORT + 30)
 def evaluate_alerts(self: Task, month: str | None = None) -> dict[str, Any]:
     """Evaluate the alert rules for ``month`` and deliver what is pending (exactly once)."""
-    from nrr.services.alerts import evaluate_alerts as evaluate
-
-    result = evaluate(_engine(), _settings(), month)
-    return {"month": month, "created": len(result.created)}
-
-
-from worker.dispatch import dispatch_event  # noqa: E402,F401 - `nrr serve` imports it from here
+    return pipeline.alerts(_engine(), _settings(), month)

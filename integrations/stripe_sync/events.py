@@ -104,8 +104,11 @@ def record_event(session: Session, event: Mapping[str, Any], *, source: str) -> 
         "raw": stripe_mirror.to_plain(event),
     }
     insert = dialect_insert(session, table)
-    result = session.execute(insert.values(**row).on_conflict_do_nothing(index_elements=["id"]))
-    return bool(getattr(result, "rowcount", 0))
+    # RETURNING, not rowcount: what a driver reports as the rowcount of a skipped insert
+    # differs (PostgreSQL answered every duplicate as new).
+    inserted = session.execute(insert.values(**row).on_conflict_do_nothing(
+        index_elements=["id"]).returning(table.c.id)).first()
+    return inserted is not None
 
 
 def _quarantine(session: Session, object_type: str, object_id: str | None, reason: str,

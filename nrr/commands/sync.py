@@ -6,6 +6,7 @@ from typing import Any
 
 import typer
 
+from nrr.commands import common
 from nrr.commands.common import (
     CommandFailed,
     OutputFormat,
@@ -15,7 +16,6 @@ from nrr.commands.common import (
     handle_errors,
     settings,
     stderr,
-    under_recompute_lock,
 )
 
 
@@ -36,31 +36,34 @@ def sync_command(
     """Sync from Stripe (backfill, then events), then recompute what changed.
 
     Returns when the mirror, the MRR timeline, the movements and the monthly facts are
-    up to date, so `nrr sync && nrr report` is the minimal flow. Needs STRIPE_API_KEY
-    (a restricted read-only key); needs no Redis and no worker.
+    up to date (every customer left dirty by anything earlier included), with the
+    snapshot of the last closed month and the alerts after them, so `nrr sync && nrr
+    report` is the minimal flow. Needs STRIPE_API_KEY (a restricted read-only key);
+    needs no Redis and no worker.
     """
+    # Imported here: every `nrr` command loads this module.
     from integrations.stripe_client import StripeAccessDenied, StripeUnavailable
-    from integrations.stripe_sync import run_sync
+    from nrr.services import pipeline
 
     cfg = settings()
     cfg.require("stripe_api_key")
     db = engine(cfg)
     show_progress = not no_progress and output is OutputFormat.table and stderr.is_terminal
-    lock = _sync_lock(cfg, db)
     try:
         if show_progress:
             result = _sync_with_progress(db, cfg, full)
         else:
-            result = run_sync(db, cfg, full=full)
+            result = pipeline.sync_mirror(db, cfg, full=full)
+    except pipeline.LockBusy as exc:
+        raise CommandFailed(f"{exc}: the worker or another `nrr sync`; run it again when "
+                            "that one has finished") from None
     except StripeAccessDenied as exc:
         raise CommandFailed(str(exc)) from None
     except StripeUnavailable as exc:
         raise CommandFailed(f"{exc}; run `nrr sync` again to resume where it stopped") from None
-    finally:
-        lock.close()
     document: dict[str, Any] = result.as_dict()
     try:
-        document["recompute"] = _recompute_under_lock(db, cfg, result)
+        refreshed = _refresh(db, cfg, result)
     except CommandFailed:
         raise
     except Exception as exc:  # noqa: BLE001 - the message names what to fix
@@ -68,6 +71,10 @@ def sync_command(
             f"the Stripe sync finished ({result.mode}, {result.objects_stored} objects, "
             f"{result.events_applied} events; the mirror is stored) but the recompute "
             f"failed: {type(exc).__name__}: {exc}") from None
+    document["recompute"] = refreshed.recompute
+    document["snapshot"] = {"month": refreshed.month, "taken": refreshed.snapshot is not None,
+                            "skipped": refreshed.snapshot_skipped}
+    document["alerts"] = refreshed.alerts
     if output is OutputFormat.json:
         emit_json(document)
         return
@@ -85,7 +92,7 @@ def sync_command(
 def _sync_with_progress(db: Any, cfg: Any, full: bool) -> Any:
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from integrations.stripe_sync import run_sync
+    from nrr.services import pipeline
 
     with Progress(SpinnerColumn(), TextColumn("{task.description:<14}"), BarColumn(),
                   TextColumn("{task.completed:>8.0f} objects"), TimeElapsedColumn(),
@@ -100,47 +107,33 @@ def _sync_with_progress(db: Any, cfg: Any, full: bool) -> Any:
                 done = bar.tasks[tasks[resource]].completed
                 bar.update(tasks[resource], total=max(done, 1), completed=max(done, 1))
 
-        return run_sync(db, cfg, full=full, progress=progress)
+        return pipeline.sync_mirror(db, cfg, full=full, progress=progress)
 
 
-def _recompute(db: Any, cfg: Any) -> Any:
-    """Recompute the customers the sync marked dirty (timeline, movements, monthly facts)."""
-    try:
-        from nrr.services.recompute import recompute_dirty
-    except ImportError as exc:
-        if exc.name != "nrr.services.recompute":
-            raise
-        raise CommandFailed("the mirror is synced, but this build has no recompute service "
-                            "(nrr.services.recompute); derived numbers were not updated") from None
-    from nrr.db import session_scope
+def _refresh(db: Any, cfg: Any, result: Any) -> Any:
+    """The rest of the pipeline: every dirty customer recomputed under the account's
+    recompute lock (a running recompute is waited for, up to the worker's time limit for
+    one), then the snapshot and the alerts; the dirty marks survive a timeout."""
+    from nrr.services import pipeline
 
-    with session_scope(db) as session:
-        outcome = recompute_dirty(session, cfg)
-    if hasattr(outcome, "as_dict"):
-        return outcome.as_dict()
-    if isinstance(outcome, (dict, list, int, str)) or outcome is None:
-        return outcome
-    return str(outcome)
+    wait = float(cfg.worker.soft_time_limit_seconds + common.RECOMPUTE_WAIT_MARGIN_SECONDS)
 
+    def waiting(seconds: float) -> None:
+        stderr.print("another recompute of this account is running (the worker or another "
+                     f"command): waiting for it to finish (at most {seconds:.0f} s)",
+                     highlight=False)
 
-def _recompute_under_lock(db: Any, cfg: Any, result: Any) -> Any:
-    """Recompute under the account's recompute lock; the dirty marks survive a timeout."""
-    return under_recompute_lock(db, cfg, lambda: _recompute(db, cfg), (
-        f"the Stripe sync finished ({result.mode}, {result.objects_stored} objects, "
-        f"{result.events_applied} events; the mirror is stored) but another recompute of "
-        "this account held the recompute lock for {wait:.0f} s; the changed customers "
-        "stay marked: run `nrr sync` again later, or let the worker recompute them"))
+    def print_alert(text: str) -> None:
+        # Alerts without a Slack webhook are printed; stdout carries the sync's own output.
+        stderr.print(text, highlight=False, markup=False)
 
-
-def _sync_lock(cfg: Any, db: Any) -> Any:
-    """Hold the account's sync lock (shared with the worker) until ``close()``."""
-    from contextlib import ExitStack
-
-    from nrr.locks import SYNC_LOCK, account_lock
-
-    stack = ExitStack()
-    if not stack.enter_context(account_lock(SYNC_LOCK, cfg, db)):
-        stack.close()
-        raise CommandFailed("another sync of this account is running (the worker or another "
-                            "`nrr sync`); run it again when that one has finished")
-    return stack
+    refreshed = pipeline.refresh(db, cfg, reason="nrr sync", touched=result.customer_ids,
+                                 always=True, wait=wait, on_wait=waiting,
+                                 printer=print_alert)
+    if refreshed is None:
+        raise CommandFailed(
+            f"the Stripe sync finished ({result.mode}, {result.objects_stored} objects, "
+            f"{result.events_applied} events; the mirror is stored) but another recompute of "
+            f"this account held the recompute lock for {wait:.0f} s; the changed customers "
+            "stay marked: run `nrr sync` again later, or let the worker recompute them")
+    return refreshed

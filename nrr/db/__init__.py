@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -30,6 +31,30 @@ def normalise_url(url: str) -> str:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     return url
+
+
+def database_identity(url: str) -> str:
+    """One name per database, however its URL is spelled: what locks are keyed by.
+
+    The PostgreSQL driver spellings (``postgres://``, ``postgresql://``,
+    ``postgresql+psycopg://``) and the default port name one database; a SQLite file is
+    named by its absolute, resolved path (relative paths are relative to the working
+    directory, as SQLite opens them). The password and connection options never take part
+    (the identity is hashed into lock names, and a changed password is the same database).
+    """
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(normalise_url(url))
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or database.startswith("file:"):
+            return f"sqlite:{database or ':memory:'}"
+        return f"sqlite:{Path(database).expanduser().resolve()}"
+    host = (parsed.host or str(parsed.query.get("host") or "")).lower()
+    port = parsed.port or (5432 if backend == "postgresql" else None)
+    user = parsed.username or ""
+    return f"{backend}://{user}@{host}:{port or ''}/{parsed.database or ''}"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

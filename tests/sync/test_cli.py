@@ -164,10 +164,13 @@ def test_sync_gives_up_on_the_recompute_lock_with_a_clear_message(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
+    from sqlalchemy import func, select
+
+    from models.derived import RecomputeRun
     from nrr.commands import common
     from nrr.commands import sync as sync_command
     from nrr.commands.common import CommandFailed
-    from nrr.db import ready_engine
+    from nrr.db import ready_engine, session_scope
     from nrr.locks import RECOMPUTE_LOCK, account_lock
     from nrr.settings import load_settings
 
@@ -175,18 +178,22 @@ def test_sync_gives_up_on_the_recompute_lock_with_a_clear_message(
     settings = settings.model_copy(update={
         "worker": settings.worker.model_copy(update={"soft_time_limit_seconds": 1})})
     monkeypatch.setattr(common, "RECOMPUTE_WAIT_MARGIN_SECONDS", 0)
-    ran: list[str] = []
-    monkeypatch.setattr(sync_command, "_recompute", lambda db, cfg: ran.append("recompute"))
     engine = ready_engine(settings.database_url)
-    synced = SimpleNamespace(mode="events", objects_stored=0, events_applied=3)
+    synced = SimpleNamespace(mode="events", objects_stored=0, events_applied=3,
+                             customer_ids=set())
+
+    def runs() -> int:
+        with session_scope(engine) as session:
+            return int(session.scalar(select(func.count()).select_from(RecomputeRun)) or 0)
+
     with account_lock(RECOMPUTE_LOCK, settings, engine, ttl=30):
         began = time.monotonic()
         with pytest.raises(CommandFailed, match="held the recompute lock for 1 s"):
-            sync_command._recompute_under_lock(engine, settings, synced)
+            sync_command._refresh(engine, settings, synced)
         assert 0.9 <= time.monotonic() - began < 10
-    assert ran == []
-    sync_command._recompute_under_lock(engine, settings, synced)
-    assert ran == ["recompute"]
+    assert runs() == 0
+    sync_command._refresh(engine, settings, synced)
+    assert runs() == 1
 
 
 def test_recompute_command_waits_for_a_running_recompute(tmp_path: Path) -> None:

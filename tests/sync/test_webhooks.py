@@ -19,6 +19,7 @@ from sqlalchemy import Engine, func, select
 from integrations.webhook_app import WEBHOOK_PATH, WebhookApp, create_app, make_webhook_server
 from models.mirror import StripeEvent
 from nrr.db import make_engine, session_scope
+from nrr.services.pipeline import InProcessPipeline
 from tests import stripe_world as sw
 from tests.sync.conftest import make_settings, mirror_snapshot
 from tests.sync.test_sync_events import event
@@ -56,7 +57,6 @@ class Served:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-        self.app.close()
 
 
 @pytest.fixture
@@ -173,17 +173,19 @@ def test_duplicate_and_shuffled_deliveries_end_in_the_ordered_state(tmp_path: An
     }
     for url, sequence in deliveries.items():
         engine = make_engine(url)
-        # Default dispatch: processed in-process on a background thread, as without Redis.
-        served = Served(create_app(make_settings(url), engine))
+        settings = make_settings(url)
+        # Processed in-process on a background thread, as `nrr serve` does without Redis.
+        pipeline = InProcessPipeline(settings, engine)
+        served = Served(create_app(settings, engine, dispatch=pipeline))
         try:
             for payload in sequence:
                 body = json.dumps(payload).encode()
                 status, _ = post(served.url, body, signed(body))
                 assert status == 200
-            assert served.app.dispatcher is not None
-            served.app.dispatcher.join()
+            assert pipeline.join(timeout=60)
         finally:
             served.stop()
+            pipeline.close()
         with session_scope(engine) as session:
             assert session.scalar(select(func.count()).select_from(StripeEvent)) == len(history)
             assert session.scalar(select(func.count()).select_from(StripeEvent).where(

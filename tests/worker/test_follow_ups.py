@@ -13,6 +13,7 @@ from sqlalchemy import Engine, func, select
 from integrations.emulator import EmulatedAccount, EmulatorServer, generate_account
 from integrations.stripe_sync import record_event, run_sync
 from models.derived import AlertDelivery, RecomputeRun, RetentionSnapshot
+from models.mirror import DirtyCustomer
 from nrr.db import make_engine, session_scope
 from nrr.settings import Settings, load_settings
 from tests.worker.conftest import API_KEY, seed_rates
@@ -79,43 +80,46 @@ def _subscription_event(account: EmulatedAccount) -> dict[str, Any]:
     raise AssertionError("no subscription event in 100 changes")
 
 
-def test_a_webhook_event_recompute_is_followed_by_the_snapshot_after_commit(
+def test_a_webhook_event_queues_one_recompute_then_the_snapshot_after_commit(
         world: tuple[Settings, Engine], account: EmulatedAccount,
         monkeypatch: pytest.MonkeyPatch) -> None:
     _settings, engine = world
+    tasks.recompute.apply(kwargs={"scope": "all", "follow_up": False}).get()
     event = _subscription_event(account)
     _record(engine, [event])
-    runs_before = _count(engine, RecomputeRun)
-    sent = _record_sends(monkeypatch, tasks.snapshot, engine, RecomputeRun)
+    recomputes = _record_sends(monkeypatch, tasks.recompute, engine, DirtyCustomer)
+    snapshots = _record_sends(monkeypatch, tasks.snapshot, engine, RecomputeRun)
 
     touched = tasks.process_event.apply(args=[event["id"]]).get()
 
     assert touched
-    # One snapshot (it queues the alerts), sent once the event's recompute was committed.
-    assert sent == [({"reason": f"event {event['id']}"}, runs_before + 1)]
-
-
-def test_a_deferred_event_recompute_goes_through_the_recompute_task(
-        world: tuple[Settings, Engine], account: EmulatedAccount,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    settings, engine = world
-    event = _subscription_event(account)
-    _record(engine, [event])
-    monkeypatch.setattr(tasks, "SHORT", 0.4)  # wait a moment only for the held lock
-    snapshots = _record_sends(monkeypatch, tasks.snapshot, engine, RecomputeRun)
-    recomputes = _record_sends(monkeypatch, tasks.recompute, engine, RecomputeRun)
-    from nrr.locks import RECOMPUTE_LOCK, account_lock
-
-    with account_lock(RECOMPUTE_LOCK, settings, engine) as held:
-        assert held
-        assert tasks.process_event.apply(args=[event["id"]]).get()
-    assert snapshots == []
-    assert [kwargs for kwargs, _ in recomputes] == [
-        {"scope": "dirty", "reason": f"event {event['id']}"}]
-    # That recompute task (which follows up every recompute) then sends the snapshot.
+    # One recompute of the dirty customers, sent once the event's marks were committed.
+    assert recomputes == [({"scope": "dirty", "reason": f"event {event['id']}",
+                            "wait": tasks.SHORT / 2}, len(touched))]
     runs_before = _count(engine, RecomputeRun)
     tasks.recompute.apply(kwargs=recomputes[0][0]).get()
+    assert _count(engine, DirtyCustomer) == 0
+    # That recompute is followed by one snapshot (it queues the alerts), after its commit.
     assert snapshots == [({"reason": f"event {event['id']}"}, runs_before + 1)]
+
+
+def test_a_burst_of_events_queues_one_recompute_until_it_starts(
+        world: tuple[Settings, Engine], account: EmulatedAccount,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _settings, engine = world
+    events = [_subscription_event(account) for _ in range(3)]
+    _record(engine, events)
+    recomputes = _record_sends(monkeypatch, tasks.recompute, engine, DirtyCustomer)
+    _record_sends(monkeypatch, tasks.snapshot, engine, RecomputeRun)
+    touched: set[str] = set()
+    for event in events[:2]:
+        touched |= set(tasks.process_event.apply(args=[event["id"]]).get())
+    assert len(recomputes) == 1  # the first is queued and has not started
+    tasks.recompute.apply(kwargs=recomputes[0][0]).get()
+    assert _count(engine, DirtyCustomer) == 0
+    # An event after that recompute started queues the next one.
+    touched |= set(tasks.process_event.apply(args=[events[2]["id"]]).get())
+    assert len(recomputes) == 2 and touched
 
 
 def test_the_snapshot_is_followed_by_the_alerts_after_commit(

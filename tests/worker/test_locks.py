@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 import threading
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
 
 from models.derived import JobLock
+from nrr.db import make_engine
+from nrr.locks import LockHolder, lock_holder
 from nrr.settings import Settings, load_settings
+from tests.conftest import _fresh_postgres_url
+from tests.support.servers import PostgresServer
 from worker.locks import account_lock, lock_key
+
+NRR = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "nrr")
 
 
 def _settings(db_url: str, redis_url: str | None = None) -> Settings:
@@ -153,3 +164,109 @@ def test_nrr_sync_refuses_while_another_sync_holds_the_lock(
         result = CliRunner().invoke(app, ["sync", "--format", "json"])
     assert result.exit_code == 1
     assert "another sync of this account is running" in result.output
+
+
+# --------------------------------------------------------------------------- one lock per database
+
+
+def test_the_database_identity_ignores_spelling_and_password(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    from nrr.db import database_identity
+
+    one = {database_identity(url) for url in (
+        "postgres://nrr:s3cret-one@db.example:5432/nrr",
+        "postgresql://nrr:other-pw@DB.example/nrr",
+        "postgresql+psycopg://nrr@db.example:5432/nrr?sslmode=require",
+    )}
+    assert one == {"postgresql://nrr@db.example:5432/nrr"}
+    assert database_identity("postgresql://nrr@db.example:5433/nrr") not in one
+    assert database_identity("postgresql://nrr@db.example/other") not in one
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    paths = {database_identity(url) for url in (
+        f"sqlite:///{tmp_path / 'nrr.db'}", "sqlite:///nrr.db", "sqlite:///./sub/../nrr.db")}
+    assert paths == {f"sqlite:{(tmp_path / 'nrr.db').resolve()}"}
+
+
+def _sync_refused(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``nrr sync`` in its own process (it must give up at the lock, before any request)."""
+    full = {k: v for k, v in os.environ.items()
+            if not k.startswith(("NRR_", "STRIPE_", "REDIS_", "DATABASE_", "SLACK_"))}
+    full.update({"STRIPE_API_KEY": "sk_test_lockedout", "STRIPE_API_BASE": "http://127.0.0.1:9",
+                 **env})
+    return subprocess.run([NRR, "sync", "--format", "json"], env=full, capture_output=True,
+                          text=True, timeout=120)
+
+
+def _holder_text() -> str:
+    return f"held by process {os.getpid()} on host {socket.gethostname()} since "
+
+
+def test_three_spellings_of_one_postgresql_url_take_one_lock(
+        postgres_server: PostgresServer) -> None:
+    url = _fresh_postgres_url(postgres_server)  # postgresql+psycopg://postgres@host:port/db
+    rest = url.split("://", 1)[1]
+    user, _, location = rest.partition("@")
+    spellings = [f"postgres://{user}:not-the-key@{location}", f"postgresql://{rest}", url]
+    settings = [_settings(spelled) for spelled in spellings]
+    keys = {lock_key("sync", s) for s in settings}
+    assert len(keys) == 1 and "not-the-key" not in next(iter(keys))
+    engines = [make_engine(spelled) for spelled in spellings]
+    try:
+        with account_lock("sync", settings[0], engines[0], ttl=30) as first:
+            assert first
+            for other_settings, other_engine in zip(settings[1:], engines[1:], strict=True):
+                with account_lock("sync", other_settings, other_engine, ttl=30) as other:
+                    assert not other
+            # The second sync, spelled differently, is refused and names the holder.
+            refused = _sync_refused({"DATABASE_URL": spellings[1]})
+        assert refused.returncode == 1, refused.stderr
+        assert "another sync of this account is running" in refused.stderr
+        assert _holder_text() in refused.stderr
+        assert "not-the-key" not in refused.stderr
+        with account_lock("sync", settings[2], engines[2], ttl=30) as later:
+            assert later
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
+def test_relative_and_absolute_paths_of_one_sqlite_file_take_one_lock(
+        sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = Path(sqlite_url.removeprefix("sqlite:///"))
+    monkeypatch.chdir(path.parent)
+    absolute, relative = _settings(sqlite_url), _settings(f"sqlite:///{path.name}")
+    assert lock_key("recompute", absolute) == lock_key("recompute", relative)
+    absolute_engine, relative_engine = make_engine(sqlite_url), make_engine(relative.database_url)
+    try:
+        with account_lock("recompute", absolute, absolute_engine, ttl=30) as first:
+            assert first
+            with account_lock("recompute", relative, relative_engine, ttl=30) as second:
+                assert not second
+    finally:
+        absolute_engine.dispose()
+        relative_engine.dispose()
+
+
+def test_the_holder_is_recorded_and_named(lock_settings: Settings, db_engine: Engine) -> None:
+    assert lock_holder("sync", lock_settings, db_engine) is None
+    env = {"DATABASE_URL": lock_settings.database_url,
+           **({"REDIS_URL": lock_settings.redis_url} if lock_settings.redis_url else {})}
+    with account_lock("sync", lock_settings, db_engine, ttl=30) as held:
+        assert held
+        holder = lock_holder("sync", lock_settings, db_engine)
+        assert holder is not None
+        assert (holder.host, holder.pid) == (socket.gethostname(), os.getpid())
+        assert holder.started_at is not None
+        assert abs((datetime.now(UTC) - holder.started_at).total_seconds()) < 60
+        refused = _sync_refused(env)
+    assert refused.returncode == 1, refused.stderr
+    assert _holder_text() in refused.stderr
+    assert lock_holder("sync", lock_settings, db_engine) is None
+
+
+def test_an_unreadable_holder_record_is_named_as_such() -> None:
+    assert LockHolder.parse("dead-token") == LockHolder(raw="dead-token")
+    assert LockHolder.parse("dead-token").describe() == "held by an unrecorded holder"  # type: ignore[union-attr]
+    assert LockHolder.parse(None) is None

@@ -38,7 +38,6 @@ def webhook_url(worker_env: dict[str, str], engine_of: Callable[[str], Engine]) 
     yield f"http://127.0.0.1:{server.server_port}{WEBHOOK_PATH}"
     server.shutdown()
     server.server_close()
-    app.close()
 
 
 def test_a_cancellation_posted_as_a_webhook_reaches_the_stored_mrr(
