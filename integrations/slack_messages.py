@@ -129,6 +129,11 @@ def _waterfall_block(ctx: MessageContext) -> dict[str, Any]:
 def _policies_block(ctx: MessageContext, extra: list[str]) -> dict[str, Any]:
     policies = ", ".join(f"{key}={_policy_value(value)}" for key, value in ctx.policies.items())
     elements = [{"type": "mrkdwn", "text": f"Policies in force: {escape_mrkdwn(policies) or 'defaults'}"}]
+    if ctx.left_out:
+        who = "1 customer" if ctx.left_out == 1 else f"{ctx.left_out} customers"
+        elements.append({"type": "mrkdwn", "text": (
+            f":warning: {who} left out of these numbers (history could not be computed): "
+            "`nrr status` lists them, `nrr customer ID` shows why")})
     elements += [{"type": "mrkdwn", "text": escape_mrkdwn(item)} for item in extra]
     return {"type": "context", "elements": elements}
 
@@ -198,6 +203,8 @@ def build_alert_message(finding: Finding, ctx: MessageContext) -> SlackMessage:
     lines += _metric_lines(finding)
     blocks = [_header(header), _section("\n".join(lines)), *_body(ctx, _extra(finding, ctx))]
     text = f"[{severity}] {finding.summary} — {obs.month}{scope}"
+    if ctx.left_out:
+        text += f" ({ctx.left_out} customer(s) left out: see `nrr status`)"
     return fit_to_limits(SlackMessage(text, blocks))
 
 

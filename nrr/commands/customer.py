@@ -9,9 +9,9 @@ import typer
 from nrr.commands.common import (
     CommandFailed,
     OutputFormat,
-    UsageError,
     emit_json,
     engine,
+    format_option,
     handle_errors,
     settings,
     stdout,
@@ -65,6 +65,19 @@ def _print_tables(document: dict[str, Any]) -> None:
         Column("before", "MRR before", "money", 2), Column("after", "MRR after", "money", 2),
         Column("subscription", "subscription", "text", 3)], ledger, console=stdout,
         formatter=lambda column, value: value)
+    if document.get("scheduled"):
+        scheduled = [{
+            "day": str(c["effective_at"] or "")[:10],
+            "cause": text(str(c["cause"] or "").replace("_", " ")),
+            "bound": text(c["bound"]),
+            "change": ("+" if (c["amount"] or 0) > 0 else "") + money(c["amount"], places),
+            "subscription": text(c["subscription_id"]),
+        } for c in document["scheduled"]]
+        print_table(f"Scheduled changes from the outlook ({cur.upper()})", [
+            Column("day", "day", "text", 0), Column("cause", "cause", "text", 0),
+            Column("bound", "bound", "text", 2), Column("change", "change", "money", 0),
+            Column("subscription", "subscription", "text", 3)], scheduled, console=stdout,
+            formatter=lambda column, value: value)
 
 
 def register(app: typer.Typer) -> None:
@@ -73,12 +86,9 @@ def register(app: typer.Typer) -> None:
     def customer_command(
         customer_id: str = typer.Argument(..., metavar="ID",
                                           help="The Stripe customer id (cus_...)."),
-        output: OutputFormat = typer.Option(OutputFormat.table, "--format",
-                                            help="Output format: table or json."),
+        output: OutputFormat = format_option("table", "json", help="Output format: table or json."),
     ) -> None:
         """Show one customer's MRR history, movements and the ledger causes behind them."""
-        if output is OutputFormat.csv:
-            raise UsageError("nrr customer prints table or json; csv has no single shape here")
         from nrr.db import session_scope
         from nrr.services.report import CustomerNotFound, customer_detail
 
@@ -100,4 +110,11 @@ def register(app: typer.Typer) -> None:
                      f"{document['first_paid_month'] or 'never'}; MRR now "
                      f"{_amount(document['current_mrr'] or 0, minor_exponent(document['currency']))} "
                      f"{document['currency'].upper()}", highlight=False, markup=False)
+        left_out = document.get("left_out")
+        if left_out:
+            ids = ", ".join(f"{kind}: {value if isinstance(value, str) else ' '.join(map(str, value))}"
+                            for kind, value in left_out["stripe_ids"].items())
+            stdout.print(f"LEFT OUT of every number by the last recompute "
+                         f"({left_out['left_out_at']}): {left_out['reason']}\nStripe ids: {ids}",
+                         highlight=False, markup=False)
         _print_tables(document)

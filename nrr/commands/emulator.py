@@ -8,7 +8,14 @@ from types import FrameType
 
 import typer
 
-from nrr.commands.common import OutputFormat, UsageError, emit_json, handle_errors, stderr
+from nrr.commands.common import (
+    OutputFormat,
+    UsageError,
+    emit_json,
+    format_option,
+    handle_errors,
+    stderr,
+)
 
 TEST_KEY = "sk_test_emulator"
 
@@ -39,9 +46,9 @@ def serve_command(
                                                "--fail-status."),
     fail_status: int = typer.Option(429, "--fail-status", min=400, max=599,
                                     help="Status of the injected failures (429 or 5xx)."),
-    output: OutputFormat = typer.Option(OutputFormat.table, "--format",
-                                        help="How to print the URL and key: table or json "
-                                             "(one document, then serve)."),
+    output: OutputFormat = format_option("table", "json",
+                                         help="How to print the URL and key: table or json "
+                                              "(one document, then serve)."),
 ) -> None:
     """Generate an account and serve it in the foreground until interrupted (Ctrl-C).
 

@@ -12,6 +12,7 @@ from nrr.commands.common import (
     emit_json,
     emit_rows,
     engine,
+    format_option,
     handle_errors,
     settings,
     stdout,
@@ -26,10 +27,10 @@ fx_app = typer.Typer(help="Exchange rates used to convert MRR to the reporting c
 def import_command(
     file: Path = typer.Argument(..., help="CSV file with the header date,currency,rate "
                                           "(rate = reporting-currency units per unit)."),
-    output: OutputFormat = typer.Option(OutputFormat.table, "--format",
-                                        help="Output format: table or json."),
+    output: OutputFormat = format_option("table", "json", help="Output format: table or json."),
 ) -> None:
-    """Import (upsert) exchange rates from a CSV file; a bad row aborts the import with its number."""
+    """Import (upsert) exchange rates from a CSV file; a bad row (a rate that is not a positive
+    number within 1e-9 .. 1e9) aborts the import with its number and exit code 2, importing nothing."""
     from nrr.db import session_scope
     from nrr.services.fx import RateFileError, import_rates_file
 

@@ -12,6 +12,7 @@ from nrr.commands.common import (
     UsageError,
     emit_json,
     engine,
+    format_option,
     handle_errors,
     settings,
     stdout,
@@ -26,8 +27,7 @@ def recompute_command(
                                  "default: every customer."),
     dirty: bool = typer.Option(False, "--dirty", help="Recompute only the customers whose Stripe "
                                                       "data changed since the last recompute."),
-    output: OutputFormat = typer.Option(OutputFormat.table, "--format",
-                                        help="Output format: table or json."),
+    output: OutputFormat = format_option("table", "json", help="Output format: table or json."),
 ) -> None:
     """Rebuild the MRR timeline, the ledger and the monthly facts from the mirror (no Stripe call).
 
@@ -41,8 +41,6 @@ def recompute_command(
         recompute_dirty,
     )
 
-    if output is OutputFormat.csv:
-        raise UsageError("--format csv is not available for recompute: use table or json")
     if dirty and customer:
         raise UsageError("use either --customer or --dirty, not both")
     cfg = settings()
@@ -66,12 +64,21 @@ def recompute_command(
     document["timezone"] = cfg.timezone
     document["skips"] = [{"object_type": s.object_type, "object_id": s.object_id,
                           "reason": s.reason} for s in result.skips]
+    document["left_out_customers"] = [
+        {"customer_id": left.customer_id, "reason": f"{left.stage}: {left.reason}",
+         "stripe_ids": left.stripe_ids} for left in result.left_out]
     if output is OutputFormat.json:
         emit_json(document)
         return
     stdout.print(recompute_summary(document), highlight=False, markup=False, soft_wrap=True)
     for skip in result.skips[:20]:
         typer.echo(f"skipped {skip.object_type} {skip.object_id}: {skip.reason}", err=True)
+    for left in result.left_out[:20]:
+        typer.echo(f"left out customer {left.customer_id} ({left.stage}): {left.reason}", err=True)
+    if result.left_out:
+        from nrr.services.isolation import left_out_note
+
+        typer.echo(left_out_note(len(result.left_out)), err=True)
 
 
 def recompute_summary(document: dict[str, Any]) -> str:

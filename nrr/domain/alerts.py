@@ -183,6 +183,8 @@ class MessageContext:
     dashboard_url: str = "https://dashboard.stripe.com"
     test_mode: bool = False
     snapshot_version: int = 0
+    # Customers left out of the numbers (their history could not be computed).
+    left_out: int = 0
     report_url: str | None = None
     # "t12m": the waterfall and customers are the T12M cohort's, from first_month to month.
     period: str = "monthly"

@@ -123,7 +123,16 @@ def collect_report(session: Session, settings: Settings, *, months: Sequence[str
         "customer_url": f"{stripe_url}customers/",
         "stripe_url": stripe_url,
         "price_names": _price_names(session, top),
+        "left_out": _left_out(session),
     }
+
+
+def _left_out(session: Session) -> dict[str, Any]:
+    """How many customers the last recompute left out, and where to look."""
+    from nrr.services.isolation import left_out_count, left_out_note
+
+    count = left_out_count(session)
+    return {"count": count, "note": left_out_note(count)}
 
 
 def cohort_heat(session: Session, settings: Settings, *,

@@ -325,6 +325,8 @@ class _Contexts:
                                     _causes(item.get("causes") or []), livemode.get(cid))
 
         policies = (doc.policies if doc and doc.policies else policies_in_force(settings))
+        from nrr.services.isolation import left_out_count
+
         return MessageContext(
             month=month, currency=str(metrics.get("currency") or settings.reporting_currency),
             waterfall=waterfall,
@@ -334,6 +336,7 @@ class _Contexts:
             contracted_total=totals.customers_contracted if totals else len(contracted),
             policies=policies, dashboard_url=settings.alerts.stripe_dashboard_url,
             test_mode=settings.stripe_livemode is False,
+            left_out=left_out_count(self.session),
             report_url=report_url(settings, month),
         )
 
@@ -375,6 +378,8 @@ def plan_messages(session: Session, settings: Settings, month: str, *,
     contexts = _Contexts(session, settings, documents)
     previous_month = add_months(month, -1)
     for rule in settings.alerts.rules:
+        if rule.kind == "projected":
+            continue  # evaluated on the outlook below
         try:
             dimension = _check_dimension(rule)
         except ValueError as exc:
@@ -412,6 +417,13 @@ def plan_messages(session: Session, settings: Settings, month: str, *,
                         finding, contexts.get(month, dimension, segment, doc.version,
                                               rule.period), last[1])
                     result.messages.append(_planned("recovery", finding, segment_key, message))
+    # Projected rules read the stored outlook (the current and the next month), whatever
+    # ``month`` is: nrr.services.outlook_alerts.
+    from nrr.services.outlook_alerts import plan_projected
+
+    projected_findings, projected_messages = plan_projected(session, settings)
+    result.findings.extend(projected_findings)
+    result.messages.extend(projected_messages)
     if settings.alerts.digest:
         total = documents.get(month, "monthly", "").get("")
         if total is not None:
