@@ -7,15 +7,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first (cached while only the code changes).
-COPY pyproject.toml README.md LICENSE ./
+# Dependencies first (cached while only the code changes), at the versions of
+# constraints.txt (pinned, generated from the tested environment): rebuilding the image
+# later installs the same versions.
+COPY constraints.txt pyproject.toml README.md LICENSE ./
 COPY nrr ./nrr
 COPY models ./models
 COPY integrations ./integrations
 COPY worker ./worker
-RUN pip install ".[postgres]" \
+RUN pip install --constraint constraints.txt ".[postgres]" \
     && useradd --create-home --uid 10001 nrr \
-    && mkdir -p /data && chown nrr:nrr /data
+    && mkdir -p /data /beat && chown nrr:nrr /data /beat
 
 USER nrr
 WORKDIR /data
@@ -23,6 +25,7 @@ WORKDIR /data
 # The webhook server (`nrr serve --host 0.0.0.0`) listens here.
 EXPOSE 8000
 
+# Exit 1 on an unreachable broker or database, a stale sync or a failed last sync.
 HEALTHCHECK --interval=30s --timeout=5s --retries=3 CMD ["nrr", "status", "--format", "json"]
 
 CMD ["nrr", "--help"]

@@ -90,9 +90,12 @@ def post_event(url: str, event: dict[str, Any], secret: str = SECRET) -> int:
 
 def timeline_of(engine: Engine, customer_id: str) -> list[tuple[str, int, int]]:
     """The customer's stored MRR timeline (currency, effective_at, mrr_micro)."""
+    from sqlalchemy.orm import Session
+
     from models.derived import MrrTimelinePoint
 
-    with engine.connect() as conn:
+    # Through a Session: it reads the live run's rows only (models/live_rows.py).
+    with Session(engine) as conn:
         return [tuple(row) for row in conn.execute(  # type: ignore[misc]
             select(MrrTimelinePoint.currency, MrrTimelinePoint.effective_at,
                    MrrTimelinePoint.mrr_micro)

@@ -19,6 +19,7 @@ from typing import Any
 from nrr.domain.alerts import (
     METRIC_LABEL,
     PERIOD_LABEL,
+    T12M_WATERFALL,
     WATERFALL,
     CustomerMovement,
     Finding,
@@ -95,7 +96,8 @@ def _customers_section(ctx: MessageContext, title: str, customers: list[Customer
     shown = customers[:TOP_CUSTOMERS]
     total = max(total, len(shown))
     if not shown:
-        return _section(f"*{title}*: none this month.")
+        return _section(f"*{title}*: none "
+                        + ("in the T12M cohort." if ctx.period == "t12m" else "this month."))
     lines = [f"*{title}* (largest {len(shown)} of {total:,})"]
     lines += [_customer_line(ctx, c) for c in shown]
     if total > len(shown):
@@ -113,18 +115,25 @@ def _header(text: str) -> dict[str, Any]:
 
 def _waterfall_block(ctx: MessageContext) -> dict[str, Any]:
     fields = []
-    for key, label, sign in WATERFALL:
+    t12m = ctx.period == "t12m"
+    for key, label, sign in (T12M_WATERFALL if t12m else WATERFALL):
         amount = ctx.waterfall.get(key)
         fields.append({"type": "mrkdwn",
                        "text": f"*{label}*\n{fmt_money(amount, ctx.currency, sign)}"})
-    return {"type": "section",
-            "text": {"type": "mrkdwn", "text": f"*MRR waterfall, {month_title(ctx.month)}*"},
-            "fields": fields}
+    title = (f"*T12M cohort waterfall, opening of {month_title(ctx.first_month or ctx.month)} "
+             f"to closing of {month_title(ctx.month)}*" if t12m
+             else f"*MRR waterfall, {month_title(ctx.month)}*")
+    return {"type": "section", "text": {"type": "mrkdwn", "text": title}, "fields": fields}
 
 
 def _policies_block(ctx: MessageContext, extra: list[str]) -> dict[str, Any]:
     policies = ", ".join(f"{key}={_policy_value(value)}" for key, value in ctx.policies.items())
     elements = [{"type": "mrkdwn", "text": f"Policies in force: {escape_mrkdwn(policies) or 'defaults'}"}]
+    if ctx.left_out:
+        who = "1 customer" if ctx.left_out == 1 else f"{ctx.left_out} customers"
+        elements.append({"type": "mrkdwn", "text": (
+            f":warning: {who} left out of these numbers (history could not be computed): "
+            "`nrr status` lists them, `nrr customer ID` shows why")})
     elements += [{"type": "mrkdwn", "text": escape_mrkdwn(item)} for item in extra]
     return {"type": "context", "elements": elements}
 
@@ -135,14 +144,24 @@ def _policy_value(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
+def _movers_title(ctx: MessageContext, kind: str) -> str:
+    if ctx.period == "t12m":
+        return f"{kind} customers of the T12M cohort since {ctx.first_month}"
+    return f"{kind} customers"
+
+
 def _body(ctx: MessageContext, extra_context: list[str]) -> list[dict[str, Any]]:
-    return [
+    blocks = [
         _waterfall_block(ctx),
         {"type": "divider"},
-        _customers_section(ctx, "Churned customers", ctx.churned, ctx.churned_total),
-        _customers_section(ctx, "Contracted customers", ctx.contracted, ctx.contracted_total),
-        _policies_block(ctx, extra_context),
+        _customers_section(ctx, _movers_title(ctx, "Churned"), ctx.churned, ctx.churned_total),
+        _customers_section(ctx, _movers_title(ctx, "Contracted"), ctx.contracted,
+                           ctx.contracted_total),
     ]
+    if ctx.report_url:
+        blocks.append(_section(f"<{ctx.report_url}|Open the full retention report>"))
+    blocks.append(_policies_block(ctx, extra_context))
+    return blocks
 
 
 # --------------------------------------------------------------------------- messages
@@ -184,6 +203,8 @@ def build_alert_message(finding: Finding, ctx: MessageContext) -> SlackMessage:
     lines += _metric_lines(finding)
     blocks = [_header(header), _section("\n".join(lines)), *_body(ctx, _extra(finding, ctx))]
     text = f"[{severity}] {finding.summary} — {obs.month}{scope}"
+    if ctx.left_out:
+        text += f" ({ctx.left_out} customer(s) left out: see `nrr status`)"
     return fit_to_limits(SlackMessage(text, blocks))
 
 
@@ -311,6 +332,9 @@ def render_text(payload: dict[str, Any]) -> str:
 
 
 def _plain(text: str) -> str:
+    """Slack mrkdwn as plain text: links as ``label (url)``, no bold, italics or emoji codes."""
     text = re.sub(r"<([^|>]+)\|([^>]+)>", r"\2 (\1)", text)
+    text = re.sub(r":[a-z][a-z0-9_+-]*: ?", "", text)
+    text = re.sub(r"(?<![\w])_([^_\n]+)_(?![\w])", r"\1", text)
     text = text.replace("*", "").replace("`", "")
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")

@@ -53,6 +53,7 @@ READ_PERMISSIONS = {
     "coupons": "Coupons",
     "subscriptions": "Subscriptions",
     "subscription_items": "Subscriptions",
+    "subscription_schedules": "Subscriptions",
     "invoices": "Invoices",
     "invoice_lines": "Invoices",
     "events": "Events",
@@ -72,6 +73,7 @@ LIST_PATHS = {
     "coupons": "/v1/coupons",
     "subscriptions": "/v1/subscriptions",
     "subscription_items": "/v1/subscription_items",
+    "subscription_schedules": "/v1/subscription_schedules",
     "invoices": "/v1/invoices",
     "events": "/v1/events",
 }

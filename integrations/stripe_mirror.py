@@ -39,6 +39,7 @@ from models.mirror import (
     StripeSubscription,
     StripeSubscriptionItem,
 )
+from models.outlook import StripeSubscriptionSchedule
 from nrr.db.statements import dialect_insert, in_chunks, upsert_rows
 from nrr.domain import fields
 from nrr.logs import get_logger
@@ -46,7 +47,7 @@ from nrr.logs import get_logger
 log = get_logger(__name__)
 
 KINDS = ("customer", "product", "price", "coupon", "subscription", "invoice", "invoice_line",
-         "discount")
+         "discount", "subscription_schedule")
 DELETABLE_KINDS = ("customer", "product", "price", "coupon", "subscription",
                    "subscription_item", "invoice", "discount")
 
@@ -60,6 +61,7 @@ _TABLES: dict[str, Table] = {
     "discount": StripeDiscount.__table__,  # type: ignore[dict-item]
     "invoice": StripeInvoice.__table__,  # type: ignore[dict-item]
     "invoice_line": StripeInvoiceLine.__table__,  # type: ignore[dict-item]
+    "subscription_schedule": StripeSubscriptionSchedule.__table__,  # type: ignore[dict-item]
 }
 
 
@@ -464,8 +466,26 @@ def _parse_discount(obj: Mapping[str, Any], object_id: str, state_at: int, now: 
         out.customer_ids.add(row["customer_id"])
 
 
+def _parse_subscription_schedule(obj: Mapping[str, Any], object_id: str, state_at: int,
+                                 now: datetime, out: _Parsed) -> None:
+    """A subscription schedule (the outlook reads its phases from ``raw``)."""
+    from nrr.domain.records import Skip
+    from nrr.domain.schedule_shapes import parse_schedule
+
+    parsed = parse_schedule(obj)
+    if isinstance(parsed, Skip):
+        raise MalformedObject(parsed.reason)
+    row = _base(obj, object_id, state_at, now)
+    row.update(customer_id=parsed.customer_id, subscription_id=parsed.subscription_id,
+               status=parsed.status, end_behavior=parsed.end_behavior)
+    out.main.append(row)
+    if parsed.customer_id:
+        out.customer_ids.add(parsed.customer_id)
+
+
 _PARSERS = {
     "discount": _parse_discount,
+    "subscription_schedule": _parse_subscription_schedule,
     "customer": _parse_customer,
     "product": _parse_product,
     "price": _parse_price,

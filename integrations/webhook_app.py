@@ -1,8 +1,11 @@
-"""The Stripe webhook endpoint: a small WSGI app (stdlib ``wsgiref`` serves it).
+"""The Stripe webhook endpoint: a small WSGI app (waitress serves it, see
+:mod:`integrations.webhook_server`).
 
 ``POST /webhooks/stripe`` verifies ``Stripe-Signature`` on the raw body with the endpoint
 secret (the SDK's ``WebhookSignature.verify_header``, tolerance 300 s) and answers 400 on
-a bad or stale signature or a body that is not a JSON event. A good event is recorded in
+a bad or stale signature (or one more than 300 s in the future), a body that is not a
+JSON event or cannot be stored (:mod:`integrations.webhook_input`), and 413 on a body over
+1 MB (after reading it). A good event is recorded in
 ``stripe_events`` (insert if absent by id) and its id handed to ``dispatch`` after the
 commit; a duplicate of an event already processed is a no-op answered 200. Processing
 never happens on the request path, so the answer is fast.
@@ -18,16 +21,17 @@ records and hands on; what runs after new data is the pipeline's.
 from __future__ import annotations
 
 import json
-import socketserver
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import stripe
 from sqlalchemy import Engine, text
 
 from integrations.stripe_sync import record_event
+from integrations.webhook_input import UnstorableInput, parse_event
+from integrations.webhook_server import ServerLimits, WebhookServer
 from models.mirror import StripeEvent
 from nrr.db import session_scope
 from nrr.logs import get_logger
@@ -38,6 +42,8 @@ log = get_logger(__name__)
 WEBHOOK_PATH = "/webhooks/stripe"
 HEALTH_PATH = "/healthz"
 SIGNATURE_TOLERANCE_SECONDS = 300
+# Stripe signs with its own clock; a few minutes ahead of ours is clock drift, more is not.
+FUTURE_TOLERANCE_SECONDS = 300
 MAX_BODY_BYTES = 1_000_000
 REDISPATCH_AFTER_SECONDS = 60
 
@@ -81,9 +87,16 @@ class WebhookApp:
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
+            length = -1
+        if length < 0:
             return _answer(start_response, 400, {"error": "bad Content-Length"})
         if length > MAX_BODY_BYTES:
-            return _answer(start_response, 413, {"error": "body too large"})
+            # Read the body before answering: a sender still writing it would otherwise
+            # see its connection reset (a broken pipe) instead of this 413.
+            _drain(environ["wsgi.input"], length)
+            log.warning("webhook.rejected", reason="body too large", bytes=length)
+            return _answer(start_response, 413, {"error": f"body larger than {MAX_BODY_BYTES} "
+                                                          "bytes"})
         raw = environ["wsgi.input"].read(length) if length > 0 else b""
         signature = environ.get("HTTP_STRIPE_SIGNATURE")
         try:
@@ -94,14 +107,16 @@ class WebhookApp:
             return self._reject(start_response, "body is not UTF-8")
         except stripe.SignatureVerificationError as exc:
             return self._reject(start_response, f"bad signature: {exc.user_message or exc}")
+        future = _seconds_ahead(signature)
+        if future > FUTURE_TOLERANCE_SECONDS:
+            # The SDK bounds only the past; a time stamp far ahead is a replay kept for later
+            # or a broken clock.
+            return self._reject(start_response, f"signature time stamp {future} s in the "
+                                                 f"future (at most {FUTURE_TOLERANCE_SECONDS})")
         try:
-            event = json.loads(payload)
-        except json.JSONDecodeError:
-            return self._reject(start_response, "body is not JSON")
-        if (not isinstance(event, dict) or event.get("object") != "event"
-                or not isinstance(event.get("id"), str) or not event["id"]
-                or not isinstance(event.get("created"), int)):
-            return self._reject(start_response, "body is not a Stripe event")
+            event = parse_event(payload)
+        except UnstorableInput as exc:
+            return self._reject(start_response, str(exc))
         event_id = event["id"]
         with session_scope(self.engine) as session:
             new = record_event(session, event, source="webhook")
@@ -129,6 +144,24 @@ def _older_than(instant: datetime | None, seconds: float) -> bool:
     return datetime.now(UTC) - instant > timedelta(seconds=seconds)
 
 
+def _drain(stream: Any, length: int) -> None:
+    remaining = length
+    while remaining > 0:
+        chunk = stream.read(min(remaining, 65_536))
+        if not chunk:
+            return
+        remaining -= len(chunk)
+
+
+def _seconds_ahead(signature: str | None) -> int:
+    """How far the signature's ``t=`` lies ahead of this machine's clock (0 if behind)."""
+    for part in (signature or "").split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t" and value.isdigit():
+            return max(0, int(value) - int(time.time()))
+    return 0
+
+
 def _answer(start_response: StartResponse, status: int, document: dict[str, Any],
             headers: list[tuple[str, str]] | None = None) -> list[bytes]:
     body = json.dumps(document).encode("utf-8")
@@ -146,19 +179,8 @@ def create_app(settings: Settings, engine: Engine, dispatch: Dispatch) -> Webhoo
     return WebhookApp(settings, engine, dispatch)
 
 
-class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    # socketserver's default backlog of 5 resets connections when Stripe retries a burst
-    # of deliveries at once; the kernel caps this at somaxconn anyway.
-    request_queue_size = 128
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        log.debug("webhook.http", line=format % args)
-
-
-def make_webhook_server(app: WebhookApp, host: str = "127.0.0.1", port: int = 8000) -> WSGIServer:
-    """A threaded WSGI server for ``app`` (port 0 picks a free port: ``server.server_port``)."""
-    return make_server(host, port, app, server_class=_ThreadingWSGIServer,
-                       handler_class=_QuietHandler)
+def make_webhook_server(app: WebhookApp, host: str = "127.0.0.1", port: int = 8000,
+                        limits: ServerLimits | None = None) -> WebhookServer:
+    """The production server (waitress, :mod:`integrations.webhook_server`) for ``app``
+    (port 0 picks a free port: ``server.server_port``)."""
+    return WebhookServer(app, host, port, limits)

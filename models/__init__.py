@@ -7,10 +7,13 @@ from models.derived import (
     ExchangeRate,
     JobLock,
     LedgerEntry,
+    LiveRun,
     MrrTimelinePoint,
     RecomputeRun,
+    RecomputeShard,
     RetentionSnapshot,
 )
+from models.live_rows import ALL_RUNS, live_run_id, pin_live_run
 from models.mirror import (
     DirtyCustomer,
     QuarantinedObject,
@@ -26,11 +29,23 @@ from models.mirror import (
     StripeSubscriptionItem,
     SyncState,
 )
+from models.outlook import (
+    OutlookChange,
+    OutlookMonth,
+    OutlookOpening,
+    OutlookOpeningDrop,
+    OutlookRun,
+    StripeSubscriptionSchedule,
+)
 
 __all__ = [
+    "ALL_RUNS", "live_run_id", "pin_live_run",
     "AlertDelivery", "Base", "CustomerMonthFact", "DirtyCustomer", "ExchangeRate", "JobLock",
-    "LedgerEntry", "MrrTimelinePoint", "QuarantinedObject", "RecomputeRun", "RetentionSnapshot",
+    "LedgerEntry", "LiveRun", "MrrTimelinePoint", "QuarantinedObject", "RecomputeRun",
+    "RecomputeShard", "RetentionSnapshot",
     "StripeCoupon", "StripeCustomer", "StripeDiscount", "StripeEvent", "StripeInvoice",
     "StripeInvoiceLine", "StripePrice", "StripeProduct", "StripeSubscription",
     "StripeSubscriptionItem", "SyncState", "UTCDateTime",
+    "OutlookChange", "OutlookMonth", "OutlookOpening", "OutlookOpeningDrop", "OutlookRun",
+    "StripeSubscriptionSchedule",
 ]

@@ -21,11 +21,13 @@ class MrrTimelinePoint(Base):
 
     __tablename__ = "mrr_timeline"
     __table_args__ = (
-        UniqueConstraint("customer_id", "currency", "effective_at"),
+        UniqueConstraint("run_id", "customer_id", "currency", "effective_at"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    customer_id: Mapped[str] = mapped_column(String(255), index=True)
+    # The full recompute that wrote the row (``LiveRun``: the one readers see).
+    run_id: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    customer_id: Mapped[str] = mapped_column(String(255))
     currency: Mapped[str] = mapped_column(String(3))
     effective_at: Mapped[int] = mapped_column(BigInteger)
     mrr_micro: Mapped[int] = mapped_column(BigInteger)
@@ -36,11 +38,12 @@ class LedgerEntry(Base):
 
     __tablename__ = "mrr_ledger"
     __table_args__ = (
-        Index("ix_mrr_ledger_month_customer", "month", "customer_id"),
-        Index("ix_mrr_ledger_customer", "customer_id"),
+        Index("ix_mrr_ledger_run_month_customer", "run_id", "month", "customer_id"),
+        Index("ix_mrr_ledger_run_customer", "run_id", "customer_id"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     month: Mapped[str] = mapped_column(String(7))
     effective_at: Mapped[int] = mapped_column(BigInteger)
     customer_id: Mapped[str] = mapped_column(String(255))
@@ -64,12 +67,14 @@ class CustomerMonthFact(Base):
 
     __tablename__ = "customer_month_facts"
     __table_args__ = (
-        Index("ix_customer_month_facts_customer", "customer_id"),
+        Index("ix_customer_month_facts_run_customer", "run_id", "customer_id"),
         # Covers a month's report: GROUP BY movement reads the index only.
-        Index("ix_customer_month_facts_month_movement", "month", "movement",
+        Index("ix_customer_month_facts_run_month_movement", "run_id", "month", "movement",
               "opening_mrr_micro", "closing_mrr_micro", "fx_impact_micro"),
     )
 
+    run_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, default=0,
+                                        server_default="0")
     month: Mapped[str] = mapped_column(String(7), primary_key=True)
     customer_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     opening_mrr_micro: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -83,6 +88,23 @@ class CustomerMonthFact(Base):
     product: Mapped[str | None] = mapped_column(String(255))
     country: Mapped[str | None] = mapped_column(String(8))
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType)
+    # The opening at the rate of the first day of month + 11 (T12M in constant currency);
+    # None on rows written before it existed (read as the opening).
+    opening_t12m_micro: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class LeftOutCustomer(Base):
+    """A customer whose history could not be computed: left out of every number (the
+    rest of the account is computed), with the reason and the Stripe ids to look at. A
+    full recompute replaces the rows; an incremental one replaces its customers' rows."""
+
+    __tablename__ = "left_out_customers"
+
+    customer_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    reason: Mapped[str] = mapped_column(Text)
+    stripe_ids: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    run_id: Mapped[int | None] = mapped_column(BigInteger)
+    left_out_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ExchangeRate(Base):
@@ -103,6 +125,10 @@ class RecomputeRun(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(16))  # full | incremental
+    # A full run: building -> live -> retired (or failed); an incremental one: done.
+    status: Mapped[str] = mapped_column(String(16), default="done", server_default="done")
+    # A sharded full run: how many shards it was split into (``RecomputeShard``).
+    shards: Mapped[int | None] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     customers: Mapped[int] = mapped_column(Integer, default=0)
@@ -110,6 +136,42 @@ class RecomputeRun(Base):
     policies: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     reporting_currency: Mapped[str] = mapped_column(String(3))
     timezone: Mapped[str] = mapped_column(String(64))
+
+
+class LiveRun(Base):
+    """The full recompute whose timeline, ledger and facts readers see (one row, id 1).
+
+    A full recompute writes its rows beside the live run's and then moves this pointer in
+    one short transaction: readers never wait for it and never see half of it
+    (``models.live_rows``)."""
+
+    __tablename__ = "live_run"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    run_id: Mapped[int] = mapped_column(BigInteger)
+    # The run that was live before (its rows are kept until the next switch, for readers
+    # that pinned it).
+    previous_run_id: Mapped[int | None] = mapped_column(BigInteger)
+    switched_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RecomputeShard(Base):
+    """One customer range of a sharded full recompute; ``finished_at`` set in the same
+    transaction as its rows, so a shard is either wholly written or not at all."""
+
+    __tablename__ = "recompute_shards"
+
+    run_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    # Customer ids from ``from_customer`` (inclusive) to ``to_customer`` (exclusive; None:
+    # no end), in Python's (binary) order.
+    from_customer: Mapped[str] = mapped_column(String(255))
+    to_customer: Mapped[str | None] = mapped_column(String(255))
+    customers: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The shard's figures (``RecomputeResult.as_dict`` and its skips) for the final step.
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
 
 class RetentionSnapshot(Base):

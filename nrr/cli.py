@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import sys
 
 import typer
 
@@ -27,8 +30,10 @@ COMMAND_MODULES = [
     "nrr.commands.report",
     "nrr.commands.customer",
     "nrr.commands.cohorts",
+    "nrr.commands.outlook",
     "nrr.commands.status",
     "nrr.commands.serve",
+    "nrr.commands.dashboard",
     "nrr.commands.worker",
     "nrr.commands.snapshots",
     "nrr.commands.alerts",
@@ -50,10 +55,11 @@ def _root(
                                  help="Print the version and exit."),
 ) -> None:
     """Keep Net Revenue Retention true and current from a Stripe account."""
-    import sys
 
     from nrr.logs import configure_from_settings, configure_logging, redact
     from nrr.settings import ConfigError, load_settings
+
+    _sigterm_like_ctrl_c()
 
     try:
         configure_from_settings(load_settings())
@@ -69,9 +75,39 @@ for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _sigterm_like_ctrl_c() -> None:
+    """SIGTERM (`kill`, `docker stop`, a CI timeout) unwinds the command like Ctrl-C, so
+    its locks are released and its transactions rolled back instead of the process
+    vanishing with a lease that blocks the next run until it expires. Commands that
+    manage their own shutdown (the Celery worker) install their own handler later."""
+    import signal
+    import threading
+
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
 def main() -> None:
     # Typer exits 2 on usage errors already (click's convention).
-    app()
+    code: int | str | None = 0
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `nrr report --format csv | head`: what is still buffered has no reader left; that
+        # is the reader's choice, not a failure. stdout goes to /dev/null so the
+        # interpreter's own final flush does not fail again.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(code)
 
 
 if __name__ == "__main__":

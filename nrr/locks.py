@@ -23,7 +23,6 @@ by either never runs beside another. This module imports neither Celery nor the 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
 import threading
@@ -59,49 +58,58 @@ def lock_key(name: str, settings: Settings) -> str:
     return f"nrr:lock:{account}:{name}"
 
 
+def _owner() -> str:
+    """``host:pid:started:random``: the lock's value says who holds it and since when."""
+    return f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}:{uuid.uuid4().hex}"
+
+
 @dataclass(frozen=True)
 class LockHolder:
-    """Who holds a lock, as recorded when it was taken (a JSON object, so fields can be
-    added; a record this version cannot read is kept as ``raw``)."""
+    """Who holds a lock, from its stored owner and lease."""
 
-    host: str | None = None
-    pid: int | None = None
-    started_at: datetime | None = None
-    token: str = ""
-    raw: str | None = None
+    host: str
+    pid: int | None
+    started_at: datetime | None
+    expires_at: datetime | None
+    # The holder runs on this machine and its process is gone (killed): nobody renews the
+    # lease, which frees the lock when it ends.
+    stale: bool
 
-    def record(self) -> str:
-        return json.dumps({"host": self.host, "pid": self.pid, "token": self.token,
-                           "started_at": None if self.started_at is None
-                           else self.started_at.isoformat(timespec="seconds")},
-                          separators=(",", ":"))
-
-    @classmethod
-    def parse(cls, record: str | bytes | None) -> LockHolder | None:
-        if record is None:
-            return None
-        text = record.decode("utf-8", "replace") if isinstance(record, bytes) else record
-        try:
-            fields = json.loads(text)
-            started = fields.get("started_at")
-            return cls(host=fields.get("host"), pid=fields.get("pid"),
-                       started_at=datetime.fromisoformat(started) if started else None,
-                       token=str(fields.get("token") or ""))
-        except (ValueError, TypeError, AttributeError):
-            return cls(raw=text)
-
-    def describe(self) -> str:
-        """``held by process 123 on host web-1 since 2026-12-02 15:40:01 UTC``."""
-        if self.host is None and self.pid is None:
-            return "held by an unrecorded holder"
-        since = ("" if self.started_at is None
-                 else f" since {self.started_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC")
-        return f"held by process {self.pid} on host {self.host}{since}"
+    def describe(self, now: datetime | None = None) -> str:
+        moment = now or _utcnow()
+        who = f"{self.host} pid {self.pid}" if self.pid is not None else self.host
+        since = (f", started {self.started_at.isoformat(timespec='seconds')}"
+                 if self.started_at else "")
+        if self.expires_at is not None:
+            left = max(0, int((self.expires_at - moment).total_seconds()))
+            ends = f"{self.expires_at.isoformat(timespec='seconds')} (in {left} s)"
+        else:
+            ends = "an unknown time"
+        if self.stale:
+            return (f"a stale lease: its holder ({who}{since}) is no longer running; the "
+                    f"lease expires at {ends}, then the lock is free")
+        return f"held by {who}{since}; its lease ends at {ends} unless the holder renews it"
 
 
-def _owner() -> str:
-    return LockHolder(host=socket.gethostname(), pid=os.getpid(), started_at=_utcnow(),
-                      token=uuid.uuid4().hex).record()
+def _parse_owner(owner: str, expires_at: datetime | None) -> LockHolder:
+    parts = owner.split(":")
+    host = parts[0] if parts else owner
+    pid = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+    started = (datetime.fromtimestamp(int(parts[2]), UTC)
+               if len(parts) > 3 and parts[2].isdigit() else None)
+    return LockHolder(host, pid, started, expires_at,
+                      stale=host == socket.gethostname() and pid is not None
+                      and not _process_alive(pid))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by another user
+    return True
 
 
 def _utcnow() -> datetime:
@@ -239,6 +247,34 @@ def _database_lock(key: str, engine: Engine, ttl: float, blocking: bool,
 # --------------------------------------------------------------------------- public
 
 
+def lock_holder(name: str, settings: Settings, engine: Engine) -> LockHolder | None:
+    """Who holds the account's lock ``name`` now (None: nobody)."""
+    key = lock_key(name, settings)
+    if settings.redis_url:
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url)
+        try:
+            value: Any = client.get(key)
+            ttl_ms: Any = client.pttl(key)
+        finally:
+            client.close()
+        if value is None:
+            return None
+        owner = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        expires = _utcnow() + timedelta(milliseconds=ttl_ms) if ttl_ms and ttl_ms > 0 else None
+        return _parse_owner(owner, expires)
+    with engine.connect() as conn:
+        row = conn.execute(select(JobLock.owner, JobLock.expires_at)
+                           .where(JobLock.name == key, JobLock.active.is_(True))).first()
+    if row is None:
+        return None
+    expires_at = row.expires_at
+    if expires_at is not None and expires_at.tzinfo is None:
+        expires_at = expires_at.replace(tzinfo=UTC)
+    return _parse_owner(str(row.owner), expires_at)
+
+
 @contextmanager
 def account_lock(name: str, settings: Settings, engine: Engine, *, ttl: float | None = None,
                  blocking: bool = False, timeout: float | None = None) -> Iterator[bool]:
@@ -257,24 +293,6 @@ def account_lock(name: str, settings: Settings, engine: Engine, *, ttl: float | 
     with manager as acquired:
         log.debug("lock.acquired" if acquired else "lock.busy", lock=name)
         yield acquired
-
-
-def lock_holder(name: str, settings: Settings, engine: Engine) -> LockHolder | None:
-    """Who holds the account's lock ``name`` now (None when nobody does)."""
-    key = lock_key(name, settings)
-    if settings.redis_url:
-        import redis
-
-        client = redis.Redis.from_url(settings.redis_url)
-        try:
-            return LockHolder.parse(client.get(key))  # type: ignore[arg-type]
-        finally:
-            client.close()
-    with engine.connect() as conn:
-        row = conn.execute(select(JobLock.owner).where(
-            JobLock.name == key, JobLock.active.is_(True),
-            JobLock.expires_at >= _utcnow())).first()
-    return None if row is None else LockHolder.parse(row.owner)
 
 
 # --------------------------------------------------------------------------- flags

@@ -92,6 +92,9 @@ def configure_logging(level: str = "INFO", json_output: bool = False) -> None:
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)
+    # Python warnings (Celery's SecurityWarning, deprecations) become records too, so
+    # stderr holds only lines of the chosen format.
+    logging.captureWarnings(True)
     # Library chatter (alembic's plugin set-up, per-request HTTP lines) is not ours to show
     # at INFO; it comes back with NRR_LOG_LEVEL=DEBUG.
     quiet = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING

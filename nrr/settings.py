@@ -84,7 +84,8 @@ class AlertRule(_Section):
     name: str
     metric: Literal["nrr", "grr"] = "nrr"
     period: Literal["monthly", "t12m"] = "monthly"
-    kind: Literal["below", "drop"] = "below"
+    # ``projected``: a ``below`` rule on the outlook's NRR/GRR of the current and next month.
+    kind: Literal["below", "drop", "projected"] = "below"
     threshold: float = 100.0
     segment: str | None = None
 
@@ -95,6 +96,10 @@ def default_alert_rules() -> list[AlertRule]:
         AlertRule(name="nrr_t12m_below", metric="nrr", period="t12m", kind="below", threshold=100.0),
         AlertRule(name="grr_monthly_below", metric="grr", period="monthly", kind="below", threshold=90.0),
         AlertRule(name="nrr_monthly_drop", metric="nrr", period="monthly", kind="drop", threshold=5.0),
+        AlertRule(name="nrr_projected_below", metric="nrr", period="monthly", kind="projected",
+                  threshold=100.0),
+        AlertRule(name="grr_projected_below", metric="grr", period="monthly", kind="projected",
+                  threshold=90.0),
     ]
 
 
@@ -160,8 +165,20 @@ class Settings(BaseSettings):
     # Processes of a full recompute of 5,000 customers or more; None: one per core, at
     # most 4; 0 or 1: the recompute runs in the calling process only.
     recompute_workers: int | None = Field(default=None, ge=0, alias="NRR_RECOMPUTE_WORKERS")
+    # Customers per shard of the worker's full recompute: a larger account is split into
+    # shards that every Celery worker (on any machine) takes part in.
+    recompute_shard_customers: int = Field(default=5000, ge=1,
+                                           alias="NRR_RECOMPUTE_SHARD_CUSTOMERS")
     # Path to a metric catalogue YAML replacing the shipped nrr/catalogue/metrics.yaml.
     metric_catalogue: str | None = Field(default=None, alias="NRR_METRIC_CATALOGUE")
+    # The worker writes the HTML report here after each snapshot; Slack messages link to it
+    # under the base URL (where a web server serves that folder).
+    report_dir: str | None = Field(default=None, alias="NRR_REPORT_DIR")
+    report_base_url: str | None = Field(default=None, alias="NRR_REPORT_BASE_URL")
+    # `nrr dashboard` asks for this token (or this user and password) on every request.
+    dashboard_token: SecretStr | None = Field(default=None, alias="NRR_DASHBOARD_TOKEN")
+    dashboard_user: str | None = Field(default=None, alias="NRR_DASHBOARD_USER")
+    dashboard_password: SecretStr | None = Field(default=None, alias="NRR_DASHBOARD_PASSWORD")
 
     # Overrides of the alert rules' thresholds (applied to every matching rule) and the digest.
     alert_nrr_threshold: float | None = Field(default=None, alias="NRR_ALERT_NRR_THRESHOLD")
@@ -182,6 +199,9 @@ class Settings(BaseSettings):
             ("nrr", "t12m", "below"): self.alert_t12m_threshold,
             ("grr", "monthly", "below"): self.alert_grr_threshold,
             ("nrr", "monthly", "drop"): self.alert_drop_points,
+            # Projected rules take the thresholds of the monthly NRR and GRR rules.
+            ("nrr", "monthly", "projected"): self.alert_nrr_threshold,
+            ("grr", "monthly", "projected"): self.alert_grr_threshold,
         }
         for rule in self.alerts.rules:
             value = overrides.get((rule.metric, rule.period, rule.kind))
@@ -219,7 +239,8 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("stripe_api_key", "stripe_webhook_secret", "slack_webhook_url", "redis_url",
-                     "stripe_api_base", mode="before")
+                     "stripe_api_base", "report_dir", "report_base_url", "dashboard_token",
+                     "dashboard_user", "dashboard_password", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():

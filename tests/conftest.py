@@ -20,6 +20,29 @@ from tests.support.servers import PostgresServer, RedisServer, start_postgres, s
 
 _counter = itertools.count()
 
+# The declared markers, applied from what a test uses, so `-m "not postgres"` and friends
+# select what they say: a fixture in the test's closure, or a parameter of it naming the
+# backend (``db_url``'s ``postgresql``, a lock test's ``redis``).
+_MARKER_FIXTURES = {
+    "postgres": {"postgres_server"},
+    "redis": {"redis_server", "redis_url"},
+    "slow": {"start_worker"},  # real Celery worker processes
+}
+_MARKER_PARAMS = {"postgres": {"postgresql", "postgres"}, "redis": {"redis"}}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        params = {value for value in (callspec.params.values() if callspec else ())
+                  if isinstance(value, str)}
+        for marker, names in _MARKER_FIXTURES.items():
+            if fixtures & names or params & _MARKER_PARAMS.get(marker, set()):
+                item.add_marker(getattr(pytest.mark, marker))
+        if item.get_closest_marker("browser") is not None:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -23,7 +23,7 @@ from nrr.logs import configure_from_settings
 from nrr.settings import ConfigError, Settings, load_settings
 from worker.broker import QUEUE, broker_folder, state_dir
 
-TASK_MODULES = ["worker.tasks"]
+TASK_MODULES = ["worker.tasks", "worker.shards"]
 
 
 def broker_options(settings: Settings) -> tuple[str, dict[str, Any]]:
@@ -118,6 +118,7 @@ except ConfigError as exc:  # `celery -A worker.celery_app ...`: exit 2 like the
 
     sys.stderr.write(f"error: {exc}\n")
     raise SystemExit(2) from None
+configure_from_settings(settings)  # from the start: Celery warns before its log set-up
 app = make_celery(settings)
 app.set_current()
 celery = app

@@ -28,7 +28,7 @@ from sqlalchemy.exc import OperationalError
 from integrations.stripe_client import StripeReader, StripeUnavailable
 from models.mirror import SyncState
 from nrr.db import make_engine, session_scope
-from nrr.locks import claim_flag, clear_flag
+from nrr.locks import RECOMPUTE_LOCK, account_lock, claim_flag, clear_flag
 from nrr.logs import get_logger
 from nrr.services import pipeline
 from nrr.settings import Settings
@@ -167,11 +167,28 @@ def recompute(self: Task, scope: str = "dirty", customer_ids: list[str] | None =
               reason: str | None = None, follow_up: bool = True,
               wait: float = 0.0) -> dict[str, Any] | None:
     """Recompute ``all`` customers, the ``dirty`` ones, or ``customer_ids``; ``wait``
-    seconds for a running recompute before retrying later."""
+    seconds for a running recompute before retrying later. A full recompute of an account
+    of more than one shard runs as shards on every worker (:mod:`worker.shards`)."""
     if scope not in pipeline.SCOPES:
         log.error("task.rejected", reason=f"unknown scope {scope!r}: use all, dirty or customers")
         return None
     settings, engine = _settings(), _engine()
+    if scope == "all":
+        from nrr.services.recompute import shards
+
+        with account_lock(RECOMPUTE_LOCK, settings, engine) as acquired:
+            if not acquired:
+                log.info("task.deferred", reason="another recompute of this account is running")
+                raise self.retry(countdown=min(30.0, settings.worker.lock_ttl_seconds),
+                                 max_retries=40)
+            with session_scope(engine) as session:
+                sharded = shards.start(session, settings, minimum_shards=2)
+        if sharded is not None:
+            from worker.shards import send_shards
+
+            clear_flag(RECOMPUTE_QUEUED, settings, engine)
+            send_shards(sharded, reason or "after all recompute", follow_up)
+            return {"kind": "full", "run_id": sharded.run_id, "shards": len(sharded.shards)}
 
     def lower_flag() -> None:
         # Lowered once the lock is held, before the marks are read: an event committing
@@ -200,6 +217,11 @@ def snapshot(self: Task, month: str | None = None, reason: str | None = None,
     if result is None:
         return {"month": month, "skipped": skipped}
     if follow_up:
+        from nrr.services.report_files import publish_report
+
+        # The page first: the alerts that follow link to it (NRR_REPORT_BASE_URL).
+        with session_scope(_engine()) as session:
+            publish_report(session, _settings(), month)
         evaluate_alerts.apply_async(kwargs={"month": month})
     return result
 

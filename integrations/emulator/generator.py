@@ -12,6 +12,7 @@ Everything is deterministic for a ``seed`` and ``now``.
 
 from __future__ import annotations
 
+import base64
 import calendar
 import copy
 import heapq
@@ -35,7 +36,9 @@ EVENT_WINDOW = 30 * DAY
 
 KINDS = ("customers", "products", "prices", "coupons", "subscriptions", "invoices", "events")
 
-_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# Random id tails are base64 of random bytes with its two symbols made letters (Stripe's
+# ids are alphanumeric).
+_ALNUM = bytes.maketrans(b"+/", b"Xq")
 
 COUNTRIES = (("US", 50), ("GB", 15), ("DE", 12), ("FR", 8), ("JP", 10), ("CA", 5))
 CURRENCY_OF = {"US": "usd", "CA": "usd", "GB": "gbp", "DE": "eur", "FR": "eur", "JP": "jpy"}
@@ -84,7 +87,8 @@ class StripeIds:
 
     def new(self, prefix: str) -> str:
         while True:
-            found = f"{prefix}_{''.join(self._rng.choices(_ALPHABET, k=16))}"
+            tail = base64.b64encode(self._rng.randbytes(12)).translate(_ALNUM).decode()
+            found = f"{prefix}_{tail}"
             if found not in self._used:
                 self._used.add(found)
                 return found

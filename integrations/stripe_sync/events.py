@@ -44,6 +44,11 @@ EVENT_TYPE_GROUPS: tuple[tuple[str, ...], ...] = (
         "customer.subscription.resumed", "customer.subscription.pending_update_applied",
         "customer.subscription.pending_update_expired",
         "customer.discount.created", "customer.discount.updated", "customer.discount.deleted",
+        # Subscription schedules: the later phases and ends the outlook reads.
+        "subscription_schedule.created", "subscription_schedule.updated",
+        "subscription_schedule.released", "subscription_schedule.canceled",
+        "subscription_schedule.completed", "subscription_schedule.aborted",
+        "subscription_schedule.expiring",
     ),
     (
         "invoice.created", "invoice.updated", "invoice.finalized", "invoice.paid",
@@ -68,6 +73,7 @@ _OBJECT_KINDS: dict[str, tuple[str, str, Mapping[str, Any]]] = {
     "subscription": ("subscription", "subscriptions",
                      {"expand": ["discounts", "items.data.discounts"]}),
     "invoice": ("invoice", "invoices", {"expand": ["discounts"]}),
+    "subscription_schedule": ("subscription_schedule", "subscription_schedules", {}),
 }
 
 
@@ -244,8 +250,8 @@ def _store_fetched(session: Session, client: StripeReader, object_type: str, obj
     state_at = event_created
     fetched = client.retrieve(resource, object_id, params)
     if fetched is None:
-        if kind == "subscription":
-            log.warning("sync.subscription_missing", object_id=object_id)
+        if kind in ("subscription", "subscription_schedule"):
+            log.warning(f"sync.{kind}_missing", object_id=object_id)
             return set()
         return stripe_mirror.mark_deleted(session, kind, object_id, state_at=state_at)
     if kind == "subscription":
@@ -275,7 +281,12 @@ def _apply_recorded(session: Session, settings: Settings, row: StripeEvent, *,
                     client: StripeReader | None, superseded: bool = False,
                     refetch: bool = False) -> set[str]:
     touched: set[str] = set()
-    if superseded:
+    other_mode = _other_mode(session, settings, row)
+    if other_mode is not None:
+        # One endpoint may receive both modes' events; the other mode's never create or
+        # change this mode's objects. The event stays recorded (raw kept).
+        log.warning("sync.event_skipped", event_id=row.id, type=row.type, reason=other_mode)
+    elif superseded:
         # A newer event of the same object comes later in this batch and carries a newer
         # full state; the event stays recorded (raw kept) for the history.
         pass
@@ -292,6 +303,43 @@ def _apply_recorded(session: Session, settings: Settings, row: StripeEvent, *,
                  reason="event type does not affect revenue")
     row.processed_at = utcnow()
     return touched
+
+
+def _mode_name(livemode: bool) -> str:
+    return "live" if livemode else "test"
+
+
+def _other_mode(session: Session, settings: Settings, row: StripeEvent) -> str | None:
+    """Why ``row`` belongs to the other mode than this deployment's, or None.
+
+    This deployment's mode is its key's (``sk_live_``/``rk_test_``...); without a key (a
+    webhook server that only records and hands on) it is the mode of the objects already
+    mirrored. An event whose object is stored in the other mode is refused too.
+    """
+    event_live = bool(row.livemode)
+    mode = settings.stripe_livemode
+    if mode is None:
+        stored = session.execute(select(stripe_mirror.table_for("customer").c.livemode)
+                                 .limit(1)).first()
+        mode = None if stored is None else bool(stored[0])
+    if mode is not None and mode != event_live:
+        return (f"a {_mode_name(event_live)}-mode event; this deployment is in "
+                f"{_mode_name(mode)} mode")
+    obj = (row.raw.get("data") or {}).get("object") if isinstance(row.raw, Mapping) else None
+    if not isinstance(obj, Mapping) or not isinstance(obj.get("id"), str):
+        return None
+    kind = DELETION_TYPES.get(row.type) or _OBJECT_KINDS.get(str(obj.get("object")),
+                                                              (None,))[0]
+    if kind is None or kind == "discount":
+        return None
+    table = stripe_mirror.table_for(kind)
+    if "livemode" not in table.c:
+        return None
+    stored = session.execute(select(table.c.livemode).where(table.c.id == obj["id"])).first()
+    if stored is not None and bool(stored[0]) != event_live:
+        return (f"a {_mode_name(event_live)}-mode event for {obj['id']}, stored in "
+                f"{_mode_name(bool(stored[0]))} mode")
+    return None
 
 
 def _fetch_events(reader: StripeReader, since: int) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from nrr.commands.common import (
     emit_json,
     emit_rows,
     engine,
+    format_option,
     handle_errors,
     parse_month,
     settings,
@@ -43,13 +44,6 @@ def _printer(fmt: OutputFormat) -> Any:
     return emit
 
 
-def _check_format(fmt: OutputFormat) -> None:
-    if fmt is OutputFormat.csv:
-        from nrr.commands.common import UsageError
-
-        raise UsageError("alerts commands print table or json, not csv")
-
-
 def _finish(delivery: Any) -> None:
     """Exit 1 when some messages stay pending (an invalid webhook URL is a ConfigError:
     exit 2 before anything changed)."""
@@ -65,12 +59,11 @@ def _finish(delivery: Any) -> None:
 @handle_errors
 def preview_command(
     month: str | None = typer.Option(None, "--month", help=MONTH_HELP),
-    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help=FORMAT_HELP),
+    fmt: OutputFormat = format_option("table", "json", help=FORMAT_HELP),
 ) -> None:
     """Print what would be sent for a month, without sending or storing anything."""
     from nrr.services.alerts import preview
 
-    _check_format(fmt)
     month = parse_month(month) if month is not None else None
     cfg = settings()
     result = preview(engine(cfg), cfg, month)
@@ -101,12 +94,11 @@ def finding_row(finding: dict[str, Any]) -> dict[str, Any]:
 @handle_errors
 def run_command(
     month: str | None = typer.Option(None, "--month", help=MONTH_HELP),
-    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help=FORMAT_HELP),
+    fmt: OutputFormat = format_option("table", "json", help=FORMAT_HELP),
 ) -> None:
     """Evaluate the rules for a month, store each message once and deliver all pending ones."""
     from nrr.services.alerts import evaluate_alerts
 
-    _check_format(fmt)
     month = parse_month(month) if month is not None else None
     cfg = settings()
     result = evaluate_alerts(engine(cfg), cfg, month, printer=_printer(fmt))
@@ -128,12 +120,11 @@ def run_command(
 @alerts_app.command("test")
 @handle_errors
 def test_command(
-    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help=FORMAT_HELP),
+    fmt: OutputFormat = format_option("table", "json", help=FORMAT_HELP),
 ) -> None:
     """Send a sample message to SLACK_WEBHOOK_URL (printed when it is not set)."""
     from nrr.services.alerts import send_test_message
 
-    _check_format(fmt)
     cfg = settings()
     delivery = send_test_message(engine(cfg), cfg, printer=_printer(fmt))
     if fmt is OutputFormat.json:
@@ -148,12 +139,11 @@ def test_command(
 @alerts_app.command("pending")
 @handle_errors
 def pending_command(
-    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help=FORMAT_HELP),
+    fmt: OutputFormat = format_option("table", "json", help=FORMAT_HELP),
 ) -> None:
     """List the messages not delivered yet (they are sent by the next run)."""
     from nrr.services.alerts import pending_deliveries
 
-    _check_format(fmt)
     cfg = settings()
     rows = pending_deliveries(engine(cfg))
     if not rows and fmt is OutputFormat.table:

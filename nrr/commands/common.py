@@ -29,15 +29,41 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
+class PipeConsole(Console):
+    """A rich console for which a reader that went away (``nrr report | head``) ends the
+    command with exit 0: the output was wanted only that far, nothing failed. (rich's own
+    answer is exit 1.)"""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(EXIT_OK)
+
+
 # Messages on stderr are never hard-wrapped: a path or id stays whole for grep and scripts.
-stderr = Console(stderr=True, soft_wrap=True)
-stdout = Console()
+stderr = PipeConsole(stderr=True, soft_wrap=True)
+stdout = PipeConsole()
 
 
 class OutputFormat(str, Enum):
     table = "table"
     json = "json"
     csv = "csv"
+
+
+def format_option(*choices: str, help: str) -> Any:  # noqa: A002 - typer's own name
+    """A ``--format`` option offering only ``choices`` (its help and its checks list
+    exactly what the command prints); the value is an :class:`OutputFormat`."""
+
+    def parse(value: Any) -> OutputFormat:
+        name = value.value if isinstance(value, OutputFormat) else str(value)
+        if name not in choices:
+            raise typer.BadParameter(f"{name!r} is not one of {', '.join(choices)}")
+        return OutputFormat(name)
+
+    return typer.Option(OutputFormat(choices[0]), "--format",
+                        metavar="[" + "|".join(choices) + "]", parser=parse, help=help)
 
 
 class UsageError(Exception):
@@ -156,14 +182,17 @@ def under_recompute_lock(db: Engine, cfg: Settings, work: Callable[[], T],
     takes, so two recomputes of one account never run at once. A running one is waited for
     (up to the worker's time limit for a recompute); then ``timeout_message`` fails the
     command."""
-    from nrr.locks import RECOMPUTE_LOCK, account_lock
+    from nrr.locks import RECOMPUTE_LOCK, account_lock, lock_holder
 
     with account_lock(RECOMPUTE_LOCK, cfg, db) as acquired:
         if acquired:
             return work()
     wait = float(cfg.worker.soft_time_limit_seconds + RECOMPUTE_WAIT_MARGIN_SECONDS)
+    holder = lock_holder(RECOMPUTE_LOCK, cfg, db)
+    held = f" ({holder.describe()})" if holder is not None else ""
     stderr.print("another recompute of this account is running (the worker or another "
-                 f"command): waiting for it to finish (at most {wait:.0f} s)", highlight=False)
+                 f"command){held}: waiting for it to finish (at most {wait:.0f} s)",
+                 highlight=False)
     with account_lock(RECOMPUTE_LOCK, cfg, db, blocking=True, timeout=wait) as acquired:
         if acquired:
             return work()

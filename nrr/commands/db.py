@@ -9,6 +9,7 @@ from nrr.commands.common import (
     OutputFormat,
     emit_json,
     emit_rows,
+    format_option,
     handle_errors,
     settings,
 )
@@ -19,8 +20,7 @@ db_app = typer.Typer(help="Database schema: apply and check the migrations.", no
 @db_app.command("upgrade")
 @handle_errors
 def upgrade_command(
-    output: OutputFormat = typer.Option(OutputFormat.table, "--format",
-                                        help="Output format: table or json."),
+    output: OutputFormat = format_option("table", "json", help="Output format: table or json."),
 ) -> None:
     """Apply the migrations up to head (idempotent)."""
     from nrr.db import current_revision, engine_for, head_revision, upgrade
@@ -39,8 +39,7 @@ def upgrade_command(
 @db_app.command("check")
 @handle_errors
 def check_command(
-    output: OutputFormat = typer.Option(OutputFormat.table, "--format",
-                                        help="Output format: table or json."),
+    output: OutputFormat = format_option("table", "json", help="Output format: table or json."),
 ) -> None:
     """Check the database is at head and matches the models; exit 1 when it does not."""
     from alembic.autogenerate import compare_metadata

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 import time
 from contextlib import redirect_stdout
@@ -23,6 +24,14 @@ from nrr.commands.common import (
 
 COLUMNS = ["month", "opening_mrr", "new", "reactivation", "expansion", "contraction", "churn",
            "closing_mrr", "fx_impact", "nrr", "grr", "band", "customers"]
+
+
+TABLE_COLUMNS = [("month", "month", 0), ("opening_mrr", "opening MRR", 2), ("new", "new", 3),
+                 ("reactivation", "reactivation", 4), ("expansion", "expansion", 3),
+                 ("contraction", "contraction", 3), ("churn", "churn", 2),
+                 ("closing_mrr", "closing MRR", 1), ("fx_impact", "FX impact", 5),
+                 ("nrr", "NRR %", 1), ("grr", "GRR %", 1), ("band", "band", 4),
+                 ("customers", "customers", 4)]
 
 
 # One string per paragraph: the help renderer keeps a docstring's line breaks.
@@ -73,17 +82,21 @@ def demo_command(
 
     options = DemoOptions(output=output_dir, customers=customers, months=months, seed=seed,
                           database_url=database_url)
+    # The alerts the pipeline prints (no SLACK_WEBHOOK_URL) are held back and shown after
+    # the table, so the first screen is the results; other formats keep stdout for exactly
+    # one document and show them on stderr.
+    printed_alerts = io.StringIO()
     try:
-        if output is OutputFormat.table:
+        with redirect_stdout(printed_alerts):
             result = run_demo(options, progress=progress)
-        else:  # keep stdout for exactly one document; printed alerts go to stderr
-            with redirect_stdout(sys.stderr):
-                result = run_demo(options, progress=progress)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     except DemoError as exc:
         raise CommandFailed(str(exc)) from None
 
+    alerts_text = printed_alerts.getvalue().strip()
+    if alerts_text and output is not OutputFormat.table:
+        sys.stderr.write(alerts_text + "\n")
     document = result.as_dict()
     if output is OutputFormat.json:
         emit_json(document)
@@ -100,6 +113,8 @@ def demo_command(
     _print_table(rows, title)
     stdout.print(f"\nAlerts for {result.last_closed_month}: {_alerts_line(result.alerts)}",
                  highlight=False)
+    if alerts_text:
+        stdout.print(f"\n{alerts_text}\n", highlight=False, markup=False, soft_wrap=True)
     stdout.print(f"Finished in {time.monotonic() - started:.1f} s "
                  f"({', '.join(f'{k} {v:.1f} s' for k, v in result.steps.items())}).",
                  highlight=False, soft_wrap=True)
@@ -128,21 +143,20 @@ def _quiet_logs() -> None:
 
 def _print_table(rows: list[dict[str, Any]], title: str) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
-    for column in COLUMNS:
-        table.add_column(column, justify="left" if column in ("month", "band") else "right",
-                         overflow="fold")
-    for row in rows:
-        table.add_row(*[str(row[c]) for c in COLUMNS])
+    from nrr.commands.tables import Column, print_table
+
+    columns = [Column(key, label, "text" if key in ("month", "band") else "money", priority)
+               for key, label, priority in TABLE_COLUMNS]
     # A pipe or a file gets the whole table rather than an 80-column squeeze.
     console = stdout if stdout.is_terminal else Console(width=max(stdout.width, 180))
-    console.print(table)
+    print_table(title, columns, rows, console=console, formatter=lambda column, value: value)
 
 
 def _percent(value: Any) -> str:
-    return "" if value is None else f"{float(value):.2f}"
+    from nrr.commands.tables import percent
+
+    return percent(value)
 
 
 def _row(month: dict[str, Any]) -> dict[str, Any]:
@@ -159,8 +173,8 @@ def _row(month: dict[str, Any]) -> dict[str, Any]:
         "fx_impact": f"{month.get('fx_impact') or 0:,.2f}",
         "nrr": _percent(month.get("nrr")),
         "grr": _percent(month.get("grr")),
-        "band": month.get("band") or "",
-        "customers": customers.get("closing", ""),
+        "band": month.get("band") or "–",
+        "customers": f"{customers.get('closing') or 0:,}",
     }
 
 
@@ -168,6 +182,6 @@ def _alerts_line(alerts: dict[str, Any]) -> str:
     by_status = alerts.get("messages") or {}
     if not by_status:
         return "no rule fired"
-    where = {"printed": "printed above", "sent": "sent to Slack", "pending": "pending"}
+    where = {"printed": "printed below", "sent": "sent to Slack", "pending": "pending"}
     return ", ".join(f"{count} {where.get(status, status)}"
                      for status, count in sorted(by_status.items()))

@@ -8,7 +8,14 @@ from types import FrameType
 
 import typer
 
-from nrr.commands.common import OutputFormat, UsageError, emit_json, handle_errors, stderr
+from nrr.commands.common import (
+    OutputFormat,
+    UsageError,
+    emit_json,
+    format_option,
+    handle_errors,
+    stderr,
+)
 
 TEST_KEY = "sk_test_emulator"
 
@@ -39,9 +46,9 @@ def serve_command(
                                                "--fail-status."),
     fail_status: int = typer.Option(429, "--fail-status", min=400, max=599,
                                     help="Status of the injected failures (429 or 5xx)."),
-    output: OutputFormat = typer.Option(OutputFormat.table, "--format",
-                                        help="How to print the URL and key: table or json "
-                                             "(one document, then serve)."),
+    output: OutputFormat = format_option("table", "json",
+                                         help="How to print the URL and key: table or json "
+                                              "(one document, then serve)."),
 ) -> None:
     """Generate an account and serve it in the foreground until interrupted (Ctrl-C).
 
@@ -78,6 +85,34 @@ def serve_command(
         stderr.print("stopped", highlight=False)
     finally:
         server.stop()
+
+
+@emulator_app.command("rates")
+@handle_errors
+def rates_command(
+    months: int = typer.Option(24, "--months", min=1,
+                               help="Months of history of the served account (as given to "
+                                    "`nrr emulator serve`)."),
+) -> None:
+    """Print the emulator account's exchange rates into NRR_REPORTING_CURRENCY as the CSV
+    `nrr fx import` reads (the rates `nrr demo` imports): its accounts bill in several
+    currencies, and a recompute needs a rate for each."""
+    import sys
+    from datetime import UTC, datetime
+
+    from integrations.emulator.generator import CURRENCIES
+    from nrr.commands.common import settings
+    from nrr.demo import DemoError, demo_rates
+    from nrr.domain.months import add_months, current_month
+
+    cfg = settings()
+    this_month = current_month(cfg.tz, datetime.now(UTC))
+    try:
+        rows = demo_rates(add_months(this_month, -months - 2), this_month,
+                          cfg.reporting_currency, CURRENCIES)
+    except DemoError as exc:
+        raise UsageError(str(exc)) from None
+    sys.stdout.write("date,currency,rate\n" + "".join(f"{d},{c},{r}\n" for d, c, r in rows))
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

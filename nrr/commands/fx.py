@@ -12,8 +12,10 @@ from nrr.commands.common import (
     emit_json,
     emit_rows,
     engine,
+    format_option,
     handle_errors,
     settings,
+    stdout,
 )
 
 fx_app = typer.Typer(help="Exchange rates used to convert MRR to the reporting currency.",
@@ -25,10 +27,10 @@ fx_app = typer.Typer(help="Exchange rates used to convert MRR to the reporting c
 def import_command(
     file: Path = typer.Argument(..., help="CSV file with the header date,currency,rate "
                                           "(rate = reporting-currency units per unit)."),
-    output: OutputFormat = typer.Option(OutputFormat.table, "--format",
-                                        help="Output format: table or json."),
+    output: OutputFormat = format_option("table", "json", help="Output format: table or json."),
 ) -> None:
-    """Import (upsert) exchange rates from a CSV file; a bad row aborts the import with its number."""
+    """Import (upsert) exchange rates from a CSV file; a bad row (a rate that is not a positive
+    number within 1e-9 .. 1e9) aborts the import with its number and exit code 2, importing nothing."""
     from nrr.db import session_scope
     from nrr.services.fx import RateFileError, import_rates_file
 
@@ -50,9 +52,13 @@ def import_command(
     if output is OutputFormat.json:
         emit_json(document)
         return
-    emit_rows([{k: v for k, v in document.items() if k != "next_step"}], output,
-              title="Exchange rates imported")
-    typer.echo(document["next_step"], err=True)
+    currencies = ", ".join(c.upper() for c in result.currencies) or "no currency"
+    span = (f" from {document['first_date']} to {document['last_date']}"
+            if document["first_date"] else "")
+    stdout.print(f"Imported {document['imported']:,} exchange rate(s) into "
+                 f"{cfg.reporting_currency.upper()} for {currencies}{span}.",
+                 highlight=False, markup=False, soft_wrap=True)
+    typer.echo(f"Next: {document['next_step']}", err=True)
 
 
 @fx_app.command("list")

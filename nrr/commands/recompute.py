@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from nrr.commands.common import (
@@ -9,10 +11,11 @@ from nrr.commands.common import (
     OutputFormat,
     UsageError,
     emit_json,
-    emit_rows,
     engine,
+    format_option,
     handle_errors,
     settings,
+    stdout,
     under_recompute_lock,
 )
 
@@ -24,8 +27,7 @@ def recompute_command(
                                  "default: every customer."),
     dirty: bool = typer.Option(False, "--dirty", help="Recompute only the customers whose Stripe "
                                                       "data changed since the last recompute."),
-    output: OutputFormat = typer.Option(OutputFormat.table, "--format",
-                                        help="Output format: table or json."),
+    output: OutputFormat = format_option("table", "json", help="Output format: table or json."),
 ) -> None:
     """Rebuild the MRR timeline, the ledger and the monthly facts from the mirror (no Stripe call).
 
@@ -39,8 +41,6 @@ def recompute_command(
         recompute_dirty,
     )
 
-    if output is OutputFormat.csv:
-        raise UsageError("--format csv is not available for recompute: use table or json")
     if dirty and customer:
         raise UsageError("use either --customer or --dirty, not both")
     cfg = settings()
@@ -64,13 +64,43 @@ def recompute_command(
     document["timezone"] = cfg.timezone
     document["skips"] = [{"object_type": s.object_type, "object_id": s.object_id,
                           "reason": s.reason} for s in result.skips]
+    document["left_out_customers"] = [
+        {"customer_id": left.customer_id, "reason": f"{left.stage}: {left.reason}",
+         "stripe_ids": left.stripe_ids} for left in result.left_out]
     if output is OutputFormat.json:
         emit_json(document)
         return
-    emit_rows([{k: v for k, v in document.items() if k not in ("policies", "skips")}], output,
-              title="Recompute")
+    stdout.print(recompute_summary(document), highlight=False, markup=False, soft_wrap=True)
     for skip in result.skips[:20]:
         typer.echo(f"skipped {skip.object_type} {skip.object_id}: {skip.reason}", err=True)
+    for left in result.left_out[:20]:
+        typer.echo(f"left out customer {left.customer_id} ({left.stage}): {left.reason}", err=True)
+    if result.left_out:
+        from nrr.services.isolation import left_out_note
+
+        typer.echo(left_out_note(len(result.left_out)), err=True)
+
+
+def recompute_summary(document: dict[str, Any]) -> str:
+    """A few sentences instead of a 14-column table of the result."""
+    from nrr.commands.tables import text
+
+    def count(key: str) -> str:
+        return f"{int(document.get(key) or 0):,}"
+
+    lines = [
+        f"Recomputed {count('customers')} customer(s) ({text(document.get('kind'))}) in "
+        f"{float(document.get('seconds') or 0):,.1f} s: {count('facts')} monthly facts, "
+        f"{count('ledger_entries')} ledger entries, {count('timeline_points')} timeline "
+        f"points from {count('lines_read')} invoice lines.",
+    ]
+    if document.get("excluded"):
+        lines.append(f"Excluded by policy: {count('excluded')} customer(s).")
+    if document.get("skipped"):
+        lines.append(f"Skipped: {count('skipped')} object(s), reasons on stderr.")
+    lines.append(f"Reporting currency {str(document.get('reporting_currency')).upper()}, "
+                 f"months in {document.get('timezone')}; run {text(document.get('run_id'))}.")
+    return "\n".join(lines)
 
 
 def register(app: typer.Typer) -> None:

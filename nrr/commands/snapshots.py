@@ -10,6 +10,7 @@ from nrr.commands.common import (
     emit_json,
     emit_rows,
     engine,
+    format_option,
     handle_errors,
     parse_month,
     settings,
@@ -32,8 +33,7 @@ def take_command(
                                           "just ended in NRR_TIMEZONE)."),
     reason: str | None = typer.Option(None, "--reason",
                                       help="Why this snapshot is taken (stored with it)."),
-    output: OutputFormat = typer.Option(OutputFormat.table, "--format",
-                                        help="Output format: table or json."),
+    output: OutputFormat = format_option("table", "json", help="Output format: table or json."),
 ) -> None:
     """Snapshot a closed month (every period and segment). Same content again: nothing is
     written; changed history: a new version beside the old one."""
@@ -96,8 +96,7 @@ def diff_command(
                                    help="Old version (default: the one before --to)."),
     new: int | None = typer.Option(None, "--to", min=1,
                                    help="New version (default: the latest)."),
-    output: OutputFormat = typer.Option(OutputFormat.table, "--format",
-                                        help="Output format: table or json."),
+    output: OutputFormat = format_option("table", "json", help="Output format: table or json."),
 ) -> None:
     """Show what changed between two versions of a month's snapshots, and why (policies,
     definitions or data)."""
@@ -114,8 +113,6 @@ def diff_command(
     if output is OutputFormat.json:
         emit_json({"month": chosen, "diffs": diffs})
         return
-    if output is OutputFormat.csv:
-        raise UsageError("--format csv is not available for diff: use table or json")
     if not diffs:
         stdout.print(f"no snapshot of {chosen} has more than one version: nothing changed",
                      highlight=False)

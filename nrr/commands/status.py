@@ -5,17 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from nrr.commands.common import (
+    EXIT_FAILED,
     OutputFormat,
-    UsageError,
     emit_json,
     emit_rows,
     engine,
+    format_option,
     handle_errors,
     settings,
+    stderr,
     stdout,
 )
+from nrr.logs import redact
 
 
 def register(app: typer.Typer) -> None:
@@ -28,21 +32,36 @@ def _fmt(value: Any) -> str:
 
 @handle_errors
 def status_command(
-    output: OutputFormat = typer.Option(OutputFormat.table, "--format",
-                                        help="Output format: table or json."),
+    output: OutputFormat = format_option("table", "json", help="Output format: table or json."),
 ) -> None:
     """Show the last sync per resource, the event cursor's age, the queue depth, the last
-    snapshot, the last alert, quarantined objects and the last recompute."""
-    from nrr.db import session_scope
-    from nrr.services.status import worker_status
+    snapshot, the last alert, quarantined objects, the last recompute and the customers
+    left out of the numbers (their history could not be computed) with their reasons.
 
-    if output is OutputFormat.csv:
-        raise UsageError("--format csv is not available for status: use table or json")
+    Exits 1 (a failed health check), each reason on stderr, when the database or the broker
+    does not answer, the sync is stale ([schedule] stale_after_intervals sync intervals)
+    or the last sync of a resource failed."""
+    from nrr.db import session_scope
+    from nrr.services.status import health_problems, worker_status
+
     cfg = settings()
-    with session_scope(engine(cfg)) as session:
-        document = worker_status(session, cfg)
+    try:
+        with session_scope(engine(cfg)) as session:
+            document = worker_status(session, cfg)
+    except (OperationalError, InterfaceError) as exc:
+        # No document without the database: one line saying so, and unhealthy.
+        reason = str(exc.orig or exc).splitlines()[0]
+        problem = redact(f"database: cannot connect ({type(exc).__name__}: {reason})")
+        if output is OutputFormat.json:
+            emit_json({"healthy": False, "problems": [problem]})
+        stderr.print(f"[red]unhealthy:[/red] {problem}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    problems = health_problems(document, cfg)
+    document["healthy"] = not problems
+    document["problems"] = problems
     if output is OutputFormat.json:
         emit_json(document)
+        _exit_unhealthy(problems)
         return
     emit_rows(document["sync"], output, title="Sync per resource",
               columns=["resource", "phase", "objects_synced", "windows", "finished_at",
@@ -67,5 +86,19 @@ def status_command(
                                              f"finished {_fmt(run['finished_at'])}"
                                              if run else "-")},
     ]
+    left = document["left_out_customers"]
+    rows.append({"item": "customers left out", "value": str(left["count"])})
     emit_rows(rows, output, title="Worker status", columns=["item", "value"])
+    if left["first"]:
+        emit_rows([{"customer": e["customer_id"], "reason": e["reason"]} for e in left["first"]],
+                  output, title=f"Customers left out of the numbers ({left['count']}; "
+                                f"`nrr customer ID` shows one)", columns=["customer", "reason"])
     stdout.print(f"checked at {document['checked_at']}", highlight=False)
+    _exit_unhealthy(problems)
+
+
+def _exit_unhealthy(problems: list[str]) -> None:
+    for problem in problems:
+        stderr.print(f"[red]unhealthy:[/red] {redact(problem)}", highlight=False)
+    if problems:
+        raise typer.Exit(EXIT_FAILED)

@@ -13,6 +13,7 @@ from nrr.commands.common import (
     emit_json,
     emit_rows,
     engine,
+    format_option,
     handle_errors,
     settings,
     stderr,
@@ -30,8 +31,7 @@ def sync_command(
                                    "reading the events since the last sync."),
     no_progress: bool = typer.Option(False, "--no-progress",
                                      help="Do not draw the progress bar on the terminal."),
-    output: OutputFormat = typer.Option(OutputFormat.table, "--format",
-                                        help="Output format: table or json."),
+    output: OutputFormat = format_option("table", "json", help="Output format: table or json."),
 ) -> None:
     """Sync from Stripe (backfill, then events), then recompute what changed.
 

@@ -46,6 +46,15 @@ WATERFALL = (
     ("churn", "Churn", "-"),
     ("closing_mrr", "Closing MRR", ""),
 )
+# The T12M cohort's own waterfall: paying at the opening of M-11, seen at M's closing. It
+# has no new or reactivated customers by definition.
+T12M_WATERFALL = (
+    ("cohort_opening_mrr", "Cohort opening MRR", ""),
+    ("expansion", "Expansion", "+"),
+    ("contraction", "Contraction", "-"),
+    ("churn", "Churn", "-"),
+    ("cohort_closing_mrr", "Cohort closing MRR", ""),
+)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -174,6 +183,12 @@ class MessageContext:
     dashboard_url: str = "https://dashboard.stripe.com"
     test_mode: bool = False
     snapshot_version: int = 0
+    # Customers left out of the numbers (their history could not be computed).
+    left_out: int = 0
+    report_url: str | None = None
+    # "t12m": the waterfall and customers are the T12M cohort's, from first_month to month.
+    period: str = "monthly"
+    first_month: str | None = None
 
 
 # --------------------------------------------------------------------------- formatting

@@ -72,8 +72,9 @@ just before it).
 
 Only the first metered usage line of a run with an unchanged quantity is guaranteed;
 under ``metered=invoiced`` a line whose amount differs from its neighbours while its key
-is the same is a known approximation of the selection. Tax shares of tax-inclusive
-prices are read from the earliest given positive line of each price.
+is the same is a known approximation of the selection. The tax part of a tax-inclusive price is
+taken out after discounts, at the net share (1 / (1 + rate)) of the latest given line of
+the price that starts at or before the instant (the earliest line before its first).
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ from nrr.domain.pricing import (
     discounted_mrr,
     interval_amount,
     months_per_interval,
+    tax_inclusive,
 )
 from nrr.domain.records import (
     Coupon,
@@ -112,6 +114,8 @@ from nrr.domain.records import (
 from nrr.settings import Policies
 
 FOREVER = 2**62
+# An invoice paid more than this many seconds after its finalisation was past due meanwhile.
+PAID_LATE = 86_400
 KNOWN_STATUSES = frozenset({"incomplete", "incomplete_expired", "trialing", "active", "past_due",
                             "canceled", "unpaid", "paused"})
 
@@ -233,8 +237,13 @@ class _ItemView:
 def _item_segments(item_lines: Sequence[InvoiceLine], present: SubscriptionItem | None,
                    observed: Sequence[Any]) -> list[_Seg]:
     cycle = sorted((ln for ln in item_lines if not ln.proration), key=_cycle_order)
-    prorations = [ln for ln in item_lines if ln.proration]
-    positive_starts = {ln.period_start for ln in prorations if ln.amount >= 0}
+    prorations = [ln for ln in item_lines
+                  if ln.proration and status_class(ln.invoice_status) != "unbilled"]
+    credits = _credit_lines(cycle, prorations)
+    # Instants where a new state starts (a new-state proration line, or a cycle line: after
+    # a billing-cycle reset the new state is a cycle line beside the credit).
+    state_starts = {ln.period_start for ln in prorations if ln.id not in credits}
+    state_starts.update(ln.period_start for ln in cycle)
     # (instant, order, kind, price, quantity, billed, line, event)
     changes: list[tuple[int, int, str, str | None, int | None, bool, InvoiceLine | None, str | None]] = []
     previous: InvoiceLine | None = None
@@ -261,9 +270,7 @@ def _item_segments(item_lines: Sequence[InvoiceLine], present: SubscriptionItem 
     cycle_starts = [ln.period_start for ln in cycle]
     reverts: set[tuple[int, str | None, int | None, bool]] = set()
     for line in prorations:
-        if status_class(line.invoice_status) == "unbilled":
-            continue
-        if line.amount >= 0:
+        if line.id not in credits:
             changes.append((line.period_start, 2, "state", line.price_id, line.quantity, True, line, None))
             coverage_end = max(coverage_end, line.period_end)
             # A prorated state lasts until its period ends; from then the cycle lines' state
@@ -277,7 +284,8 @@ def _item_segments(item_lines: Sequence[InvoiceLine], present: SubscriptionItem 
                 reverts.add((line.period_end, before.price_id, before.quantity, billed_before))
                 changes.append((line.period_end, -1, "state", before.price_id, before.quantity,
                                 billed_before, None, None))
-        elif line.period_start not in positive_starts:
+        elif line.period_start not in state_starts:
+            # A credit alone (the item removed with proration) closes the old state.
             changes.append((line.period_start, 2, "end", None, None, False, line, None))
     if reverts:
         # A cycle line re-stating exactly what a revert restores adds nothing (and is not cited,
@@ -317,6 +325,88 @@ def _item_segments(item_lines: Sequence[InvoiceLine], present: SubscriptionItem 
                 continue
         merged.append(seg)
     return merged
+
+
+def _credit_lines(cycle: Sequence[InvoiceLine], prorations: Sequence[InvoiceLine]) -> set[str]:
+    """Ids of the proration lines that do not set the item's state: the credits of unused
+    time of the old state (and the new state of a change superseded at the same instant).
+
+    What a line is, in this order: Stripe's own word (``credited``: the credited items in
+    its proration details); else which state it matches: at a change, the line whose
+    (price, quantity) is the state in force just before is the credit and a line with
+    another state is the new one. Several changes at one instant (one invoice each) are
+    chained the same way: the change crediting the state in force comes first, its new
+    state is in force for the next. Only when the states cannot tell (no state known
+    before, or every line or no line matching it) does the amount decide (a credit is
+    negative, a new state's line is not). Never the order of the lines or of their ids.
+    """
+    if not prorations:
+        return set()
+    credits: set[str] = set()
+    new_states: list[InvoiceLine] = []
+    by_start: dict[int, dict[str, list[InvoiceLine]]] = {}
+    for line in prorations:
+        by_start.setdefault(line.period_start, {}).setdefault(line.invoice_id, []).append(line)
+    cycle_starts = {ln.period_start for ln in cycle}
+    for start in sorted(by_start):
+        pending = dict(by_start[start])
+        before = _state_before(cycle, new_states, start)
+        chained: list[InvoiceLine] = []
+        in_cycle = start in cycle_starts
+        while pending:
+            found = None
+            for invoice_id in sorted(pending):  # sorted for determinism only: the state decides
+                decided = _credits_by_state(pending[invoice_id], before, in_cycle or len(pending) > 1)
+                if decided is not None:
+                    found = invoice_id, decided
+                    break
+            if found is None:
+                for group in pending.values():  # the states cannot tell: the amounts do
+                    credits.update(ln.id for ln in group if ln.credited or ln.amount < 0)
+                    chained.extend(ln for ln in group if ln.id not in credits)
+                break
+            invoice_id, decided = found
+            credits.update(decided)
+            fresh = [ln for ln in pending.pop(invoice_id) if ln.id not in decided]
+            chained.extend(fresh)
+            if fresh:
+                before = (fresh[-1].price_id, fresh[-1].quantity)
+        # Only the last state of a chain at one instant is ever in force.
+        if len(chained) > 1:
+            credits.update(ln.id for ln in chained[:-1])
+            chained = chained[-1:]
+        new_states.extend(chained)
+    return credits
+
+
+def _credits_by_state(group: Sequence[InvoiceLine], before: tuple[str | None, int | None] | None,
+                      partnered: bool) -> set[str] | None:
+    """The credit lines of one change's lines, by Stripe's word or by the state in force
+    ``before``; None when neither can tell. ``partnered``: another line (a cycle line after
+    a billing-cycle reset, or another change) starts at the same instant."""
+    # Stripe names the credited items on a credit line; their absence proves nothing (older
+    # objects, simulators), so only a named credit decides its change.
+    known = {ln.id for ln in group if ln.credited}
+    if known:
+        return known
+    unknown = list(group)
+    matching = [ln for ln in unknown if before is not None and (ln.price_id, ln.quantity) == before]
+    if matching and (len(matching) < len(unknown) or len(group) == 1 or partnered):
+        return {ln.id for ln in matching}
+    return None
+
+
+def _state_before(cycle: Sequence[InvoiceLine], new_states: Sequence[InvoiceLine],
+                  at: int) -> tuple[str | None, int | None] | None:
+    """(price, quantity) in force just before ``at`` by the lines: the latest cycle line or
+    new-state proration line starting before ``at``."""
+    best: InvoiceLine | None = None
+    for line in (*cycle, *new_states):
+        if line.period_start < at and (best is None or line.period_start >= best.period_start):
+            if best is not None and line.period_start == best.period_start and line.proration < best.proration:
+                continue  # at one instant a proration's new state is the later word
+            best = line
+    return None if best is None else (best.price_id, best.quantity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,13 +496,9 @@ def _status_windows(sub: Subscription, data: CustomerData, sub_lines: Sequence[I
         windows.append(_Window(max(paid_ends) if paid_ends else -FOREVER, FOREVER, "unpaid"))
     elif status == "trialing" and sub.trial_end is None:
         windows.append(_Window(-FOREVER, FOREVER, "trialing"))
-    if status in ("past_due", "unpaid") and policies.past_due_churn_after_days is not None:
-        unpaid = [inv.finalized_at for inv in data.invoices.values()
-                  if inv.subscription_id == sub.id and inv.status in ("open", "uncollectible")
-                  and inv.finalized_at is not None]
-        if unpaid:
-            windows.append(_Window(min(unpaid) + policies.past_due_churn_after_days * 86_400, FOREVER,
-                                   "past_due"))
+    if policies.past_due_churn_after_days is not None:
+        windows.extend(_past_due_windows(sub, data, policies.past_due_churn_after_days))
+    windows.extend(_observed_pauses(sub, data, sub_lines, status))
     if policies.pause_collection == "exclude":
         pauses = sorted((c for c in data.observed if c.kind == "pause_collection" and c.subscription_id == sub.id),
                         key=lambda c: c.at)
@@ -444,6 +530,52 @@ def _status_windows(sub: Subscription, data: CustomerData, sub_lines: Sequence[I
     elif status == "canceled":
         end = sub.canceled_at if sub.canceled_at is not None else coverage_end
     return windows, end
+
+
+def _observed_pauses(sub: Subscription, data: CustomerData, sub_lines: Sequence[InvoiceLine],
+                     status: str) -> list[_Window]:
+    """Pauses the worker saw (events): a resume clears ``status_details.paused`` from the
+    subscription, but never moves the pause the data already dates. A pause whose resume
+    was not seen ends where the next line after it starts (the resume's new period), or
+    lasts while the subscription is still paused."""
+    changes = sorted((c for c in data.observed if c.kind == "status" and c.subscription_id == sub.id),
+                     key=lambda c: (c.at, c.paused is False))
+    windows: list[_Window] = []
+    since: int | None = None
+    for change in changes:
+        if change.paused and since is None:
+            since = change.at
+        elif change.paused is False and since is not None:
+            windows.append(_Window(since, change.at, "paused"))
+            since = None
+    if since is not None:
+        later = [ln.period_start for ln in sub_lines if ln.period_start > since and not ln.proration]
+        end = FOREVER if status == "paused" or not later else min(later)
+        windows.append(_Window(since, end, "paused"))
+    return windows
+
+
+def _past_due_windows(sub: Subscription, data: CustomerData, days: int) -> list[_Window]:
+    """Policy ``past_due_churn_after_days``: from N days after an invoice's finalisation
+    while it stays unpaid, the subscription does not count. What became of it later never
+    moves that instant: an invoice still open or uncollectible (whatever the status now,
+    a dunning cancellation included) keeps it stopped; one paid late resumes it at
+    ``paid_at``. A void invoice was forgiven, not owed: it stops nothing; one paid within a
+    day of its finalisation was a normal payment (Stripe's first retry comes later)."""
+    limit = days * 86_400
+    windows = []
+    for inv in data.invoices.values():
+        if inv.subscription_id != sub.id or inv.finalized_at is None:
+            continue
+        if inv.status in ("open", "uncollectible"):
+            end = FOREVER
+        elif inv.status == "paid" and inv.paid_at is not None and inv.paid_at - inv.finalized_at > PAID_LATE:
+            end = inv.paid_at
+        else:
+            continue
+        if end - inv.finalized_at > limit:
+            windows.append(_Window(inv.finalized_at + limit, end, "past_due"))
+    return windows
 
 
 def _cause(before: _ItemState | None, after: _ItemState | None, prices: Mapping[str, Price], *,
@@ -545,11 +677,7 @@ def _subscription_history(sub: Subscription, sub_lines: Sequence[InvoiceLine], d
                                              *data.customer.discount_ids])}
     discount_windows.sort(key=lambda w: (order.get(w[0].id, len(order)), w[2], w[0].id))
 
-    tax_share: dict[str, Fraction] = {}
-    taxed = [ln for ln in sub_lines if ln.tax_inclusive_amount > 0 and ln.amount > 0 and ln.price_id]
-    for line in sorted(taxed, key=lambda ln: (ln.period_start, ln.id)):
-        if line.price_id and line.price_id not in tax_share:
-            tax_share[line.price_id] = Fraction(line.tax_inclusive_amount, line.amount)
+    net_shares = _net_shares(sub_lines)
 
     points: set[int] = {sub_first}
     for view in views:
@@ -647,13 +775,15 @@ def _subscription_history(sub: Subscription, sub_lines: Sequence[InvoiceLine], d
                             net = line.amount - line.discount_amount - line.tax_inclusive_amount
                             metered_mrr[view.item_id] = max(Fraction(0), Fraction(net)) / months
                     continue
-                amount = interval_amount(price, seg.quantity, currency, tax_share=tax_share.get(price.id))
+                amount = interval_amount(price, seg.quantity, currency)
             except PricingError as exc:
                 if view.item_id not in pricing_failed:
                     skips.append(Skip("subscription_item", view.item_id, str(exc)))
                     pricing_failed.add(view.item_id)
                 continue
-            priced.append(PricedItem(view.item_id, amount, months))
+            net_share = (_net_share_at(net_shares.get(price.id), at)
+                         if tax_inclusive(price, currency) else None)
+            priced.append(PricedItem(view.item_id, amount, months, net_share))
         mrr = discounted_mrr(priced, currency, item_coupons, sub_coupons, cust_coupons)
         mrr.update(metered_mrr)
         for item_id, item_state in current.items():
@@ -712,6 +842,34 @@ def _subscription_history(sub: Subscription, sub_lines: Sequence[InvoiceLine], d
     return intervals, ledger
 
 
+def _net_shares(lines: Iterable[InvoiceLine]) -> dict[str, list[tuple[int, Fraction]]]:
+    """Per price, ``(period_start, net share)`` of its lines with inclusive tax, in time
+    order. Stripe taxes the amount after discounts, so a line's net share is (amount after
+    discounts - tax) / amount after discounts: 1 / (1 + rate) whatever the discount."""
+    shares: dict[str, list[tuple[int, Fraction]]] = {}
+    for line in lines:
+        paid = line.amount - line.discount_amount
+        if line.price_id and line.tax_inclusive_amount > 0 and paid > 0:
+            shares.setdefault(line.price_id, []).append(
+                (line.period_start, Fraction(paid - line.tax_inclusive_amount, paid)))
+    for entries in shares.values():
+        entries.sort(key=lambda entry: entry[0])
+    return shares
+
+
+def _net_share_at(entries: Sequence[tuple[int, Fraction]] | None, at: int) -> Fraction | None:
+    """The net share in force at ``at``: from the latest line starting at or before it (a
+    rate change shows from its first line on), else the earliest line."""
+    if not entries:
+        return None
+    found = entries[0][1]
+    for start, share in entries:
+        if start > at:
+            break
+        found = share
+    return found
+
+
 def _state_dict(state: _ItemState | None) -> dict[str, Any] | None:
     if state is None:
         return None
@@ -731,9 +889,47 @@ def _interval(item_id: str, sub: Subscription, data: CustomerData, opened: tuple
 # --------------------------------------------------------------------------- per customer
 
 
+class UnusableCustomerData(ValueError):
+    """The customer's objects contradict themselves (a required field missing, an unknown
+    enum value, an impossible date): its history cannot be computed. The recompute leaves
+    the customer out with this reason; the rest of the account is computed."""
+
+
+def check_customer_data(data: CustomerData) -> None:
+    """Raise :class:`UnusableCustomerData` naming the first object that makes the customer's
+    history impossible to compute. A subscription dropped alone would rewrite the
+    customer's history (a churn that never happened), so the customer is left out whole."""
+    for sub in data.subscriptions:
+        if not sub.currency:
+            raise UnusableCustomerData(f"subscription {sub.id} has no currency")
+        if sub.status not in KNOWN_STATUSES:
+            raise UnusableCustomerData(f"subscription {sub.id} has unknown status {sub.status!r}")
+        if sub.trial_start is not None and sub.trial_end is not None and sub.trial_end < sub.trial_start:
+            raise UnusableCustomerData(f"subscription {sub.id}: trial ends ({sub.trial_end}) before "
+                                       f"it starts ({sub.trial_start})")
+        if sub.start_date is not None and sub.ended_at is not None and sub.ended_at < sub.start_date:
+            raise UnusableCustomerData(f"subscription {sub.id} ended ({sub.ended_at}) before it "
+                                       f"started ({sub.start_date})")
+        for item in sub.items:
+            if item.quantity is not None and item.quantity < 0:
+                raise UnusableCustomerData(f"subscription item {item.id} has quantity {item.quantity}")
+    for line in data.lines:
+        if line.period_end < line.period_start:
+            raise UnusableCustomerData(f"invoice line {line.id} (invoice {line.invoice_id}): period "
+                                       f"ends ({line.period_end}) before it starts ({line.period_start})")
+        if not line.currency:
+            raise UnusableCustomerData(f"invoice line {line.id} (invoice {line.invoice_id}) has no currency")
+        if line.quantity is not None and line.quantity < 0:
+            raise UnusableCustomerData(f"invoice line {line.id} (invoice {line.invoice_id}) has "
+                                       f"quantity {line.quantity}")
+
+
 def customer_history(data: CustomerData, policies: Policies | None = None, *,
                      now: int | None = None) -> CustomerHistory:
     """The customer's MRR timeline, ledger and item intervals (see the module docstring).
+
+    Raises :class:`UnusableCustomerData` when the objects contradict themselves
+    (:func:`check_customer_data`); callers leave such a customer out with the reason.
 
     Points after ``now`` (a cancellation still ahead, a discount ending) are kept: they are
     what the policies say will happen; callers reporting months cut at ``now``.
@@ -743,6 +939,7 @@ def customer_history(data: CustomerData, policies: Policies | None = None, *,
     customer = data.customer
     if is_excluded(customer, policies.exclude_customers):
         return CustomerHistory(customer.id, {}, excluded=True)
+    check_customer_data(data)
     skips: list[Skip] = []
     subs = {sub.id: sub for sub in data.subscriptions if sub.customer_id == customer.id}
     lines_by_sub: dict[str, list[InvoiceLine]] = {}

@@ -185,9 +185,11 @@ class CohortTotals:
     """A trailing-twelve-month cohort: customers paying at the opening of M-11, seen at M.
 
     ``closing`` is their closing MRR of M (a member who left and came back counts with
-    it); ``kept`` is the sum of min(closing, opening) per member. ``expansion``,
-    ``contraction`` and ``churn`` compare each member's closing of M with its opening of
-    M-11, so opening + expansion - contraction - churn = closing.
+    it); ``kept`` is the sum of min(closing, opening) per member. Both ends are in
+    constant currency (converted at the rate of M's first day); ``fx_impact`` is the
+    window's currency effect: the cohort's opening at M's rate minus at M-11's own rate.
+    ``expansion``, ``contraction`` and ``churn`` compare each member's closing of M with
+    its opening of M-11, so opening + expansion - contraction - churn = closing.
     """
 
     opening: int = 0
@@ -199,6 +201,7 @@ class CohortTotals:
     members: int = 0
     members_paying: int = 0
     members_churned: int = 0
+    fx_impact: int = 0
 
     def __add__(self, other: CohortTotals) -> CohortTotals:
         return CohortTotals(**{name: getattr(self, name) + getattr(other, name)

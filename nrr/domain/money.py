@@ -18,6 +18,29 @@ ZERO_DECIMAL = frozenset(["bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga"
 THREE_DECIMAL = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
 
 
+# Exchange rates are positive numbers within these bounds (definitions: "Exchange rates
+# are positive numbers within 1e-9 .. 1e9"); anything else is refused where it enters.
+RATE_MIN = Decimal("1e-9")
+RATE_MAX = Decimal("1e9")
+
+
+def rate_problem(text: object) -> str | None:
+    """Why ``text`` (a rate as given: string, Decimal, number) is not a usable exchange
+    rate, or None when it is one. Cheap on any input: a huge exponent is compared, never
+    expanded (an exact fraction of ``1e999999999`` would take forever)."""
+    try:
+        rate = text if isinstance(text, Decimal) else Decimal(str(text).strip())
+    except (ArithmeticError, ValueError):
+        return f"rate {text!r} is not a number"
+    if not rate.is_finite():
+        return f"rate {text!r} is not a finite number"
+    if rate <= 0:
+        return f"rate {text!r} must be a positive number"
+    if not RATE_MIN <= rate <= RATE_MAX:
+        return f"rate {text!r} is outside {RATE_MIN} .. {RATE_MAX}"
+    return None
+
+
 def minor_exponent(currency: str) -> int:
     """Digits after the decimal point of ``currency``'s minor unit (0, 2 or 3)."""
     code = currency.lower()
@@ -76,6 +99,9 @@ def conversion_factor(from_currency: str, to_currency: str, rate: Decimal | str)
     at a few dozen (currency, month) rates."""
     if from_currency.lower() == to_currency.lower():
         return 1, 1
+    problem = rate_problem(rate)
+    if problem is not None:  # never turn an unbounded Decimal into an exact fraction
+        raise ValueError(f"{from_currency.upper()} -> {to_currency.upper()}: {problem}")
     factor = (Fraction(Decimal(rate))
               * Fraction(10) ** (minor_exponent(to_currency) - minor_exponent(from_currency)))
     return factor.numerator, factor.denominator

@@ -4,7 +4,8 @@ For month M (calendar month in the configured time zone):
 
 - opening(M) = MRR just before M's first instant; closing(M) = MRR just before M+1's first
   instant (the same instant as opening(M+1)), so a change at exactly 00:00 on the 1st
-  belongs to the new month. Both are converted at M's rate: the latest rate on or before
+  belongs to the new month. For the month holding ``now`` the closing is the MRR at
+  ``now``: a partial month counts what has happened (the rest is in the outlook). Both are converted at M's rate: the latest rate on or before
   M's first day (``rate(currency, day)``; a missing rate raises the caller's error naming
   the currency and the date).
 - movement: o = 0, c > 0 -> ``new`` when the customer was never paying at any earlier
@@ -13,6 +14,9 @@ For month M (calendar month in the configured time zone):
   (o - c). A start and cancel inside one month gives no movement, but the customer has
   been paying from then on.
 - fx_impact(M) = opening(M) - closing(M-1): the rate change only, never a movement.
+- opening_t12m(M): the opening converted at the rate of the first day of M+11, the month
+  whose trailing twelve months start at M, so T12M compares both ends in constant currency
+  (the rate of the window's last month) and exchange rates alone never move it.
 - segment at the opening, or for a customer not paying then, at its first paying instant
   in M: plan (price id) and product of its largest item (ties broken by price id),
   currency of that item, country and metadata of the customer.
@@ -44,12 +48,13 @@ def month_first_day(month: str) -> date:
 
 
 @lru_cache(maxsize=256)
-def month_bounds(first: str, last: str, tz: ZoneInfo) -> tuple[tuple[str, int, int, date], ...]:
-    """(month, first instant, next month's first instant, first day) for each month."""
+def month_bounds(first: str, last: str, tz: ZoneInfo) -> tuple[tuple[str, int, int, date, date], ...]:
+    """(month, first instant, next month's first instant, first day, first day of the
+    month eleven months later) for each month."""
     bounds = []
     for month in month_range(first, last):
         bounds.append((month, month_start(month, tz), month_start(add_months(month, 1), tz),
-                       month_first_day(month)))
+                       month_first_day(month), month_first_day(add_months(month, 11))))
     return tuple(bounds)
 
 
@@ -169,7 +174,7 @@ def customer_month_facts(history: CustomerHistory, customer: Customer, *, rate: 
                   closing_mrr_micro=row[3], movement=row[4], movement_micro=row[5],
                   fx_impact_micro=row[6], first_paid_month=row[7], currency=row[8], plan=row[9],
                   product=row[10], country=row[11],
-                  metadata_=dict(metadata) if metadata else None)
+                  metadata_=dict(metadata) if metadata else None, opening_t12m_micro=row[13])
         for row in customer_month_fact_rows(
             history, customer, factor=factor_lookup(rate, reporting_currency.lower()),
             reporting_currency=reporting_currency, tz=tz, now=now, first_month=first_month,
@@ -177,7 +182,7 @@ def customer_month_facts(history: CustomerHistory, customer: Customer, *, rate: 
 
 
 FactRow = tuple[str, str, int, int, str | None, int, int, str | None, str | None, str | None,
-                str | None, str | None, Any]
+                str | None, str | None, Any, int]
 
 
 def customer_month_fact_rows(history: CustomerHistory, customer: Customer, *,
@@ -188,7 +193,7 @@ def customer_month_fact_rows(history: CustomerHistory, customer: Customer, *,
                              metadata: Any = None) -> list[FactRow]:
     """:func:`customer_month_facts` as plain tuples in the fields' order (month, customer_id,
     opening, closing, movement, movement_micro, fx_impact, first_paid_month, currency,
-    plan, product, country, metadata), ``metadata`` being whatever the caller stores for
+    plan, product, country, metadata, opening_t12m), ``metadata`` being whatever the caller stores for
     the customer's metadata; ``factor`` is a :func:`factor_lookup`. The bulk path of a
     recompute: no object per month."""
     reporting = reporting_currency.lower()
@@ -204,6 +209,10 @@ def customer_month_fact_rows(history: CustomerHistory, customer: Customer, *,
     start_month = first_month or first_paid_month
     if last_month is None:
         last_month = month_of(now if now is not None else max(instants[-1], _now()), tz)
+    if start_month > last_month:
+        # Paying starts after the last reported month (a trial or first payment months
+        # ahead of today): normal data, nothing to report yet.
+        return []
     currencies = steps.currencies
     intervals = history.intervals
     epochs = _epochs(intervals)
@@ -237,7 +246,11 @@ def customer_month_fact_rows(history: CustomerHistory, customer: Customer, *,
             product = product_names.get(product, product)
         return item.currency, item.price_id, product
 
-    for month, begin, end, day in bounds[1:]:
+    for month, begin, end, day, window_end_day in bounds[1:]:
+        if now is not None and begin <= now < end:
+            # The current month counts what has happened up to now (closing = MRR now);
+            # what is scheduled for the rest of it belongs to the outlook.
+            end = now + 1
         opening_native = previous_closing_native
         lo = bisect_left(instants, begin)
         hi = bisect_left(instants, end)
@@ -251,7 +264,8 @@ def customer_month_fact_rows(history: CustomerHistory, customer: Customer, *,
                 opening_native, currencies, previous_day, factor, reporting)
             currency, plan, product = segment(begin - 1, day)
             rows.append((month, customer_id, opening, opening, None, 0, opening - before,
-                         first_paid_month, currency, plan, product, country, metadata))
+                         first_paid_month, currency, plan, product, country, metadata,
+                         _convert(opening_native, currencies, window_end_day, factor, reporting)))
             previous_day, previous_closing = day, opening
             continue
         closing_native = values[hi - 1] if hi else steps.before(end)
@@ -292,8 +306,10 @@ def customer_month_fact_rows(history: CustomerHistory, customer: Customer, *,
         else:
             segment_at = paying_at if paying_at is not None else end - 1
         currency, plan, product = segment(segment_at, day)
+        opening_t12m = (_convert(opening_native, currencies, window_end_day, factor, reporting)
+                        if opening_any else 0)
         rows.append((month, customer_id, opening, closing, movement, amount, fx_impact,
-                     first_paid_month, currency, plan, product, country, metadata))
+                     first_paid_month, currency, plan, product, country, metadata, opening_t12m))
         previous_closing_native, previous_day, previous_closing = closing_native, day, closing
     return rows
 

@@ -14,8 +14,10 @@ All arithmetic is in :class:`Fraction` of minor units; callers round once with
 - metered (``usage_type=metered``): policy ``exclude`` -> 0; ``invoiced`` -> the amount
   invoiced for the last closed usage period (after discounts, without inclusive tax),
   given by the caller.
-- tax-inclusive prices: the tax share of the amount is taken out when it is known (from
-  the invoice lines' inclusive taxes); when unknown nothing can be taken out.
+- tax-inclusive prices: Stripe computes the tax on the amount after discounts, so the tax
+  part is taken out last: MRR = discounted amount x ``net_share`` (the part of a line's
+  amount after discounts that is not tax, i.e. 1 / (1 + rate)), read from the invoice
+  lines' inclusive taxes; when unknown nothing can be taken out.
 - discounts (policy ``discounts``): per billing interval, item discounts first in their
   listed order, then subscription discounts in listed order, then customer discounts.
   ``percent_off`` scales; ``amount_off`` comes off once per interval, never below zero; a
@@ -97,15 +99,21 @@ def _tiered(tiers: Sequence[Tier], mode: str | None, qty: int) -> Fraction:
     raise PricingError(f"quantity {qty} is above the last tier")
 
 
-def interval_amount(price: Price, quantity: int | None, currency: str,
-                    *, tax_share: Fraction | None = None) -> Fraction:
-    """Recurring amount per billing interval in ``currency`` minor units, before discounts.
+def tax_inclusive(price: Price, currency: str) -> bool:
+    """Is the price tax-inclusive in ``currency`` (its currency option may say otherwise)?"""
+    if currency != price.currency:
+        option = price.currency_options.get(currency)
+        if option is not None and option.tax_behavior:
+            return option.tax_behavior == "inclusive"
+    return price.tax_behavior == "inclusive"
 
-    ``tax_share``: for tax-inclusive prices, the known share of tax in the amount.
-    """
+
+def interval_amount(price: Price, quantity: int | None, currency: str) -> Fraction:
+    """Recurring amount per billing interval in ``currency`` minor units, before discounts
+    (tax included for tax-inclusive prices: it is taken out after discounts, see
+    :class:`PricedItem`)."""
     unit = price.unit_amount_decimal
     tiers = price.tiers
-    tax_behavior = price.tax_behavior
     if currency != price.currency:
         option = price.currency_options.get(currency)
         if option is None:
@@ -115,7 +123,6 @@ def interval_amount(price: Price, quantity: int | None, currency: str,
         if price.billing_scheme == "tiered" and not tiers:
             raise PricingError(f"price {price.id} has no tiers for {currency} in currency_options "
                                f"(expand currency_options.{currency}.tiers)")
-        tax_behavior = option.tax_behavior or tax_behavior
     qty = billed_quantity(price, quantity)
     if price.billing_scheme == "tiered":
         amount = _tiered(tiers, price.tiers_mode, qty)
@@ -125,18 +132,22 @@ def interval_amount(price: Price, quantity: int | None, currency: str,
         amount = _frac(unit) * qty
     else:
         raise PricingError(f"unknown billing_scheme {price.billing_scheme!r}")
-    if tax_behavior == "inclusive" and tax_share:
-        amount -= amount * tax_share
     return amount
 
 
 @dataclass(frozen=True, slots=True)
 class PricedItem:
-    """One item at one state, ready for discounts: ``amount`` per interval of ``months``."""
+    """One item at one state, ready for discounts: ``amount`` per interval of ``months``.
+
+    ``net_share``: for a tax-inclusive price, the part of the amount after discounts that
+    is not tax (1 / (1 + rate)); applied after every discount, as Stripe taxes the
+    discounted amount. None: nothing to take out.
+    """
 
     item_id: str
     amount: Fraction
     months: Fraction
+    net_share: Fraction | None = None
 
 
 def discount_in_force(discount: Discount, coupon: Coupon, at: int, policy: str,
@@ -201,7 +212,7 @@ def discounted_mrr(items: Sequence[PricedItem], currency: str,
     items are grouped by interval length before subscription/customer discounts share.
     """
     if not subscription_coupons and not customer_coupons and not any(item_coupons.values()):
-        return {item.item_id: item.amount / item.months for item in items}
+        return {item.item_id: _net(item, item.amount) / item.months for item in items}
     amounts: dict[str, Fraction] = {}
     for item in items:
         value = item.amount
@@ -212,18 +223,25 @@ def discounted_mrr(items: Sequence[PricedItem], currency: str,
     by_months: dict[Fraction, dict[str, Fraction]] = {}
     for item in items:
         by_months.setdefault(item.months, {})[item.item_id] = amounts[item.item_id]
+    by_id = {item.item_id: item for item in items}
     result: dict[str, Fraction] = {}
     for months, group in by_months.items():
         for coupon in [*subscription_coupons, *customer_coupons]:
             _apply_one(group, coupon, currency)
         for key, value in group.items():
-            result[key] = value / months
+            result[key] = _net(by_id[key], value) / months
     return result
 
 
+def _net(item: PricedItem, discounted: Fraction) -> Fraction:
+    """The discounted amount without its inclusive tax."""
+    return discounted if item.net_share is None else discounted * item.net_share
+
+
 def item_mrr(price: Price, quantity: int | None, currency: str, *, coupons: Sequence[Coupon] = (),
-             tax_share: Fraction | None = None) -> Fraction:
+             net_share: Fraction | None = None) -> Fraction:
     """MRR of a single licensed item with its coupons (item discounts), exact minor units."""
     months = months_per_interval(price.interval, price.interval_count)
-    amount = interval_amount(price, quantity, currency, tax_share=tax_share)
-    return discounted_mrr([PricedItem("item", amount, months)], currency, {"item": coupons}, ())["item"]
+    amount = interval_amount(price, quantity, currency)
+    item = PricedItem("item", amount, months, net_share if tax_inclusive(price, currency) else None)
+    return discounted_mrr([item], currency, {"item": coupons}, ())["item"]

@@ -212,6 +212,11 @@ class InvoiceLine:
     discount_amount: int = 0
     tax_inclusive_amount: int = 0
     livemode: bool = False
+    # For proration lines: is this the credit for unused time of the old state ("Unused
+    # time on ...": ``proration_details.credited_items`` set)? False: proration details
+    # without credited items; None: no details. Only True is decisive: otherwise the
+    # normaliser compares the line with the state in force (never the sign or the id).
+    credited: bool | None = None
     # For non-proration lines: does this line NOT start where the previous non-proration
     # line of its item ended? None = unknown: history then compares the lines it was given
     # (correct only when given every line). See ``nrr.domain.history.select_state_lines``.
@@ -247,6 +252,7 @@ class ObservedChange:
       proration; proration lines already date their changes).
     - ``discount_removed``: ``discount_id`` stopped applying at ``at``.
     - ``pause_collection``: collection paused (``paused=True``) or resumed at ``at``.
+    - ``status``: the subscription paused (``paused=True``) or resumed at ``at``.
     """
 
     kind: str
@@ -351,3 +357,6 @@ class MonthFact:
     product: str | None
     country: str | None
     metadata_: dict[str, Any] | None
+    # The opening converted at the rate of the first day of the month eleven months later
+    # (the last month of the trailing twelve months starting here): T12M in constant currency.
+    opening_t12m_micro: int = 0

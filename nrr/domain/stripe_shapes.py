@@ -420,6 +420,10 @@ def parse_invoice_line(obj: Any, *, invoice_id: str | None = None, invoice_statu
             discount_total += value
             if ref is not None and value and ref not in discount_ids:
                 discount_ids.append(ref)
+        credited: bool | None = None
+        proration_details = _dict(details, "proration_details")
+        if proration_details is not None and _bool(details, "proration"):
+            credited = proration_details.get("credited_items") is not None
         tax_inclusive = 0
         for entry in _list(obj, "taxes"):
             if isinstance(entry, Mapping) and entry.get("tax_behavior") == "inclusive":
@@ -441,6 +445,7 @@ def parse_invoice_line(obj: Any, *, invoice_id: str | None = None, invoice_statu
             discount_ids=tuple(sorted(discount_ids)),
             discount_amount=discount_total,
             tax_inclusive_amount=tax_inclusive,
+            credited=credited,
             livemode=_bool(obj, "livemode"),
         )
     except _Bad as exc:
@@ -506,6 +511,11 @@ def observed_changes(event: Any) -> list[ObservedChange] | Skip:
       item whose price or quantity differs gets an ``item`` change at the event's ``created``;
       ``pause_collection`` in ``previous_attributes`` gives a ``pause_collection`` change.
     - ``customer.discount.deleted``: ``discount_removed`` at ``created``.
+    - ``customer.subscription.paused`` (or an update to status ``paused``): a ``status``
+      change with ``paused=True`` at ``status_details.paused.transitioned_at`` (else
+      ``created``); ``customer.subscription.resumed`` (or an update from ``paused``):
+      ``paused=False`` at ``created``. They keep a pause dated after a resume has cleared
+      it from the subscription.
     Other events give no change.
     """
     bad = _not_a_dict("event", event)
@@ -544,9 +554,26 @@ def observed_changes(event: Any) -> list[ObservedChange] | Skip:
             if "pause_collection" in previous:
                 changes.append(ObservedChange("pause_collection", created, sid, eid,
                                               paused=obj.get("pause_collection") is not None))
+            if "status" in previous and (obj.get("status") == "paused") != (previous.get("status") == "paused"):
+                changes.append(_status_change(obj, sid, eid, created))
+        elif kind in ("customer.subscription.paused", "customer.subscription.resumed"):
+            changes.append(_status_change(obj, _req_str(obj, "id"), eid, created,
+                                          paused=kind == "customer.subscription.paused"))
         return changes
     except _Bad as exc:
         return _skip("event", event, str(exc))
+
+
+def _status_change(obj: Mapping[str, Any], sid: str, eid: str, created: int, *,
+                   paused: bool | None = None) -> ObservedChange:
+    """A subscription paused (at ``status_details.paused.transitioned_at``) or resumed."""
+    if paused is None:
+        paused = obj.get("status") == "paused"
+    at = created
+    if paused:
+        details = _dict(_dict(obj, "status_details") or {}, "paused") or {}
+        at = _int(details, "transitioned_at") or created
+    return ObservedChange("status", at, sid, eid, paused=paused)
 
 
 # --------------------------------------------------------------------------- one customer

@@ -54,6 +54,7 @@ from models.derived import AlertDelivery, RetentionSnapshot
 from models.mirror import StripeCustomer
 from nrr.db import session_scope
 from nrr.domain.alerts import (
+    T12M_WATERFALL,
     WATERFALL,
     CustomerMovement,
     Finding,
@@ -63,6 +64,7 @@ from nrr.domain.alerts import (
 )
 from nrr.domain.months import add_months, current_month
 from nrr.logs import get_logger
+from nrr.services.report_files import report_url
 from nrr.settings import AlertRule, ConfigError, Settings
 
 log = get_logger(__name__)
@@ -244,14 +246,58 @@ class _Contexts:
         self.session = session
         self.settings = settings
         self.documents = documents
-        self._cache: dict[tuple[str, str, str], MessageContext] = {}
+        self._cache: dict[tuple[str, str, str, str], MessageContext] = {}
 
-    def get(self, month: str, dimension: str, segment: str, version: int) -> MessageContext:
-        key = (month, dimension, segment)
+    def get(self, month: str, dimension: str, segment: str, version: int,
+            period: str = "monthly") -> MessageContext:
+        key = (month, dimension, segment, period)
         if key not in self._cache:
-            self._cache[key] = self._build(month, dimension, segment)
+            self._cache[key] = (self._build_t12m(month, dimension, segment) if period == "t12m"
+                                else self._build(month, dimension, segment))
         ctx = self._cache[key]
         return replace(ctx, snapshot_version=version)
+
+    def _livemode(self, items: list[dict[str, Any]]) -> dict[str, bool | None]:
+        ids = [str(item["customer_id"]) for item in items]
+        return dict(self.session.execute(
+            select(StripeCustomer.id, StripeCustomer.livemode).where(StripeCustomer.id.in_(ids))
+        ).all()) if ids else {}
+
+    def _build_t12m(self, month: str, dimension: str, segment: str) -> MessageContext:
+        """A T12M message tells the T12M story: the cohort paying at the opening of M-11,
+        its own waterfall to M's closing, and its churned and contracted customers over
+        those twelve months (not the month's)."""
+        from nrr.services.report import policies_in_force, t12m_movers
+
+        settings = self.settings
+        doc = self.documents.get(month, "t12m", dimension).get(segment)
+        metrics = doc.metrics if doc else {}
+        waterfall = {key: metrics.get(key) for key, _label, _sign in T12M_WATERFALL}
+        seg = segment if dimension else None
+        dim = dimension or None
+        churned, churned_total = t12m_movers(self.session, settings, month, kind="churn",
+                                             limit=5, dimension=dim, segment=seg)
+        contracted, contracted_total = t12m_movers(self.session, settings, month,
+                                                   kind="contraction", limit=5,
+                                                   dimension=dim, segment=seg)
+        livemode = self._livemode(churned + contracted)
+
+        def movement(item: dict[str, Any]) -> CustomerMovement:
+            cid = str(item["customer_id"])
+            return CustomerMovement(cid, item.get("name") or item.get("email"),
+                                    float(item.get("amount") or 0), str(item.get("movement")),
+                                    _causes(item.get("causes") or []), livemode.get(cid))
+
+        policies = (doc.policies if doc and doc.policies else policies_in_force(settings))
+        return MessageContext(
+            month=month, currency=str(metrics.get("currency") or settings.reporting_currency),
+            waterfall=waterfall, period="t12m", first_month=add_months(month, -11),
+            churned=[movement(i) for i in churned], churned_total=churned_total,
+            contracted=[movement(i) for i in contracted], contracted_total=contracted_total,
+            policies=policies, dashboard_url=settings.alerts.stripe_dashboard_url,
+            test_mode=settings.stripe_livemode is False,
+            report_url=report_url(settings, month),
+        )
 
     def _build(self, month: str, dimension: str, segment: str) -> MessageContext:
         from nrr.services.report import month_totals, policies_in_force, top_movements
@@ -279,6 +325,8 @@ class _Contexts:
                                     _causes(item.get("causes") or []), livemode.get(cid))
 
         policies = (doc.policies if doc and doc.policies else policies_in_force(settings))
+        from nrr.services.isolation import left_out_count
+
         return MessageContext(
             month=month, currency=str(metrics.get("currency") or settings.reporting_currency),
             waterfall=waterfall,
@@ -288,6 +336,8 @@ class _Contexts:
             contracted_total=totals.customers_contracted if totals else len(contracted),
             policies=policies, dashboard_url=settings.alerts.stripe_dashboard_url,
             test_mode=settings.stripe_livemode is False,
+            left_out=left_out_count(self.session),
+            report_url=report_url(settings, month),
         )
 
 
@@ -328,6 +378,8 @@ def plan_messages(session: Session, settings: Settings, month: str, *,
     contexts = _Contexts(session, settings, documents)
     previous_month = add_months(month, -1)
     for rule in settings.alerts.rules:
+        if rule.kind == "projected":
+            continue  # evaluated on the outlook below
         try:
             dimension = _check_dimension(rule)
         except ValueError as exc:
@@ -356,14 +408,22 @@ def plan_messages(session: Session, settings: Settings, month: str, *,
             segment_key = observation.segment_label[:255]
             if finding.firing:
                 message = build_alert_message(
-                    finding, contexts.get(month, dimension, segment, doc.version))
+                    finding, contexts.get(month, dimension, segment, doc.version, rule.period))
                 result.messages.append(_planned("alert", finding, segment_key, message))
             elif finding.state == "clear":
                 last = _last_state(session, rule.name, segment_key, month, doc.version)
                 if last and last[0] == "alert":
                     message = build_recovery_message(
-                        finding, contexts.get(month, dimension, segment, doc.version), last[1])
+                        finding, contexts.get(month, dimension, segment, doc.version,
+                                              rule.period), last[1])
                     result.messages.append(_planned("recovery", finding, segment_key, message))
+    # Projected rules read the stored outlook (the current and the next month), whatever
+    # ``month`` is: nrr.services.outlook_alerts.
+    from nrr.services.outlook_alerts import plan_projected
+
+    projected_findings, projected_messages = plan_projected(session, settings)
+    result.findings.extend(projected_findings)
+    result.messages.extend(projected_messages)
     if settings.alerts.digest:
         total = documents.get(month, "monthly", "").get("")
         if total is not None:

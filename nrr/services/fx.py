@@ -13,7 +13,7 @@ import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from models.derived import ExchangeRate
 from nrr.db.statements import dialect_insert
+from nrr.domain.money import rate_problem
 
 _RATES: Table = ExchangeRate.__table__  # type: ignore[assignment]
 
@@ -43,6 +44,17 @@ class MissingRate(LookupError):
             f"no exchange rate for {currency.upper()} -> {reporting_currency.upper()} on or "
             f"before {day.isoformat()}; import one with `nrr fx import FILE.csv` "
             f"(columns date,currency,rate)")
+
+
+class UnusableRate(MissingRate):
+    """The stored rate in force for a currency on a day is not a usable number (stored
+    before the bounds were checked, or written by hand): as good as missing."""
+
+    def __init__(self, currency: str, day: date, reporting_currency: str, problem: str) -> None:
+        super().__init__(currency, day, reporting_currency)
+        self.args = (f"the stored exchange rate for {currency.upper()} -> "
+                     f"{reporting_currency.upper()} in force on {day.isoformat()}: {problem}; "
+                     f"import a valid one with `nrr fx import FILE.csv`",)
 
 
 @dataclass(frozen=True)
@@ -93,14 +105,11 @@ def parse_rates_csv(text: str, *, source: str = "CSV") -> list[RateRow]:
         if len(currency) != 3 or not currency.isalpha():
             problems.append(f"row {number}: currency {cells['currency']!r} is not a 3-letter code")
             continue
-        try:
-            rate = Decimal(cells["rate"])
-        except InvalidOperation:
-            problems.append(f"row {number}: rate {cells['rate']!r} is not a number")
+        problem = rate_problem(cells["rate"])
+        if problem is not None:
+            problems.append(f"row {number}: {problem}")
             continue
-        if not rate.is_finite() or rate <= 0:
-            problems.append(f"row {number}: rate {cells['rate']!r} must be a positive number")
-            continue
+        rate = Decimal(cells["rate"])
         if (day, currency) in seen:
             problems.append(f"row {number}: {currency.upper()} on {day} repeats row "
                             f"{seen[(day, currency)]}")
@@ -115,7 +124,12 @@ def parse_rates_csv(text: str, *, source: str = "CSV") -> list[RateRow]:
 
 
 def store_rates(session: Session, rows: Sequence[RateRow], *, reporting_currency: str) -> int:
-    """Upsert rates keyed by (date, currency, reporting currency). Never commits."""
+    """Upsert rates keyed by (date, currency, reporting currency). Never commits. A rate
+    outside the bounds (:func:`nrr.domain.money.rate_problem`) refuses the whole call."""
+    for row in rows:
+        problem = rate_problem(row.rate)
+        if problem is not None:
+            raise RateFileError(f"{row.currency.upper()} on {row.day}: {problem}; nothing imported")
     reporting = reporting_currency.lower()
     payload = [{"date": r.day, "currency": r.currency, "reporting_currency": reporting,
                 "rate": r.rate} for r in rows if r.currency != reporting]
@@ -162,15 +176,18 @@ class RateBook:
 
     reporting_currency: str
     _days: dict[str, list[date]] = field(default_factory=dict)
-    _rates: dict[str, list[Decimal]] = field(default_factory=dict)
+    # A rate that is not usable (out of bounds, not a number) is kept as its problem: a
+    # lookup that lands on it raises :class:`UnusableRate`, never converts with it.
+    _rates: dict[str, list[Decimal | str]] = field(default_factory=dict)
 
     @classmethod
     def from_rows(cls, reporting_currency: str,
                   rows: Iterable[tuple[date, str, str]]) -> RateBook:
         book = cls(reporting_currency.lower())
-        for day, currency, rate in sorted(rows):
+        for day, currency, rate in sorted(rows, key=lambda row: (row[0], row[1])):
+            problem = rate_problem(rate)
             book._days.setdefault(currency, []).append(day)
-            book._rates.setdefault(currency, []).append(Decimal(rate))
+            book._rates.setdefault(currency, []).append(Decimal(rate) if problem is None else problem)
         return book
 
     def rate(self, currency: str, day: date) -> Decimal:
@@ -182,11 +199,15 @@ class RateBook:
         if days:
             position = bisect.bisect_right(days, day)
             if position:
-                return self._rates[code][position - 1]
+                found = self._rates[code][position - 1]
+                if isinstance(found, str):
+                    raise UnusableRate(code, day, self.reporting_currency, found)
+                return found
         raise MissingRate(code, day, self.reporting_currency)
 
     def as_table(self) -> dict[str, list[tuple[date, Decimal]]]:
-        return {c: list(zip(self._days[c], self._rates[c], strict=True)) for c in self._days}
+        return {c: [(d, r) for d, r in zip(self._days[c], self._rates[c], strict=True)
+                    if isinstance(r, Decimal)] for c in self._days}
 
 
 def load_rate_book(session: Session, reporting_currency: str) -> RateBook:

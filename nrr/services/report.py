@@ -200,12 +200,17 @@ def month_totals(session: Session, first: str, last: str | None = None, *,
 
 def cohort_totals(session: Session, month: str, *,
                   dimension: str | None = None) -> dict[str | None, CohortTotals]:
-    """The T12M cohort of ``month``: members paying at the opening of M-11, seen at M's closing."""
+    """The T12M cohort of ``month``: members paying at the opening of M-11, seen at M's closing.
+
+    Both ends in constant currency: each member's opening of M-11 converted at the rate of
+    M's first day (``opening_t12m_micro``), as its closing of M is; ``fx_impact`` is the
+    difference from the opening at its own month's rate (the window's currency effect)."""
     dimension = parse_dimension(dimension)
     first = add_months(month, -11)
     start = aliased(F, name="cohort_start")
     end = aliased(F, name="cohort_end")
-    opening = start.opening_mrr_micro
+    own_rate_opening = start.opening_mrr_micro
+    opening = func.coalesce(start.opening_t12m_micro, own_rate_opening)
     closing = func.coalesce(end.closing_mrr_micro, 0)
     keys: list[ColumnElement[Any]] = []
     if dimension:
@@ -217,17 +222,18 @@ def cohort_totals(session: Session, month: str, *,
         func.sum(case((and_(closing > 0, closing < opening), opening - closing), else_=0)),
         func.sum(case((closing == 0, opening), else_=0)),
         func.count(), _count(closing > 0), _count(closing == 0),
+        func.sum(opening - own_rate_opening),
     ]
     query = (
         select(*keys, *columns)
         .select_from(start)
         .outerjoin(end, and_(end.customer_id == start.customer_id, end.month == month))
-        .where(start.month == first, opening > 0)
+        .where(start.month == first, own_rate_opening > 0)
     )
     if keys:
         query = query.group_by(*keys)
     names = ("opening", "closing", "kept", "expansion", "contraction", "churn", "members",
-             "members_paying", "members_churned")
+             "members_paying", "members_churned", "fx_impact")
     found: dict[str | None, CohortTotals] = {}
     for row in session.execute(query):
         label = segment_label(row[0]) if dimension else None
@@ -249,6 +255,7 @@ class _Context:
     data_last: str | None
     current: str
     notes: tuple[str, ...]
+    left_out: int = 0
 
 
 def policies_in_force(settings: Settings) -> dict[str, Any]:
@@ -289,6 +296,10 @@ def _context(session: Session, settings: Settings, definitions: Sequence[str],
 
     policies = policies_in_force(settings)
     first, last = _data_range(session)
+    from nrr.services.isolation import left_out_count, left_out_note
+
+    left_out = left_out_count(session)
+    left_note = left_out_note(left_out)
     return _Context(
         currency=settings.reporting_currency,
         policies=policies,
@@ -296,7 +307,9 @@ def _context(session: Session, settings: Settings, definitions: Sequence[str],
         data_first=first,
         data_last=last,
         current=current_month(settings.tz, now or datetime.now(UTC)),
-        notes=tuple(_recompute_notes(session, settings, policies)),
+        notes=tuple([*_recompute_notes(session, settings, policies),
+                     *([left_note] if left_note else [])]),
+        left_out=left_out,
     )
 
 
@@ -412,6 +425,7 @@ def _trailing_object(month: str, cohort: CohortTotals, ctx: _Context, *,
         "expansion": _money(cohort.expansion, cur),
         "contraction": _money(cohort.contraction, cur),
         "churn": _money(cohort.churn, cur),
+        "fx_impact": _money(cohort.fx_impact, cur),
     })
     _put_percent(document, "nrr", nrr)
     _put_percent(document, "grr", grr)
@@ -501,6 +515,7 @@ def _with_segments(total: dict[str, Any], dimension: str,
 
 
 def _finish(document: dict[str, Any], ctx: _Context, notes: list[str]) -> dict[str, Any]:
+    document["left_out_customers"] = ctx.left_out
     document["definitions"] = ctx.definitions
     if notes:
         document["notes"] = notes
@@ -525,6 +540,11 @@ def monthly_report(session: Session, settings: Settings, month: str, *, period: 
     notes = _month_notes(ctx, month)
     if period == "monthly":
         document = _monthly_documents(session, ctx, [month], dimension, notes)[month]
+        if month < ctx.current:
+            from nrr.services.outlook import known_in_advance
+
+            # The share of the month's churn and contraction the outlook at its opening held.
+            document["known_in_advance"] = known_in_advance(session, settings, month)
     else:
         document = _trailing_document(session, ctx, month, dimension)
         first = add_months(month, -11)
@@ -671,7 +691,10 @@ def customer_detail(session: Session, settings: Settings, customer_id: str) -> d
         select(LedgerEntry).where(LedgerEntry.customer_id == customer_id)
         .order_by(LedgerEntry.effective_at, LedgerEntry.id)
     ).scalars().all()
-    if stored is None and not facts and not ledger:
+    from nrr.services.isolation import left_out_customer
+
+    left_out = left_out_customer(session, customer_id)
+    if stored is None and not facts and not ledger and left_out is None:
         raise CustomerNotFound(f"no customer {customer_id!r} in the stored data")
     causes_by_month: dict[str, list[dict[str, Any]]] = {}
     for entry in ledger:
@@ -703,8 +726,18 @@ def customer_detail(session: Session, settings: Settings, customer_id: str) -> d
         "movements": [{"month": h["month"], "movement": h["movement"], "amount": h["amount"],
                        "causes": h["causes"]} for h in history if h["movement"]],
         "ledger": [item for month in sorted(causes_by_month) for item in causes_by_month[month]],
+        # Set when the last recompute could not compute this customer: it is in no number.
+        "left_out": left_out,
+        "scheduled": _scheduled_changes(session, settings, customer_id),
         "policies": policies_in_force(settings),
     }
+
+
+def _scheduled_changes(session: Session, settings: Settings, customer_id: str) -> list[dict[str, Any]]:
+    """The customer's scheduled changes from the stored outlook (issue 14)."""
+    from nrr.services.outlook import customer_changes
+
+    return customer_changes(session, settings, customer_id)
 
 
 def top_movements(session: Session, settings: Settings, month: str, *,
@@ -772,3 +805,89 @@ def top_movements(session: Session, settings: Settings, month: str, *,
             item["segment"] = segment_label(row.segment)
         found.append(item)
     return found
+
+
+def t12m_movers(session: Session, settings: Settings, month: str, *, kind: str,
+                limit: int = 5, dimension: str | None = None,
+                segment: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    """The T12M cohort's largest churned or contracted customers, and how many there are.
+
+    The cohort is the one :func:`cohort_totals` sums: customers paying at the opening of
+    M-11 (their segment fixed there), seen at M's closing. ``churn``: closing 0;
+    ``contraction``: closing above 0 and below the opening. ``amount`` is the MRR lost over
+    the twelve months (major units of the reporting currency) and ``causes`` the ledger
+    entries of those months that took MRR down, oldest first.
+    """
+    if kind not in ("churn", "contraction"):
+        raise ValueError(f"unknown T12M movement {kind!r}: use churn or contraction")
+    dimension = parse_dimension(dimension)
+    if segment is not None and dimension is None:
+        raise InvalidDimension("a segment needs its dimension")
+    cur = settings.reporting_currency
+    first = add_months(month, -11)
+    start = aliased(F, name="cohort_start")
+    end = aliased(F, name="cohort_end")
+    opening = start.opening_mrr_micro
+    closing = func.coalesce(end.closing_mrr_micro, 0)
+    lost = opening - closing
+    condition = closing == 0 if kind == "churn" else and_(closing > 0, closing < opening)
+    query = (
+        select(start.customer_id, opening.label("opening"), closing.label("closing"),
+               lost.label("lost"), StripeCustomer.name, StripeCustomer.email)
+        .select_from(start)
+        .outerjoin(end, and_(end.customer_id == start.customer_id, end.month == month))
+        .outerjoin(StripeCustomer, StripeCustomer.id == start.customer_id)
+        .where(start.month == first, opening > 0, condition)
+    )
+    if dimension and segment is not None:
+        query = query.where(_segment_filter(dimension, segment, start))
+    total = _int(session.scalar(select(func.count()).select_from(query.subquery())))
+    rows = session.execute(query.order_by(lost.desc(), start.customer_id)
+                           .limit(max(0, limit))).all()
+    ids = [row.customer_id for row in rows]
+    causes: dict[str, list[dict[str, Any]]] = {cid: [] for cid in ids}
+    if ids:
+        for entry in session.execute(
+            select(LedgerEntry)
+            .where(LedgerEntry.month >= first, LedgerEntry.month <= month,
+                   LedgerEntry.customer_id.in_(ids),
+                   LedgerEntry.mrr_after_micro < LedgerEntry.mrr_before_micro)
+            .order_by(LedgerEntry.effective_at, LedgerEntry.id)
+        ).scalars():
+            causes[entry.customer_id].append(_ledger_entry(entry))
+    found = [{
+        "customer_id": row.customer_id, "name": row.name, "email": row.email,
+        "month": month, "first_month": first, "movement": kind,
+        "amount": _money(_int(row.lost), cur), "amount_micro": _int(row.lost), "currency": cur,
+        "opening_mrr": _money(_int(row.opening), cur),
+        "closing_mrr": _money(_int(row.closing), cur),
+        "causes": causes[row.customer_id],
+    } for row in rows]
+    return found, total
+
+
+def segment_names(session: Session, dimension: str | None,
+                  segments: Iterable[str]) -> dict[str, str]:
+    """People's names for plan and product segments (ids): a price's nickname, else its
+    product's name and interval (``Team, monthly``); a product's name."""
+    from models.mirror import StripePrice, StripeProduct
+
+    ids = sorted({s for s in segments if s and s != NO_SEGMENT})
+    if dimension not in ("plan", "product") or not ids:
+        return {}
+    if dimension == "product":
+        return {pid: name for pid, name in session.execute(
+            select(StripeProduct.id, StripeProduct.name).where(StripeProduct.id.in_(ids)))
+            if name}
+    names = {}
+    for price_id, nickname, product, interval, count in session.execute(
+            select(StripePrice.id, StripePrice.nickname, StripeProduct.name, StripePrice.interval,
+                   StripePrice.interval_count)
+            .outerjoin(StripeProduct, StripeProduct.id == StripePrice.product_id)
+            .where(StripePrice.id.in_(ids))):
+        every = (f"every {count} {interval}s" if count and count > 1 and interval
+                 else f"{interval}ly" if interval else None)
+        name = nickname or ", ".join(p for p in (product, every) if p)
+        if name:
+            names[price_id] = name
+    return names

@@ -39,8 +39,10 @@ log = get_logger(__name__)
 PERIODS = ("monthly", "t12m")
 SNAPSHOT_DIMENSIONS = ("plan", "product", "currency", "country")
 # Keys of a report document that describe it rather than measure it (kept, not hashed).
-_UNHASHED = ("notes",)
-_NOT_NUMBERS = ("policies", "definitions", "notes")
+# The outlook is what Stripe had scheduled when the snapshot was taken: kept beside the
+# month's numbers, but a later projection never makes a new version of a closed month.
+_UNHASHED = ("notes", "outlook")
+_NOT_NUMBERS = ("policies", "definitions", "notes", "outlook")
 
 
 class SnapshotError(ValueError):
@@ -91,6 +93,8 @@ def _pieces(session: Session, settings: Settings, month: str,
         policies = dict(total.get("policies") or {})
         definitions = dict(total.get("definitions") or {})
         metrics = {k: v for k, v in total.items() if k != "definitions"}
+        if period == "monthly":
+            metrics["outlook"] = _outlook(session, settings)
         yield _Piece(period, "", "", metrics, policies, definitions)
         for dimension in SNAPSHOT_DIMENSIONS:
             document = monthly_report(session, settings, month, period=period, by=dimension,
@@ -101,6 +105,18 @@ def _pieces(session: Session, settings: Settings, month: str,
                            **segment, "policies": policies}
                 yield _Piece(period, dimension, str(segment.get("segment")), metrics, policies,
                              definitions)
+
+
+def _outlook(session: Session, settings: Settings) -> dict[str, Any] | None:
+    """The stored outlook's months (without the movement list), or None before the first."""
+    from nrr.services.outlook import OutlookUnavailable, outlook_report
+
+    try:
+        document = outlook_report(session, settings)
+    except OutlookUnavailable:
+        return None
+    return {"taken_at": document["taken_at"], "months": document["months"],
+            "scheduled_movements": len(document["movements"])}
 
 
 def _latest(session: Session, month: str, piece: _Piece) -> RetentionSnapshot | None:

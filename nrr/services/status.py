@@ -5,11 +5,16 @@ their resource), the event cursor's age, the queue depth (Redis
 list length with ``REDIS_URL``, else the embedded broker's message files), the last
 snapshot, the last alert (``alert_deliveries``), quarantined objects, customers waiting
 for a recompute and the last recompute. A service: reads only, never commits.
+
+:func:`health_problems` says what is wrong for a health check (``nrr status`` exits 1,
+so do the compose health checks): the database or the broker does not answer, the last
+finished sync is older than ``[schedule] stale_after_intervals`` sync intervals, or the
+last run of a resource failed (its ``last_error`` is cleared by the next success).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -126,4 +131,44 @@ def worker_status(session: Session, settings: Settings, *, now: datetime | None 
         "quarantined": _count(session, QuarantinedObject),
         "dirty_customers": _count(session, DirtyCustomer),
         "last_recompute": _last_recompute(session),
+        "left_out_customers": _left_out(session),
     }
+
+
+def _left_out(session: Session) -> dict[str, Any]:
+    """Customers the last recomputes could not compute (one never blanks an account)."""
+    from nrr.services.isolation import left_out_count, left_out_list
+
+    count = left_out_count(session)
+    return {"count": count, "first": left_out_list(session, limit=20) if count else []}
+
+
+def stale_after(settings: Settings) -> timedelta:
+    schedule = settings.schedule
+    return timedelta(minutes=schedule.sync_every_minutes * schedule.stale_after_intervals)
+
+
+def health_problems(document: dict[str, Any], settings: Settings) -> list[str]:
+    """Why the deployment is unhealthy, one reason each (empty: healthy)."""
+    problems = []
+    queue = document["queue"]
+    if queue.get("error"):
+        problems.append(f"broker: {queue['error']}")
+    rows = document["sync"]
+    for row in rows:
+        if row["last_error"]:
+            problems.append(f"the last sync of {row['resource']} failed: {row['last_error']}")
+    finished = [datetime.fromisoformat(r["finished_at"]) for r in rows if r["finished_at"]]
+    running = any(r["phase"] in ("running", "waiting") for r in rows)
+    limit = stale_after(settings)
+    checked = datetime.fromisoformat(document["checked_at"])
+    if finished:
+        newest = max(finished)
+        if checked - newest > limit and not running:
+            problems.append(
+                f"the sync is stale: the last one finished at {newest.isoformat()}, more than "
+                f"{limit.total_seconds() / 60:g} minutes ago ({settings.schedule.stale_after_intervals:g}"
+                f" x sync_every_minutes {settings.schedule.sync_every_minutes:g})")
+    elif not running:
+        problems.append("no sync has finished yet (run `nrr sync` or start the worker)")
+    return problems

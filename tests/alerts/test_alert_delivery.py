@@ -402,3 +402,23 @@ def test_unreachable_slack_keeps_the_alert_pending(engine: Engine, db_url: str) 
     assert len(errors) == 2 and all("could not reach Slack" in e for e in errors)
     assert all("unreachable-secret" not in e for e in errors)
     assert {row.status for row in deliveries(engine).values()} == {"pending"}
+
+
+def test_alert_messages_say_how_many_customers_were_left_out(
+        engine: Engine, db_url: str, slack: SlackRecorder) -> None:
+    """Customers the last recompute could not compute are in no number: the message says
+    how many and where to look."""
+    from nrr.services.isolation import LeftOut, record_left_out
+
+    settings = make_settings(db_url, slack.url)
+    seed_drop(engine, settings)
+    with session_scope(engine) as session:
+        record_left_out(session, [LeftOut("cus_x", "compute", "UnusableCustomerData: bad"),
+                                  LeftOut("cus_y", "load", "JSONDecodeError: bad")],
+                        customer_ids=None, run_id=None)
+    evaluate_alerts(engine, settings, "2026-10", now=NOW)
+    below = posts_for(slack, "rule nrr_monthly_below")
+    assert len(below) == 1
+    assert "2 customers left out of these numbers" in all_text(below[0])
+    assert "`nrr status` lists them" in all_text(below[0])
+    assert "(2 customer(s) left out: see `nrr status`)" in below[0]["text"]

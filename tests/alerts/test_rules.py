@@ -68,13 +68,15 @@ def test_bands_of_the_definitions_page() -> None:
 def test_default_rules_and_environment_overrides() -> None:
     defaults = {(r.metric, r.period, r.kind): r.threshold for r in load_settings({}).alerts.rules}
     assert defaults == {("nrr", "monthly", "below"): 100, ("nrr", "t12m", "below"): 100,
-                        ("grr", "monthly", "below"): 90, ("nrr", "monthly", "drop"): 5}
+                        ("grr", "monthly", "below"): 90, ("nrr", "monthly", "drop"): 5,
+                        ("nrr", "monthly", "projected"): 100, ("grr", "monthly", "projected"): 90}
     settings = load_settings({"NRR_ALERT_NRR_THRESHOLD": "102", "NRR_ALERT_T12M_THRESHOLD": "98",
                               "NRR_ALERT_GRR_THRESHOLD": "85", "NRR_ALERT_DROP_POINTS": "3",
                               "NRR_ALERT_DIGEST": "true"})
     thresholds = {(r.metric, r.period, r.kind): r.threshold for r in settings.alerts.rules}
     assert thresholds == {("nrr", "monthly", "below"): 102, ("nrr", "t12m", "below"): 98,
-                          ("grr", "monthly", "below"): 85, ("nrr", "monthly", "drop"): 3}
+                          ("grr", "monthly", "below"): 85, ("nrr", "monthly", "drop"): 3,
+                          ("nrr", "monthly", "projected"): 102, ("grr", "monthly", "projected"): 85}
     assert settings.alerts.digest is True
 
 

@@ -40,12 +40,17 @@ def _base_args(profile: str) -> list[str]:
             "--disable-dev-shm-usage", f"--user-data-dir={profile}"]
 
 
-def load_page(path: Path, *, timeout: float = 90.0) -> PageResult:
-    """The DOM after the page's scripts ran, and every console line it produced."""
+def _address(target: Path | str) -> str:
+    return target if isinstance(target, str) else target.resolve().as_uri()
+
+
+def load_page(path: Path | str, *, timeout: float = 90.0) -> PageResult:
+    """The DOM after the page's scripts ran, and every console line it produced (a file,
+    or a URL such as the served dashboard's)."""
     with tempfile.TemporaryDirectory(prefix="nrr-chromium-") as profile:
         completed = subprocess.run(
             [*_base_args(profile), "--enable-logging=stderr", "--v=0",
-             "--virtual-time-budget=3000", "--dump-dom", path.resolve().as_uri()],
+             "--virtual-time-budget=3000", "--dump-dom", _address(path)],
             capture_output=True, text=True, timeout=timeout, check=False)
     if completed.returncode != 0:
         raise RuntimeError(f"chromium exited {completed.returncode}: {completed.stderr[-2000:]}")
@@ -54,13 +59,13 @@ def load_page(path: Path, *, timeout: float = 90.0) -> PageResult:
     return PageResult(dom=completed.stdout, console=console)
 
 
-def screenshot(path: Path, target: Path, *, width: int = 1400, height: int = 3000,
+def screenshot(path: Path | str, target: Path, *, width: int = 1400, height: int = 3000,
                timeout: float = 90.0) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="nrr-chromium-") as profile:
         completed = subprocess.run(
             [*_base_args(profile), "--hide-scrollbars", f"--window-size={width},{height}",
-             f"--screenshot={target}", path.resolve().as_uri()],
+             f"--screenshot={target}", _address(path)],
             capture_output=True, text=True, timeout=timeout, check=False)
     if completed.returncode != 0 or not target.is_file():
         raise RuntimeError(f"chromium screenshot failed ({completed.returncode}): "

@@ -75,7 +75,10 @@ def test_top_movements_with_causes_from_the_ledger(db_url: str) -> None:
     # 2024-10 is the focus month: eps contracts 120 -> 60 by a seat change.
     assert "Top movements, 2024-10" in top
     assert "cus_eps" in top and "contraction" in top and "60.00" in top
-    assert "seat_change -60.00: quantity 120 → 60 [in_cus_eps_9]" in top
+    # Readable causes: what changed, the change with its currency code, one link to Stripe.
+    assert "seat change: quantity 120 → 60 (−60.00 GBP)" in top
+    assert 'href="https://dashboard.stripe.com/test/invoices/in_cus_eps_9"' in top
+    assert "(−0.00" not in top and "(+0.00" not in top  # no cause that changed nothing
     assert 'href="https://dashboard.stripe.com/test/customers/cus_eps"' in top
 
 
@@ -86,7 +89,7 @@ def test_stripe_strings_are_escaped_and_nothing_is_loaded(report_html: str, db_u
         page = render_html_report(session, settings, months=["2024-06", "2024-07"], now=NOW)
     engine.dispose()
     assert "<script>alert" not in page
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; Co" in page
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; Co" in page
     assert "<script>alert" not in report_html
     assert report_html.count("<script>") == 1  # the report's own inline script
     assert not re.search(r"<(link|img|iframe)\b", report_html)

@@ -1,196 +1,271 @@
-"""Property tests over generated subscription timelines.
+"""Property tests against an independent oracle.
 
-- opening + new + reactivation + expansion - contraction - churn = closing, every month,
-  in total and per segment (plan, product, currency, country);
-- closing(M) + fx_impact(M+1) = opening(M+1);
-- the history is identical from all invoice lines and from :func:`select_state_lines`.
+Generated subscription lives (seats, plan changes, items added and removed, discounts,
+cancellations now and at period end, undone cancellations, trials, returns) are played
+through the Stripe world, which emits Stripe-shaped objects; meanwhile the generator
+records what truly happened (:mod:`tests.normalise.oracle`). The normaliser reads only
+the Stripe objects; the oracle reads only the truth. They must agree:
+
+- MRR at every month edge and around every change (one second before, at, one second
+  after), per currency;
+- each month's opening, closing and movement (new, reactivation, expansion, contraction,
+  churn) in the reporting currency at the month's rate.
+
+And the history is the same from every invoice line and from the selected state lines.
+Cases hypothesis found are pinned with ``@example``.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import replace
 from datetime import date
 from decimal import Decimal
-from zoneinfo import ZoneInfo
+from fractions import Fraction
+from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from nrr.domain.history import customer_history, select_state_lines
-from nrr.domain.months import add_months, month_range
+from nrr.domain.history import customer_history, mrr_at, select_state_lines
 from nrr.domain.movements import customer_month_facts
-from nrr.domain.records import MonthFact
 from nrr.services.fx import RateBook
 from nrr.settings import Policies
 from tests.normalise.conftest import UTC_TZ
-from tests.stripe_world import SubscriptionLife, World, ts
+from tests.normalise.oracle import (
+    DiscountTruth,
+    ItemTruth,
+    SubscriptionTruth,
+    Truth,
+    month_first_instant,
+    next_month,
+    rate_on,
+)
+from tests.normalise.oracle import mrr_at as oracle_mrr_at
+from tests.stripe_world import SubscriptionEnded, World, ts
 
-MONTHS = month_range("2025-01", "2025-12")
-PRICES = {"price_s": (1_900, "usd", "prod_s"), "price_m": (4_900, "usd", "prod_m"),
-          "price_l": (9_900, "usd", "prod_l"), "price_eur": (3_000, "eur", "prod_s"),
-          "price_year": (100_000, "usd", "prod_l")}
-RATES = RateBook.from_rows("usd", [(date(2024, 12, 1), "eur", Decimal("1.08")),
-                          *[(date(2025, m, 1), "eur", Decimal("1.0") + Decimal(m) / 50) for m in range(1, 13)],
-                          (date(2026, 1, 1), "eur", Decimal("1.11"))])
+MICRO = 1_000_000
+DAY = 86_400
+PRICES = {"price_s": (1_900, "usd", "prod_s", "month"), "price_m": (4_900, "usd", "prod_m", "month"),
+          "price_l": (9_900, "usd", "prod_l", "month"), "price_eur": (3_000, "eur", "prod_s", "month"),
+          "price_year": (100_000, "usd", "prod_l", "year")}
+RATE_ROWS = [(date(2024, 12, 1), "eur", Decimal("1.08")),
+             *[(date(2025, m, 1), "eur", Decimal("1.0") + Decimal(m) / 50) for m in range(1, 13)],
+             (date(2026, 1, 1), "eur", Decimal("1.11"))]
+RATES = RateBook.from_rows("usd", [(d, c, str(r)) for d, c, r in RATE_ROWS])
+MONTHS = [f"2025-{m:02d}" for m in range(1, 13)]
 
-OPS = st.sampled_from(["seats", "plan", "discount", "cancel_now", "cancel_end", "undo", "pause", "resume",
-                       "remove_discount", "pause_collection", "resume_collection", "new_sub", "add_item",
-                       "remove_item"])
+OPS = st.sampled_from(["seats", "plan", "discount", "remove_discount", "cancel_now", "cancel_end",
+                       "undo", "new_sub", "add_item", "remove_item"])
+Spec = list[tuple[str, int, bool, list[tuple[int, str, int]]]]
 
 
 @st.composite
-def timelines(draw: st.DrawFn) -> list[tuple[str, str, int, list[tuple[int, str, int]]]]:
-    """Per customer: (country, first price, start offset in days, [(day offset, op, n)])."""
+def lives(draw: st.DrawFn) -> Spec:
+    """Per customer: (first price, start offset in days, trial?, [(day offset, op, n)])."""
     customers = []
     for _ in range(draw(st.integers(1, 3))):
-        country = draw(st.sampled_from(["US", "DE", "JP"]))
         price = draw(st.sampled_from(sorted(PRICES)))
         start = draw(st.integers(0, 200))
+        trial = draw(st.booleans())
         ops = draw(st.lists(st.tuples(st.integers(1, 330), OPS, st.integers(1, 9)), max_size=6))
-        customers.append((country, price, start, sorted(ops)))
+        customers.append((price, start, trial, sorted(ops)))
     return customers
 
 
-def _build(spec: list[tuple[str, str, int, list[tuple[int, str, int]]]], trial: bool) -> tuple[World, list[str]]:
+def play(spec: Spec) -> tuple[World, Truth, list[str]]:
+    """Drive the world through ``spec`` and record the truth beside it."""
     world = World()
-    for pid, (amount, currency, product) in PRICES.items():
-        world.add_price(pid, unit_amount=amount, currency=currency, product=product,
-                        interval="year" if pid == "price_year" else "month")
+    for pid, (amount, currency, prod, interval) in PRICES.items():
+        world.add_price(pid, unit_amount=amount, currency=currency, product=prod, interval=interval)
     world.add_coupon("co_pct", percent_off=30, duration="forever")
-    world.add_coupon("co_rep", amount_off=1_000, currency="usd", duration="repeating", duration_in_months=2)
+    world.add_coupon("co_rep", amount_off=1_000, currency="usd", duration="repeating",
+                     duration_in_months=2)
     world.add_coupon("co_once", percent_off=50, duration="once")
-    base = ts(2025, 1, 1)
-    day = 86_400
-    plan_for = {"usd": ["price_s", "price_m", "price_l"], "eur": ["price_eur"]}
+    truth = Truth()
     events: list[tuple[int, int, str, int]] = []
     ids = []
-    first_price: dict[int, str] = {}
-    for index, (country, price, start, ops) in enumerate(spec):
-        cid = f"cus_{index}"
-        ids.append(cid)
-        world.add_customer(cid, country=country)
-        first_price[index] = price
-        events.append((base + start * day + 3_600 * index, index, "start", 1))
+    for index, (_price, start, _trial, ops) in enumerate(spec):
+        ids.append(f"cus_{index}")
+        world.add_customer(f"cus_{index}")
+        events.append((ts(2025, 1, 1) + start * DAY + 3_600 * index, index, "start", 1))
         for offset, op, n in ops:
-            events.append((base + (start + offset) * day + 3_600 * index + 60, index, op, n))
-    lives: dict[int, list[SubscriptionLife]] = defaultdict(list)
+            events.append((ts(2025, 1, 1) + (start + offset) * DAY + 3_600 * index + 60, index, op, n))
+    subs: dict[int, list[tuple[Any, SubscriptionTruth]]] = {i: [] for i in range(len(spec))}
     for at, index, op, n in sorted(events):
         cid = ids[index]
-        subs = lives[index]
-        live = [s for s in subs if s.ended_at is None and s.status not in ("canceled",)]
+        price, _start, trial, _ops = spec[index]
         if op in ("start", "new_sub"):
-            if op == "new_sub" and len(subs) >= 2:
+            live_now = [s for s, _t in subs[index] if s.ended_at is None and s.status != "canceled"]
+            if op == "new_sub" and (len(subs[index]) >= 2 or live_now):
                 continue
-            price = first_price[index] if op == "start" else "price_year" if n > 7 else "price_m"
-            trial_end = at + 10 * 86_400 if trial and op == "start" and n == 1 else None
-            subs.append(world.subscribe(cid, [(price, n)], at=at, trial_end=trial_end))
+            first = price if op == "start" else ("price_year" if n > 7 else "price_m")
+            trial_end = at + 10 * DAY if trial and op == "start" else None
+            life = world.subscribe(cid, [(first, n)], at=at, trial_end=trial_end)
+            record = SubscriptionTruth(life.id, cid, life.currency, at, trial_end=trial_end)
+            record.items.append(ItemTruth(life.item_ids[0], first, n, at))
+            subs[index].append((life, record))
             continue
-        if not live:
+        if not subs[index]:
             continue
-        sub = live[-1]
-        world.advance(at)
-        if sub.ended_at is not None:
+        life, record = subs[index][-1]
+        try:
+            world.advance(at)
+            if life.ended_at is not None or life.status in ("canceled", "trialing"):
+                continue
+            _apply(life, record, op, n, at)
+        except SubscriptionEnded:
             continue
-        item = sub.item_ids[0]
-        currency = sub.currency
-        if sub.status == "paused":
-            if op == "resume":
-                sub.resume(at=at)
-            continue
-        if sub.status == "trialing":
-            continue
-        if op == "seats":
-            sub.change_quantity(item, n, at=at)
-        elif op == "plan":
-            options = [p for p in plan_for[currency]
-                       if PRICES[p][1] == currency and p != sub.items[0].price_id]
-            if options:
-                sub.change_price(item, options[n % len(options)], at=at)
-        elif op == "discount" and not sub.discount_ids:
-            coupon = ["co_pct", "co_once", "co_rep"][n % 3]
-            sub.add_discount("co_pct" if coupon == "co_rep" and currency != "usd" else coupon, at=at)
-        elif op == "remove_discount" and sub.discount_ids:
-            sub.remove_discount(sub.discount_ids[0], at=at, seen=n % 2 == 0)
-        elif op == "add_item" and len(sub.items) == 1 and currency == "usd":
-            sub.add_item("price_s" if sub.items[0].price_id != "price_s" else "price_m", n, at=at,
-                         prorate=n % 3 != 0)
-        elif op == "remove_item" and len(sub.items) > 1:
-            sub.remove_item(sub.item_ids[-1], at=at, prorate=n % 2 == 0)
-        elif op == "cancel_now":
-            sub.cancel_now(at=at)
-        elif op == "cancel_end" and not sub.cancel_at_period_end_flag:
-            sub.cancel_at_period_end(at=at)
-        elif op == "undo" and sub.cancel_at is not None and sub.cancel_at > at:
-            sub.undo_cancel(at=at)
-        elif op == "pause":
-            sub.pause(at=at)
-        elif op == "pause_collection" and sub.pause_collection_body is None:
-            sub.pause_collection(at=at, behavior="void" if n % 2 else "mark_uncollectible")
-        elif op == "resume_collection" and sub.pause_collection_body is not None:
-            sub.resume_collection(at=at)
     world.advance(ts(2026, 1, 15))
-    return world, ids
+    for _index, pairs in subs.items():
+        for life, record in pairs:
+            truth.subscriptions.append(record)
+            if life.ended_at is not None:
+                record.revenue_end = life.ended_at
+            elif life.cancel_at is not None:
+                record.revenue_end = life.cancel_at
+    return world, truth, ids
 
 
-def _check_identity(rows: list[MonthFact]) -> None:
-    for row in rows:
-        sign = {"new": 1, "reactivation": 1, "expansion": 1, "contraction": -1, "churn": -1, None: 0}
-        assert row.opening_mrr_micro + sign[row.movement] * row.movement_micro == row.closing_mrr_micro
-        assert row.movement_micro >= 0
+def _apply(life: Any, record: SubscriptionTruth, op: str, n: int, at: int) -> None:
+    item = life.item_ids[0]
+    if op == "seats":
+        life.change_quantity(item, n, at=at)
+        record.change_item(item, at, quantity=n)
+    elif op == "plan":
+        options = [p for p, v in PRICES.items()
+                   if v[1] == life.currency and v[3] == "month" and p != life.items[0].price_id]
+        current = life.items[0].price_id
+        if options and PRICES[current][3] == "month":
+            chosen = options[n % len(options)]
+            life.change_price(item, chosen, at=at)
+            record.change_item(item, at, price_id=chosen)
+    elif op == "discount" and not life.discount_ids:
+        coupon = ["co_pct", "co_once", "co_rep"][n % 3]
+        if coupon == "co_rep" and life.currency != "usd":
+            coupon = "co_pct"
+        did = life.add_discount(coupon, at=at)
+        end = life.world.discounts[did]["end"]
+        record.discounts.append(DiscountTruth(coupon, at, end if end is not None else 2**62))
+        record.discounts[-1].discount_id = did  # type: ignore[attr-defined]
+    elif op == "remove_discount" and life.discount_ids:
+        did = life.discount_ids[0]
+        seen = n % 2 == 0
+        # Unseen, it stops at the first cycle invoice without it (the current period's end);
+        # one that no cycle invoice ever carried left no trace in Stripe: it had no effect.
+        stop = at if seen else min(i.period_end for i in life.items)
+        life.remove_discount(did, at=at, seen=seen)
+        for disc in record.discounts:
+            if getattr(disc, "discount_id", None) == did:
+                disc.end = min(disc.end, stop)
+                if not seen and disc.start >= max(i.period_start for i in life.items):
+                    disc.end = disc.start
+    elif op == "add_item" and len(life.items) == 1 and life.currency == "usd":
+        price = "price_s" if life.items[0].price_id != "price_s" else "price_m"
+        if PRICES[price][3] == PRICES[life.items[0].price_id][3]:
+            new_id = life.add_item(price, n, at=at)
+            record.items.append(ItemTruth(new_id, price, n, at))
+    elif op == "remove_item" and len(life.items) > 1:
+        gone = life.item_ids[-1]
+        life.remove_item(gone, at=at)
+        record.item(gone).end = at
+    elif op == "cancel_now":
+        life.cancel_now(at=at)
+    elif op == "cancel_end" and not life.cancel_at_period_end_flag:
+        life.cancel_at_period_end(at=at)
+    elif op == "undo" and life.cancel_at is not None and life.cancel_at > at:
+        life.undo_cancel(at=at)
 
 
-POLICIES = st.builds(
-    Policies,
-    churn_at=st.sampled_from(["period_end", "request"]),
-    discounts=st.sampled_from(["recurring", "all", "none"]),
-    pause_collection=st.sampled_from(["count", "exclude"]),
-    past_due_churn_after_days=st.sampled_from([None, 10]),
-)
+def _samples(truth: Truth, customer_id: str) -> list[int]:
+    """Month edges and one second before, at and after every change."""
+    points = set()
+    for month in [*MONTHS, "2026-01"]:
+        edge = month_first_instant(month)
+        points.update((edge - 1, edge))
+    for instant in truth.instants(customer_id):
+        points.update((instant - 1, instant, instant + 1))
+    return sorted(points)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(spec=timelines(), trial=st.booleans(), policies=POLICIES,
-       tz=st.sampled_from([UTC_TZ, ZoneInfo("America/New_York"), ZoneInfo("Asia/Tokyo")]))
-def test_movements_add_up_and_selected_lines_give_the_same_history(
-        spec: list[tuple[str, str, int, list[tuple[int, str, int]]]], trial: bool, policies: Policies,
-        tz: ZoneInfo) -> None:
-    world, ids = _build(spec, trial)
-    totals: dict[tuple[str, str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+def _close(a: Fraction, b_micro: int, tolerance: int = 5) -> bool:
+    """Exact minor units vs the normaliser's micro integers (rounded once per item)."""
+    return abs(a * MICRO - b_micro) <= tolerance
+
+
+def _check(spec: Spec) -> None:
+    world, truth, ids = play(spec)
+    prices, coupons = world.prices, world.coupons
     for cid in ids:
         data = world.customer_data(cid)
-        full = customer_history(data, policies)
-        selected = customer_history(replace(data, lines=tuple(select_state_lines(data.lines))), policies)
-        assert selected.points == full.points
-        assert selected.ledger == full.ledger
-        assert selected.intervals == full.intervals
-        rows = customer_month_facts(full, data.customer, rate=RATES.rate, reporting_currency="usd", tz=tz,
-                                    last_month="2025-12")
-        _check_identity(rows)
-        by_month = {row.month: row for row in rows}
-        for row in rows:
-            following = by_month.get(add_months(row.month, 1))
-            if following is not None:
-                assert row.closing_mrr_micro + following.fx_impact_micro == following.opening_mrr_micro
-            for dimension, segment in (("plan", row.plan), ("product", row.product), ("currency", row.currency),
-                                       ("country", row.country), ("total", "")):
-                bucket = totals[(row.month, dimension, segment or "")]
-                bucket["opening"] += row.opening_mrr_micro
-                bucket["closing"] += row.closing_mrr_micro
-                if row.movement:
-                    bucket[row.movement] += row.movement_micro
-        paying_months = [row.month for row in rows if row.opening_mrr_micro or row.closing_mrr_micro]
-        if paying_months:
-            assert rows[0].first_paid_month is not None and rows[0].first_paid_month <= paying_months[0]
-    for bucket in totals.values():
-        assert (bucket["opening"] + bucket["new"] + bucket["reactivation"] + bucket["expansion"]
-                - bucket["contraction"] - bucket["churn"]) == bucket["closing"]
-    for month in MONTHS:
-        for dimension in ("plan", "product", "currency", "country"):
-            parts = [b for (m, d, _), b in totals.items() if m == month and d == dimension]
-            whole = totals.get((month, "total", ""))
-            if whole is None:
-                assert not parts
+        history = customer_history(data, Policies())
+        selected = customer_history(replace(data, lines=tuple(select_state_lines(data.lines))),
+                                    Policies())
+        assert selected.points == history.points and selected.ledger == history.ledger
+        samples = _samples(truth, cid)
+        for at in samples:
+            expected = oracle_mrr_at(truth, cid, at, prices, coupons)
+            got = mrr_at(history, at)
+            for currency in set(expected) | set(got):
+                assert _close(expected.get(currency, Fraction(0)), got.get(currency, 0)), (
+                    cid, at, currency, expected, got)
+        facts = {row.month: row for row in customer_month_facts(
+            history, data.customer, rate=RATES.rate, reporting_currency="usd", tz=UTC_TZ,
+            last_month="2025-12")}
+
+        def reporting(at: int, day: date, cid: str = cid) -> Fraction:
+            values = oracle_mrr_at(truth, cid, at, prices, coupons)
+            return sum((v * rate_on(RATE_ROWS, c, day) for c, v in values.items()), Fraction(0))
+
+        paying_before: list[int] = [t for t in samples if reporting(t, date(2025, 1, 1)) > 0]
+        for month in MONTHS:
+            begin, end = month_first_instant(month), month_first_instant(next_month(month))
+            day = date(int(month[:4]), int(month[5:]), 1)
+            opening, closing = reporting(begin - 1, day), reporting(end - 1, day)
+            row = facts.get(month)
+            if row is None:
+                assert opening == 0 and closing == 0, (cid, month, opening, closing)
                 continue
-            for field in ("opening", "closing", "new", "reactivation", "expansion", "contraction", "churn"):
-                assert sum(p[field] for p in parts) == whole[field]
+            assert _close(opening, row.opening_mrr_micro, 10), (cid, month, opening, row)
+            assert _close(closing, row.closing_mrr_micro, 10), (cid, month, closing, row)
+            if opening == 0 and closing > 0:
+                # The paying stretch running at the close started at the last 0 -> paying step.
+                inside = [t for t in samples if begin <= t < end]
+                since = begin
+                for previous, current in zip(inside, inside[1:], strict=False):
+                    if reporting(previous, day) == 0 and reporting(current, day) > 0:
+                        since = current
+                kind = "new" if not any(t < since for t in paying_before) else "reactivation"
+            elif opening > 0 and closing == 0:
+                kind = "churn"
+            elif opening > 0 and closing > opening:
+                kind = "expansion"
+            elif 0 < closing < opening:
+                kind = "contraction"
+            else:
+                kind = None
+            assert row.movement == kind, (cid, month, opening, closing, row)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(spec=lives())
+@example(spec=[("price_m", 0, False, [(30, "seats", 3), (45, "plan", 1), (200, "cancel_end", 1)])])
+@example(spec=[("price_s", 10, True, [(40, "discount", 2), (100, "remove_discount", 1),
+                                      (120, "add_item", 2), (150, "remove_item", 1)])])
+@example(spec=[("price_eur", 5, False, [(20, "discount", 3), (60, "cancel_now", 1),
+                                        (90, "new_sub", 8)])])
+@example(spec=[("price_year", 0, False, [(50, "discount", 2), (70, "cancel_end", 1),
+                                         (80, "undo", 1)])])
+# Found by hypothesis with this test: two plan changes at one instant (s -> l -> s), and a
+# discount added and removed unseen at one instant.
+@example(spec=[("price_s", 0, False, [(1, "plan", 1), (1, "plan", 2)])])
+@example(spec=[("price_eur", 0, False, [(1, "discount", 2), (1, "remove_discount", 1)])])
+# The spec hypothesis found with the earlier property test (h10b, seed 1287...846: a
+# customer paying again only from 2026-03, after the last reported month, raised
+# IndexError), in this generator's terms; the crash itself is pinned with hand-computed
+# values in tests/normalise/test_real_accounts.py.
+@example(spec=[("price_year", 185, True, [(7, "undo", 4), (168, "cancel_now", 7),
+                                          (237, "add_item", 1), (256, "new_sub", 3)]),
+               ("price_year", 64, False, [])])
+def test_normaliser_agrees_with_the_independent_oracle(spec: Spec) -> None:
+    _check(spec)

@@ -73,7 +73,7 @@ def test_the_parallel_full_recompute_stores_what_one_process_stores(
         expected = snapshot(session)
     assert one.customers == 40 and "wait" not in one.timings
 
-    monkeypatch.setattr(service, "CHUNK", 7)
+    monkeypatch.setattr(service.common, "CHUNK", 7)
     parallel = single.model_copy(update={"recompute_workers": 2})
     with session_scope(db_engine) as session:
         two = recompute(session, parallel, now=moment)

@@ -109,7 +109,7 @@ def test_the_dockerfile_installs_the_packages_the_services_run() -> None:
     text = (ROOT / "Dockerfile").read_text()
     for package in ("nrr", "models", "integrations", "worker"):
         assert f"COPY {package} ./{package}" in text
-    assert 'pip install ".[postgres]"' in text
+    assert 'pip install --constraint constraints.txt ".[postgres]"' in text
     # The files pyproject.toml names must be in the image, or `pip install .` fails.
     import tomllib
 

@@ -1,0 +1,127 @@
+"""The outlook through the mirror and the recompute, on SQLite and PostgreSQL.
+
+Now is 2 December 2025 12:00 UTC. Four customers (hand-computed below):
+
+- cus_a pays 100 and asked to cancel on 20 December (``cancel_at``);
+- cus_b is in a trial of 49 that converts on 25 December;
+- cus_c pays 300 with nothing scheduled;
+- cus_d pays 5 seats x 12 = 60 and its schedule drops it to 3 seats (36) on 1 January.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from integrations.stripe_mirror import store_objects
+from nrr.services.outlook import customer_changes, known_in_advance, outlook_report
+from nrr.services.recompute import recompute
+from nrr.services.report import monthly_report
+from tests.outlook.test_outlook_domain import phase, schedule
+from tests.recompute.conftest import make_settings, store_world
+from tests.stripe_world import World, ts
+
+NOW = ts(2025, 12, 2, 12)
+
+
+def _world() -> tuple[World, dict[str, Any]]:
+    w = World()
+    for cid in ("cus_a", "cus_b", "cus_c", "cus_d"):
+        w.add_customer(cid)
+    w.add_price("price_basic", unit_amount=10_000, product="prod_basic")
+    w.add_price("price_trial", unit_amount=4_900, product="prod_trial")
+    w.add_price("price_big", unit_amount=30_000, product="prod_big")
+    w.add_price("price_seat", unit_amount=1_200, product="prod_seat")
+    w.subscribe("cus_a", [("price_basic", 1)], at=ts(2025, 10, 1)).schedule_cancel(
+        ts(2025, 12, 20), at=ts(2025, 12, 1, 9))
+    w.subscribe("cus_b", [("price_trial", 1)], at=ts(2025, 11, 25), trial_end=ts(2025, 12, 25))
+    w.subscribe("cus_c", [("price_big", 1)], at=ts(2025, 10, 1))
+    seats = w.subscribe("cus_d", [("price_seat", 5)], at=ts(2025, 10, 1))
+    plan = schedule("sub_sched_d", seats.id, [
+        phase(ts(2025, 10, 1), ts(2026, 1, 1), "price_seat", 5),
+        phase(ts(2026, 1, 1), ts(2026, 6, 1), "price_seat", 3)])
+    plan["customer"] = "cus_d"
+    w.advance(NOW)
+    return w, plan
+
+
+def _store(session: Session, w: World, plan: dict[str, Any]) -> None:
+    store_world(session, w)
+    result = store_objects(session, "subscription_schedule", [plan], state_at=NOW)
+    assert (result.stored, result.skipped) == (1, 0)
+
+
+def test_current_month_counts_what_happened_and_the_outlook_holds_the_rest(session: Session,
+                                                                           db_url: str) -> None:
+    w, plan = _world()
+    _store(session, w, plan)
+    cfg = make_settings(db_url)
+    recompute(session, cfg, now=datetime.fromtimestamp(NOW, UTC))
+
+    # December so far: nothing has happened (the cancellation is on the 20th, the trial ends
+    # on the 25th): opening 100 + 300 + 60 = 460, closing = MRR now = 460.
+    report = monthly_report(session, cfg, "2025-12", now=datetime.fromtimestamp(NOW, UTC))
+    assert (report["opening_mrr"], report["churn"], report["new"], report["closing_mrr"]) \
+        == (460.0, 0.0, 0.0, 460.0)
+    assert report["partial"] is True
+
+    outlook = outlook_report(session, cfg, months=2)
+    december, january = outlook["months"]
+    # December: 460 - 100 (cus_a, 20 Dec) = 360 committed; the trial adds 49 when it converts.
+    assert (december["month"], december["partial"]) == ("2025-12", True)
+    assert (december["opening"], december["churn"], december["closing"]) == (460.0, 100.0, 360.0)
+    assert december["trial_conversions"] == {"committed": 0.0, "all_converting": 49.0}
+    assert december["closing_all_converting"] == 409.0
+    # NRR = 360 / 460 = 78.26 %; band critical.
+    assert (december["nrr"], december["grr"], december["nrr_band"]) == (78.261, 78.261, "critical")
+    # January: 360 - 24 (cus_d: 60 -> 36) = 336; NRR = 336 / 360 = 93.333 %.
+    assert (january["opening"], january["contraction"], january["closing"]) == (360.0, 24.0, 336.0)
+    assert (january["nrr"], january["grr"], january["nrr_band"]) == (93.333, 93.333, "concerning")
+    # Upper bound: 409 at January's opening, 24 down: (409 - 24) / 409 = 94.132 %.
+    assert january["nrr_all_converting"] == 94.132
+
+    movements = [(m["customer_id"], m["effective_at"], m["amount"], m["cause"], m["bound"])
+                 for m in outlook["movements"]]
+    assert movements == [
+        ("cus_a", "2025-12-20T00:00:00Z", -100.0, "scheduled_cancellation", "committed"),
+        ("cus_b", "2025-12-25T00:00:00Z", 49.0, "trial_end", "upper"),
+        ("cus_d", "2026-01-01T00:00:00Z", -24.0, "schedule_phase", "committed"),
+    ]
+    assert outlook["movements"][2]["stripe_ids"]["subscription_schedule"] == "sub_sched_d"
+    assert [c["cause"] for c in customer_changes(session, cfg, "cus_a")] == ["scheduled_cancellation"]
+
+
+def test_month_that_happens_as_scheduled_was_known_in_advance(session: Session, db_url: str) -> None:
+    w, plan = _world()
+    _store(session, w, plan)
+    cfg = make_settings(db_url)
+    # The outlook at December's opening (the first full recompute in December).
+    recompute(session, cfg, now=datetime.fromtimestamp(NOW, UTC))
+    projected = outlook_report(session, cfg, months=1)["months"][0]
+    # December then happens as scheduled; January 2 the month is closed.
+    later = ts(2026, 1, 2)
+    w.advance(later)
+    store_world(session, w, state_at=later)
+    recompute(session, cfg, now=datetime.fromtimestamp(later, UTC))
+    real = monthly_report(session, cfg, "2025-12", now=datetime.fromtimestamp(later, UTC))
+    assert (real["opening_mrr"], real["churn"], real["contraction"], real["expansion"]) \
+        == (projected["opening"], projected["churn"], projected["contraction"], projected["expansion"])
+    # The trial converted: the upper bound's conversions happened as new MRR.
+    assert real["new"] == projected["trial_conversions"]["all_converting"]
+    shares = known_in_advance(session, cfg, "2025-12")
+    assert (shares["churn"], shares["churn_known"]) == (100.0, 100.0)
+
+
+def test_worker_processes_store_the_same_outlook(session: Session, db_url: str) -> None:
+    w, plan = _world()
+    _store(session, w, plan)
+    session.commit()  # worker processes read the committed mirror
+    serial = make_settings(db_url, NRR_RECOMPUTE_WORKERS="0")
+    recompute(session, serial, now=datetime.fromtimestamp(NOW, UTC))
+    expected = outlook_report(session, serial, months=3)
+    parallel = make_settings(db_url, NRR_RECOMPUTE_WORKERS="2")
+    recompute(session, parallel, now=datetime.fromtimestamp(NOW, UTC))
+    assert outlook_report(session, parallel, months=3) == expected
+    assert len(expected["movements"]) == 3
