@@ -217,11 +217,6 @@ def snapshot(self: Task, month: str | None = None, reason: str | None = None,
     if result is None:
         return {"month": month, "skipped": skipped}
     if follow_up:
-        from nrr.services.report_files import publish_report
-
-        # The page first: the alerts that follow link to it (NRR_REPORT_BASE_URL).
-        with session_scope(_engine()) as session:
-            publish_report(session, _settings(), month)
         evaluate_alerts.apply_async(kwargs={"month": month})
     return result
 
