@@ -160,6 +160,15 @@ def _after_recompute(reason: str) -> None:
         snapshot.apply_async(kwargs={"reason": reason})
 
 
+def send_shards(run: Any, reason: str, follow_up: bool) -> None:
+    """Queue one ``nrr.recompute_shard`` task (``worker/shards.py``) per shard of ``run``,
+    by name: ``worker.shards`` imports this module, never the other way round."""
+    for shard in run.shards:
+        app.send_task("nrr.recompute_shard", kwargs={
+            "run_id": run.run_id, "shard": shard, "now_ts": run.now_ts, "reason": reason,
+            "follow_up": follow_up})
+
+
 @app.task(name="nrr.recompute", bind=True, autoretry_for=_TRANSIENT, retry_backoff=10,
           retry_backoff_max=600, retry_jitter=True, max_retries=5,
           soft_time_limit=LONG, time_limit=LONG + 60)
@@ -184,8 +193,6 @@ def recompute(self: Task, scope: str = "dirty", customer_ids: list[str] | None =
             with session_scope(engine) as session:
                 sharded = shards.start(session, settings, minimum_shards=2)
         if sharded is not None:
-            from worker.shards import send_shards
-
             clear_flag(RECOMPUTE_QUEUED, settings, engine)
             send_shards(sharded, reason or "after all recompute", follow_up)
             return {"kind": "full", "run_id": sharded.run_id, "shards": len(sharded.shards)}
@@ -217,11 +224,6 @@ def snapshot(self: Task, month: str | None = None, reason: str | None = None,
     if result is None:
         return {"month": month, "skipped": skipped}
     if follow_up:
-        from nrr.services.report_files import publish_report
-
-        # The page first: the alerts that follow link to it (NRR_REPORT_BASE_URL).
-        with session_scope(_engine()) as session:
-            publish_report(session, _settings(), month)
         evaluate_alerts.apply_async(kwargs={"month": month})
     return result
 

@@ -162,6 +162,11 @@ def snapshot(engine: Engine, settings: Settings, month: str | None = None, *,
     except SnapshotError as exc:
         log.info("snapshot.skipped", month=month, reason=str(exc))
         return month, None, str(exc)
+    # The HTML report page (NRR_REPORT_DIR) before the alerts, which link to it.
+    from nrr.services.report_files import publish_report
+
+    with session_scope(engine) as session:
+        publish_report(session, settings, month)
     return month, result.as_dict(), None
 
 

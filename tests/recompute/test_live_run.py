@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from benchmarks.generate_account import change_customers, generate
 from integrations.stripe_mirror import store_objects
 from models.derived import CustomerMonthFact, LiveRun, MrrTimelinePoint, RecomputeRun
+from models.mirror import StripeCustomer
 from nrr.db import session_scope
 from nrr.domain.months import add_months, month_of
 from nrr.locks import RECOMPUTE_LOCK, account_lock
@@ -112,13 +113,21 @@ def test_full_recomputes_in_a_loop_while_readers_query_and_webhooks_write(
     readers make reports meanwhile; a webhook path stores new customers, marks them
     dirty and recomputes them under the account's lock. No thread may fail, and every
     report equals one run's report exactly."""
-    policies = {"recurring": make_settings(db_url),
-                "none": make_settings(db_url, NRR_POLICY_DISCOUNTS="none")}
-    assert policies["none"].policies.discounts == "none"
-    settings = policies["recurring"]
+    settings = make_settings(db_url)
     moment = datetime.fromtimestamp(NOW, tz=UTC)
     with session_scope(db_engine) as session:
         generate(session, 40, seed=9, now=NOW)
+    with session_scope(db_engine) as session:
+        recompute(session, settings, now=moment)
+    # The second policy leaves out the customers of one paying customer's email domain.
+    with Session(db_engine) as session:
+        payer = session.scalars(select(CustomerMonthFact.customer_id)
+                                .where(CustomerMonthFact.closing_mrr_micro > 0)
+                                .order_by(CustomerMonthFact.month.desc())).first()
+        email = session.scalar(select(StripeCustomer.email).where(StripeCustomer.id == payer))
+    assert email and "@" in email
+    policies = {"recurring": settings,
+                "none": make_settings(db_url, NRR_POLICY_EXCLUDE_CUSTOMERS="@" + email.split("@")[1])}
     reports: dict[str, dict[str, Any]] = {}
     for name, policy in policies.items():
         with session_scope(db_engine) as session:
