@@ -27,14 +27,6 @@ from worker.tasks import _TRANSIENT, LONG, SHORT, _after_recompute, _engine, _se
 log = get_logger(__name__)
 
 
-def send_shards(run: shards.ShardedRun, reason: str, follow_up: bool) -> None:
-    """Queue one task per shard of ``run`` (after the plan committed)."""
-    for shard in run.shards:
-        recompute_shard.apply_async(kwargs={"run_id": run.run_id, "shard": shard,
-                                            "now_ts": run.now_ts, "reason": reason,
-                                            "follow_up": follow_up})
-
-
 @app.task(name="nrr.recompute_shard", bind=True, autoretry_for=_TRANSIENT, retry_backoff=5,
           retry_backoff_max=120, retry_jitter=True, max_retries=8,
           soft_time_limit=LONG, time_limit=LONG + 60)

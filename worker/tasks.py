@@ -184,10 +184,12 @@ def recompute(self: Task, scope: str = "dirty", customer_ids: list[str] | None =
             with session_scope(engine) as session:
                 sharded = shards.start(session, settings, minimum_shards=2)
         if sharded is not None:
-            from worker.shards import send_shards
-
             clear_flag(RECOMPUTE_QUEUED, settings, engine)
-            send_shards(sharded, reason or "after all recompute", follow_up)
+            # By name: worker.shards builds on this module (one way, no cycle).
+            for shard in sharded.shards:
+                app.send_task("nrr.recompute_shard", kwargs={
+                    "run_id": sharded.run_id, "shard": shard, "now_ts": sharded.now_ts,
+                    "reason": reason or "after all recompute", "follow_up": follow_up})
             return {"kind": "full", "run_id": sharded.run_id, "shards": len(sharded.shards)}
 
     def lower_flag() -> None:

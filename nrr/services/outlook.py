@@ -161,7 +161,7 @@ def _compute_chunk(session: Session, ctx: _Context, chunk: list[str],
 
     Reads only the mirror (``segments`` come from the caller: the facts of this recompute
     are not committed yet), so it runs in this process or in a worker process alike."""
-    from nrr.services.recompute import load_chunk  # the recompute's own reader
+    from nrr.services.recompute.load import load_chunk  # the recompute's own reader
 
     settings = ctx.settings
     tz = settings.tz
@@ -507,17 +507,6 @@ def outlook_report(session: Session, settings: Settings, *, months: int = DEFAUL
         "policies": policies_in_force(settings),
         "months": month_docs, "movements": changes,
     }
-
-
-def customer_changes(session: Session, settings: Settings, customer_id: str) -> list[dict[str, Any]]:
-    """The customer's scheduled changes (for ``nrr customer``)."""
-    currency = settings.reporting_currency.lower()
-    return [{"effective_at": datetime.fromtimestamp(c.effective_at, UTC).isoformat().replace("+00:00", "Z"),
-             "month": c.month, "cause": c.cause, "bound": c.bound,
-             "amount": _money(c.amount_micro, currency), "subscription_id": c.subscription_id,
-             "stripe_ids": c.stripe_ids}
-            for c in session.scalars(select(OutlookChange).where(OutlookChange.customer_id == customer_id)
-                                     .order_by(OutlookChange.effective_at))]
 
 
 def known_in_advance(session: Session, settings: Settings, month: str) -> dict[str, Any]:

@@ -734,10 +734,19 @@ def customer_detail(session: Session, settings: Settings, customer_id: str) -> d
 
 
 def _scheduled_changes(session: Session, settings: Settings, customer_id: str) -> list[dict[str, Any]]:
-    """The customer's scheduled changes from the stored outlook (issue 14)."""
-    from nrr.services.outlook import customer_changes
+    """The customer's scheduled changes from the stored outlook (``nrr.services.outlook``)."""
+    from models.outlook import OutlookChange
 
-    return customer_changes(session, settings, customer_id)
+    currency = settings.reporting_currency.lower()
+    return [{"effective_at": _instant(c.effective_at), "month": c.month, "cause": c.cause,
+             "bound": c.bound, "amount": major_rounded(c.amount_micro, currency),
+             "subscription_id": c.subscription_id, "stripe_ids": c.stripe_ids}
+            for c in session.scalars(select(OutlookChange)
+                                     .where(OutlookChange.customer_id == customer_id)
+                                     .order_by(OutlookChange.effective_at))]
+
+
+customer_changes = _scheduled_changes
 
 
 def top_movements(session: Session, settings: Settings, month: str, *,

@@ -182,7 +182,7 @@ class Query:
         return f"json_extract({column}, '$.{key}')"
 
 
-_LINE_COLUMNS = ", ".join(f"l.{name}" for name in LineRow._fields[:-1])  # all but irregular
+_LINE_COLUMNS = ", ".join(f"l.{name}" for name in LineRow._fields[:-2])  # all but irregular, credited
 _STATUS_CLASS = ("(CASE WHEN {t}.invoice_status = 'paid' THEN 'paid' "
                  "WHEN {t}.invoice_status IN ('open', 'uncollectible') THEN 'unpaid' "
                  "ELSE 'unbilled' END)")
