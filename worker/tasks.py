@@ -160,6 +160,15 @@ def _after_recompute(reason: str) -> None:
         snapshot.apply_async(kwargs={"reason": reason})
 
 
+def send_shards(run: Any, reason: str, follow_up: bool) -> None:
+    """Queue one ``nrr.recompute_shard`` task (``worker/shards.py``) per shard of ``run``,
+    by name: ``worker.shards`` imports this module, never the other way round."""
+    for shard in run.shards:
+        app.send_task("nrr.recompute_shard", kwargs={
+            "run_id": run.run_id, "shard": shard, "now_ts": run.now_ts, "reason": reason,
+            "follow_up": follow_up})
+
+
 @app.task(name="nrr.recompute", bind=True, autoretry_for=_TRANSIENT, retry_backoff=10,
           retry_backoff_max=600, retry_jitter=True, max_retries=5,
           soft_time_limit=LONG, time_limit=LONG + 60)
@@ -185,11 +194,7 @@ def recompute(self: Task, scope: str = "dirty", customer_ids: list[str] | None =
                 sharded = shards.start(session, settings, minimum_shards=2)
         if sharded is not None:
             clear_flag(RECOMPUTE_QUEUED, settings, engine)
-            # By name: worker.shards builds on this module (one way, no cycle).
-            for shard in sharded.shards:
-                app.send_task("nrr.recompute_shard", kwargs={
-                    "run_id": sharded.run_id, "shard": shard, "now_ts": sharded.now_ts,
-                    "reason": reason or "after all recompute", "follow_up": follow_up})
+            send_shards(sharded, reason or "after all recompute", follow_up)
             return {"kind": "full", "run_id": sharded.run_id, "shards": len(sharded.shards)}
 
     def lower_flag() -> None:

@@ -182,7 +182,9 @@ class Query:
         return f"json_extract({column}, '$.{key}')"
 
 
-_LINE_COLUMNS = ", ".join(f"l.{name}" for name in LineRow._fields[:-2])  # all but irregular, credited
+# The stored columns: every field but the two the query computes.
+_LINE_COLUMNS = ", ".join(f"l.{name}" for name in LineRow._fields
+                          if name not in ("irregular", "credited"))
 _STATUS_CLASS = ("(CASE WHEN {t}.invoice_status = 'paid' THEN 'paid' "
                  "WHEN {t}.invoice_status IN ('open', 'uncollectible') THEN 'unpaid' "
                  "ELSE 'unbilled' END)")
