@@ -64,6 +64,7 @@ from nrr.domain.alerts import (
 )
 from nrr.domain.months import add_months, current_month
 from nrr.logs import get_logger
+from nrr.services.alert_plan import PlannedMessage, _dedupe_key
 from nrr.services.report_files import report_url
 from nrr.settings import AlertRule, ConfigError, Settings
 
@@ -78,33 +79,6 @@ class AlertError(Exception):
 
 
 # --------------------------------------------------------------------------- results
-
-
-@dataclass
-class PlannedMessage:
-    """One message the evaluation wants sent; ``status`` is the stored row's, or ``new``."""
-
-    dedupe_key: str
-    kind: str  # alert | recovery | digest | test
-    rule: str
-    month: str
-    segment: str
-    snapshot_version: int
-    severity: str | None
-    summary: str
-    payload: dict[str, Any]
-    status: str = "new"
-
-    def as_dict(self, *, with_payload: bool = True) -> dict[str, Any]:
-        document = {
-            "dedupe_key": self.dedupe_key, "kind": self.kind, "rule": self.rule,
-            "month": self.month, "segment": self.segment,
-            "snapshot_version": self.snapshot_version, "severity": self.severity,
-            "summary": self.summary, "status": self.status,
-        }
-        if with_payload:
-            document["payload"] = self.payload
-        return document
 
 
 @dataclass
@@ -342,10 +316,6 @@ class _Contexts:
 
 
 # --------------------------------------------------------------------------- planning
-
-
-def _dedupe_key(kind: str, rule: str, segment: str, month: str, version: int) -> str:
-    return f"{kind}|{rule}|{segment}|{month}|v{version}"[:512]
 
 
 def _last_state(session: Session, rule: str, segment: str, month: str,

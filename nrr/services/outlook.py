@@ -161,7 +161,7 @@ def _compute_chunk(session: Session, ctx: _Context, chunk: list[str],
 
     Reads only the mirror (``segments`` come from the caller: the facts of this recompute
     are not committed yet), so it runs in this process or in a worker process alike."""
-    from nrr.services.recompute import load_chunk  # the recompute's own reader
+    from nrr.services.recompute.load import load_chunk  # the recompute's own reader
 
     settings = ctx.settings
     tz = settings.tz
@@ -515,35 +515,3 @@ def outlook_report(session: Session, settings: Settings, *, months: int = DEFAUL
     }
 
 
-def customer_changes(session: Session, settings: Settings, customer_id: str) -> list[dict[str, Any]]:
-    """The customer's scheduled changes (for ``nrr customer``)."""
-    currency = settings.reporting_currency.lower()
-    return [{"effective_at": datetime.fromtimestamp(c.effective_at, UTC).isoformat().replace("+00:00", "Z"),
-             "month": c.month, "cause": c.cause, "bound": c.bound,
-             "amount": _money(c.amount_micro, currency), "subscription_id": c.subscription_id,
-             "stripe_ids": c.stripe_ids}
-            for c in session.scalars(select(OutlookChange).where(OutlookChange.customer_id == customer_id)
-                                     .order_by(OutlookChange.effective_at))]
-
-
-def known_in_advance(session: Session, settings: Settings, month: str) -> dict[str, Any]:
-    """Share of ``month``'s churn and contraction the outlook at its opening held."""
-    if session.get(OutlookOpening, month) is None:
-        return {"churn": None, "contraction": None,
-                "reason": f"no outlook was taken at the opening of {month}"}
-    F = CustomerMonthFact
-    real = {cid: (movement, opening - closing) for cid, movement, opening, closing in session.execute(
-        select(F.customer_id, F.movement, F.opening_mrr_micro, F.closing_mrr_micro).where(
-            F.month == month, F.movement.in_(("churn", "contraction"))))}
-    projected = {cid: (movement, amount) for cid, movement, amount in session.execute(
-        select(T_DROPS.c.customer_id, T_DROPS.c.movement, T_DROPS.c.movement_micro).where(
-            T_DROPS.c.month == month))}
-    sums = domain_outlook.known_in_advance(real, projected)
-    currency = settings.reporting_currency.lower()
-    result: dict[str, Any] = {}
-    for key, values in sums.items():
-        share = metrics.ratio(values["known_micro"], values["real_micro"],
-                              null_reason=f"no {key} in {month}")
-        result[key] = _percent(share)
-        result[f"{key}_known"] = _money(values["known_micro"], currency)
-    return result

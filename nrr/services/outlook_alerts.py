@@ -49,7 +49,7 @@ def _segment_customers(session: Session, dimension: str, segment: str, month: st
 
 def plan_projected(session: Session, settings: Settings) -> tuple[list[Finding], list[Any]]:
     """(findings, planned messages) of every ``projected`` rule; nothing when no outlook."""
-    from nrr.services.alerts import PlannedMessage, _dedupe_key
+    from nrr.services.alert_plan import PlannedMessage, _dedupe_key
     from nrr.services.outlook import OutlookUnavailable, outlook_report
     from nrr.services.report import parse_dimension
 

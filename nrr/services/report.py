@@ -541,8 +541,6 @@ def monthly_report(session: Session, settings: Settings, month: str, *, period: 
     if period == "monthly":
         document = _monthly_documents(session, ctx, [month], dimension, notes)[month]
         if month < ctx.current:
-            from nrr.services.outlook import known_in_advance
-
             # The share of the month's churn and contraction the outlook at its opening held.
             document["known_in_advance"] = known_in_advance(session, settings, month)
     else:
@@ -734,10 +732,19 @@ def customer_detail(session: Session, settings: Settings, customer_id: str) -> d
 
 
 def _scheduled_changes(session: Session, settings: Settings, customer_id: str) -> list[dict[str, Any]]:
-    """The customer's scheduled changes from the stored outlook (issue 14)."""
-    from nrr.services.outlook import customer_changes
+    """The customer's scheduled changes from the stored outlook (``nrr.services.outlook``)."""
+    from models.outlook import OutlookChange
 
-    return customer_changes(session, settings, customer_id)
+    currency = settings.reporting_currency.lower()
+    return [{"effective_at": _instant(c.effective_at), "month": c.month, "cause": c.cause,
+             "bound": c.bound, "amount": major_rounded(c.amount_micro, currency),
+             "subscription_id": c.subscription_id, "stripe_ids": c.stripe_ids}
+            for c in session.scalars(select(OutlookChange)
+                                     .where(OutlookChange.customer_id == customer_id)
+                                     .order_by(OutlookChange.effective_at))]
+
+
+customer_changes = _scheduled_changes
 
 
 def top_movements(session: Session, settings: Settings, month: str, *,
@@ -891,3 +898,30 @@ def segment_names(session: Session, dimension: str | None,
         if name:
             names[price_id] = name
     return names
+
+
+def known_in_advance(session: Session, settings: Settings, month: str) -> dict[str, Any]:
+    """Share of ``month``'s churn and contraction the outlook at its opening held."""
+    from models.outlook import OutlookOpening, OutlookOpeningDrop
+    from nrr.domain import outlook as domain_outlook
+
+    drops = OutlookOpeningDrop
+    if session.get(OutlookOpening, month) is None:
+        return {"churn": None, "contraction": None,
+                "reason": f"no outlook was taken at the opening of {month}"}
+    F = CustomerMonthFact
+    real = {cid: (movement, opening - closing) for cid, movement, opening, closing in session.execute(
+        select(F.customer_id, F.movement, F.opening_mrr_micro, F.closing_mrr_micro).where(
+            F.month == month, F.movement.in_(("churn", "contraction"))))}
+    projected = {cid: (movement, amount) for cid, movement, amount in session.execute(
+        select(drops.customer_id, drops.movement, drops.movement_micro).where(
+            drops.month == month))}
+    sums = domain_outlook.known_in_advance(real, projected)
+    currency = settings.reporting_currency.lower()
+    result: dict[str, Any] = {}
+    for key, values in sums.items():
+        share = metrics.ratio(values["known_micro"], values["real_micro"],
+                              null_reason=f"no {key} in {month}")
+        result[key] = metrics.percent_display(share)
+        result[f"{key}_known"] = _money(values["known_micro"], currency)
+    return result

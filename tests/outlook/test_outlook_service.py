@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from integrations.stripe_mirror import store_objects
-from nrr.services.outlook import customer_changes, known_in_advance, outlook_report
+from nrr.services.outlook import outlook_report
 from nrr.services.recompute import recompute
-from nrr.services.report import monthly_report
+from nrr.services.report import customer_changes, known_in_advance, monthly_report
 from tests.outlook.test_outlook_domain import phase, schedule
 from tests.recompute.conftest import make_settings, store_world
 from tests.stripe_world import World, ts

@@ -77,7 +77,7 @@ class Served:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-        self.app.close()
+        getattr(self.app, "close", lambda: None)()
         self.engine.dispose()
 
 
