@@ -24,6 +24,7 @@ from sqlalchemy import Table, case, delete, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from models.derived import CustomerMonthFact
+from models.live_rows import live_run_id
 from models.mirror import StripeSubscription
 from models.outlook import (
     OutlookChange,
@@ -139,7 +140,8 @@ def _segments(session: Session, month: str, ids: Sequence[str]) -> dict[str, tup
     return {row[0]: tuple(row[1:]) for row in session.execute(
         select(T_FACTS.c.customer_id, T_FACTS.c.currency, T_FACTS.c.plan, T_FACTS.c.product,
                T_FACTS.c.country, T_FACTS.c.metadata).where(
-            T_FACTS.c.month == month, T_FACTS.c.customer_id.in_(list(ids))))}
+            T_FACTS.c.month == month, T_FACTS.c.run_id == live_run_id(session),
+            T_FACTS.c.customer_id.in_(list(ids))))}
 
 
 @dataclass
@@ -340,7 +342,8 @@ def _store_opening(session: Session, month: str, now: int) -> None:
     for cid, movement, opening, closing in session.execute(
             select(T_FACTS.c.customer_id, T_FACTS.c.movement, T_FACTS.c.opening_mrr_micro,
                    T_FACTS.c.closing_mrr_micro).where(
-                T_FACTS.c.month == month, T_FACTS.c.movement.in_(("churn", "contraction")))):
+                T_FACTS.c.month == month, T_FACTS.c.run_id == live_run_id(session),
+                T_FACTS.c.movement.in_(("churn", "contraction")))):
         if cid not in outlook_ids:
             drops.append({"month": month, "customer_id": cid, "movement": movement,
                           "movement_micro": opening - closing})
