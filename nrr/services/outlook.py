@@ -185,15 +185,21 @@ def _compute_chunk(session: Session, ctx: _Context, chunk: list[str],
         customer_data: CustomerData | None = data.get(cid)
         if customer_data is None:
             continue
-        history = domain_history.customer_history(customer_data, settings.policies, now=now)
-        outlook = domain_outlook.customer_outlook(
-            customer_data, history, now=now, policies=settings.policies,
-            schedules=schedules.get(cid, ()), pending_updates=pending.get(cid, ()))
-        if outlook.static:
+        try:
+            history = domain_history.customer_history(customer_data, settings.policies, now=now)
+            outlook = domain_outlook.customer_outlook(
+                customer_data, history, now=now, policies=settings.policies,
+                schedules=schedules.get(cid, ()), pending_updates=pending.get(cid, ()))
+            if outlook.static:
+                continue
+            for currency in {*outlook.committed, *outlook.upper}:
+                if currency != reporting and currency not in factors:
+                    factors[currency] = lookup(currency, day)
+        except Exception as exc:  # noqa: BLE001 - one customer never blanks an account
+            # The recompute left this customer out with its reason; it has no outlook.
+            skips.append(Skip(object_type="customer", object_id=cid,
+                              reason=f"no outlook: {type(exc).__name__}: {exc}"))
             continue
-        for currency in {*outlook.committed, *outlook.upper}:
-            if currency != reporting and currency not in factors:
-                factors[currency] = lookup(currency, day)
         segment = segments.get(cid) or _segment_of(outlook, customer_data, months, day, lookup,
                                                    reporting, ctx.catalogue)
         for row in domain_outlook.project_customer_months(outlook, months, convert):
