@@ -24,6 +24,7 @@ from sqlalchemy import Table, case, delete, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from models.derived import CustomerMonthFact
+from models.live_rows import live_run_id
 from models.mirror import StripeSubscription
 from models.outlook import (
     OutlookChange,
@@ -139,7 +140,8 @@ def _segments(session: Session, month: str, ids: Sequence[str]) -> dict[str, tup
     return {row[0]: tuple(row[1:]) for row in session.execute(
         select(T_FACTS.c.customer_id, T_FACTS.c.currency, T_FACTS.c.plan, T_FACTS.c.product,
                T_FACTS.c.country, T_FACTS.c.metadata).where(
-            T_FACTS.c.month == month, T_FACTS.c.customer_id.in_(list(ids))))}
+            T_FACTS.c.month == month, T_FACTS.c.run_id == live_run_id(session),
+            T_FACTS.c.customer_id.in_(list(ids))))}
 
 
 @dataclass
@@ -193,14 +195,14 @@ def _compute_chunk(session: Session, ctx: _Context, chunk: list[str],
             for currency in {*outlook.committed, *outlook.upper}:
                 if currency != reporting and currency not in factors:
                     factors[currency] = lookup(currency, day)
-            segment = segments.get(cid) or _segment_of(outlook, customer_data, months, day,
-                                                       lookup, reporting, ctx.catalogue)
-            projected = list(domain_outlook.project_customer_months(outlook, months, convert))
-        except Exception as exc:  # one customer never blanks an account (the recompute
-            # records it as left out with the reason); the outlook goes on without it
-            log.warning("outlook.customer_left_out", customer_id=cid, reason=str(exc))
+        except Exception as exc:  # noqa: BLE001 - one customer never blanks an account
+            # The recompute left this customer out with its reason; it has no outlook.
+            skips.append(Skip(object_type="customer", object_id=cid,
+                              reason=f"no outlook: {type(exc).__name__}: {exc}"))
             continue
-        for row in projected:
+        segment = segments.get(cid) or _segment_of(outlook, customer_data, months, day, lookup,
+                                                   reporting, ctx.catalogue)
+        for row in domain_outlook.project_customer_months(outlook, months, convert):
             month_rows.append((
                 row.month, cid, row.opening_micro, row.closing_micro, row.movement,
                 row.movement_micro, row.opening_upper_micro, row.closing_upper_micro,
@@ -346,7 +348,8 @@ def _store_opening(session: Session, month: str, now: int) -> None:
     for cid, movement, opening, closing in session.execute(
             select(T_FACTS.c.customer_id, T_FACTS.c.movement, T_FACTS.c.opening_mrr_micro,
                    T_FACTS.c.closing_mrr_micro).where(
-                T_FACTS.c.month == month, T_FACTS.c.movement.in_(("churn", "contraction")))):
+                T_FACTS.c.month == month, T_FACTS.c.run_id == live_run_id(session),
+                T_FACTS.c.movement.in_(("churn", "contraction")))):
         if cid not in outlook_ids:
             drops.append({"month": month, "customer_id": cid, "movement": movement,
                           "movement_micro": opening - closing})

@@ -156,7 +156,13 @@ def test_malformed_objects_never_raise_and_skip_only_themselves(data: st.DataObj
         else:
             target[key] = data.draw(WRONG_VALUES)
     parsed, skips = customer_data_from_stripe("cus_1", objs)
-    history = customer_history(parsed, Policies(metered="invoiced", discounts="all"))
+    try:
+        history = customer_history(parsed, Policies(metered="invoiced", discounts="all"))
+    except UnusableCustomerData as exc:
+        # The whole customer is left out by the recompute (one customer never blanks an
+        # account); the reason names the broken object or one that embeds it.
+        assert any(i in str(exc) for i in (target_id, *owners) if i), (exc, target_id, key)
+        return
     for skip in [*skips, *history.skips]:
         assert isinstance(skip, Skip) and skip.reason
         # The broken object itself, or an object embedding it (an item's price, an event's
