@@ -257,10 +257,7 @@ class _Contexts:
         livemode = self._livemode(churned + contracted)
 
         def movement(item: dict[str, Any]) -> CustomerMovement:
-            cid = str(item["customer_id"])
-            return CustomerMovement(cid, item.get("name") or item.get("email"),
-                                    float(item.get("amount") or 0), str(item.get("movement")),
-                                    _causes(item.get("causes") or []), livemode.get(cid))
+            return _customer_movement(item, livemode)
 
         policies = (doc.policies if doc and doc.policies else policies_in_force(settings))
         return MessageContext(
@@ -287,16 +284,10 @@ class _Contexts:
         contracted = top_movements(self.session, settings, month, kinds=("contraction",),
                                    limit=5, dimension=dim, segment=seg)
         totals = month_totals(self.session, month, dimension=dim).get((month, seg))
-        ids = [str(item["customer_id"]) for item in churned + contracted]
-        livemode = dict(self.session.execute(
-            select(StripeCustomer.id, StripeCustomer.livemode).where(StripeCustomer.id.in_(ids))
-        ).all()) if ids else {}
+        livemode = self._livemode(churned + contracted)
 
         def movement(item: dict[str, Any]) -> CustomerMovement:
-            cid = str(item["customer_id"])
-            return CustomerMovement(cid, item.get("name") or item.get("email"),
-                                    float(item.get("amount") or 0), str(item.get("movement")),
-                                    _causes(item.get("causes") or []), livemode.get(cid))
+            return _customer_movement(item, livemode)
 
         policies = (doc.policies if doc and doc.policies else policies_in_force(settings))
         from nrr.services.isolation import left_out_count
@@ -313,6 +304,16 @@ class _Contexts:
             left_out=left_out_count(self.session),
             report_url=report_url(settings, month),
         )
+
+
+def _customer_movement(item: dict[str, Any],
+                       livemode: dict[str, bool | None]) -> CustomerMovement:
+    """One churned or contracted customer of a report (``top_movements`` or the T12M
+    movers) as an alert message shows it."""
+    cid = str(item["customer_id"])
+    return CustomerMovement(cid, item.get("name") or item.get("email"),
+                            float(item.get("amount") or 0), str(item.get("movement")),
+                            _causes(item.get("causes") or []), livemode.get(cid))
 
 
 # --------------------------------------------------------------------------- planning
