@@ -41,14 +41,18 @@ CANCELLATIONS = 50
 COPIES = 4
 THREADS = 20
 SETTLE_SECONDS = 10.0
+PAST = 600  # seconds: the emulated account's clock behind the real one
 IRRELEVANT_TYPES = ("charge.succeeded", "payment_intent.created", "customer.source.created",
                     "invoiceitem.created", "payment_method.attached")
 
 
 @pytest.fixture
 def account() -> EmulatedAccount:
-    # Enough live subscriptions to cancel 50 of them at one instant.
-    return generate_account(seed=11, customers=110, months=4, now=int(time.time()))
+    # Enough live subscriptions to cancel 50 of them. The account's clock starts in the
+    # past: the emulator moves it one second per cancellation, and every cancellation must
+    # have happened before the first report (a report of the current month counts what
+    # has happened by its recompute; a cancellation dated after it is in the outlook).
+    return generate_account(seed=11, customers=110, months=4, now=int(time.time()) - PAST)
 
 
 @pytest.fixture
@@ -128,7 +132,7 @@ def cancellations(account: EmulatedAccount, engine: Engine) -> list[dict[str, An
             StripeSubscription.status == "active")))
     chosen: set[str] = set()
     events = []
-    at = int(time.time())
+    at = int(time.time()) - PAST // 2
     for _ in range(CANCELLATIONS):
         customer, emitted = cancel_one_subscription(
             account, at, eligible=lambda cid: cid in active and cid not in chosen)
@@ -136,6 +140,7 @@ def cancellations(account: EmulatedAccount, engine: Engine) -> list[dict[str, An
         deleted = [e for e in emitted if e["type"] == "customer.subscription.deleted"]
         assert len(deleted) == 1, [e["type"] for e in emitted]
         events.append(deleted[0])
+    assert max(e["created"] for e in events) < time.time() - 60, "cancellations in the past"
     return events
 
 
