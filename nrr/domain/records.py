@@ -241,7 +241,8 @@ class InvoiceLine:
     # line of its item ended? None = unknown: history then compares the lines it was given
     # (correct only when given every line). See ``nrr.domain.history.select_state_lines``.
     follows_gap: bool | None = None
-    quantity_decimal: Decimal | None = None
+    # Kept for the mirror; the rules read ``quantity`` (a metered line's is its usage).
+    quantity_decimal: Decimal | None = field(default=None, compare=False)
     # The line as Stripe sent it, when it was read from a payload (the mirror keeps it).
     payload: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
