@@ -34,9 +34,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 
 JSON = dict[str, Any]
+_Line = TypeVar("_Line")
 
 _DAY = 86_400
 
@@ -209,7 +210,7 @@ def add_inclusive_taxes(lines: Iterable[JSON], percent_by_price: Mapping[str, De
         line["taxes"] = [inclusive_tax(_room(line), percent)]
 
 
-def in_no_order(lines: Sequence[JSON], rng: random.Random) -> list[JSON]:
+def in_no_order(lines: Sequence[_Line], rng: random.Random) -> list[_Line]:
     """An invoice's lines in a seeded random order: Stripe's lines carry no order (the
     credit half of a proration is not always first)."""
     return rng.sample(list(lines), len(lines)) if len(lines) > 1 else list(lines)
