@@ -175,6 +175,9 @@ class SubscriptionItem:
     created: int | None = None
     # The item as Stripe sent it, when it was read from a payload (the mirror keeps it).
     payload: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    # Percent of tax included by the item's own ``tax_rates`` (sum of the inclusive ones);
+    # None when the item lists no tax rate (the subscription's ``default_tax_rates`` apply).
+    inclusive_tax_percent: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +207,8 @@ class Subscription:
     state_at: int | None = None
     # ``items`` holds every item (the embedded list said ``has_more: false``).
     items_complete: bool = field(default=False, compare=False)
+    # Percent of tax included by ``default_tax_rates`` (None: none listed).
+    default_inclusive_tax_percent: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
