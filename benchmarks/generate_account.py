@@ -34,7 +34,9 @@ if __package__ in (None, ""):
 from sqlalchemy import Table, delete, select
 from sqlalchemy.orm import Session
 
-from integrations.emulator import EmulatedAccount, amount_for, generate_in_batches, shapes
+from integrations.emulator import EmulatedAccount, generate_in_batches, shapes
+from integrations.emulator.billing import in_no_order, proration_amounts, total_invoice
+from integrations.emulator.generator import StripeIds
 from integrations.stripe_mirror import mirror_rows, store_objects, table_for
 from models.derived import ExchangeRate
 from nrr.db.bulk import bulk_insert
@@ -143,7 +145,7 @@ def change_customers(session: Session, total_customers: int, *, fraction: float 
                      seed: int = 11, now: int | None = None) -> int:
     """Give ``fraction`` of all customers a seat change now, as the mirror stores it after
     their webhooks: the subscription's new state and the proration invoice (a credit and a
-    charge line, in either order), through the mirror store (which marks them dirty).
+    charge line, in either order, by the emulator's billing rules), through the mirror store (which marks them dirty).
     Returns how many changed."""
     now = now or int(time.time())
     rng = random.Random(seed)
@@ -158,7 +160,8 @@ def change_customers(session: Session, total_customers: int, *, fraction: float 
     price_raw = {row.id: row.raw for row in session.execute(select(prices.c.id, prices.c.raw))}
     wanted = max(1, int(total_customers * fraction))
     seen_customers: set[str] = set()
-    run = time.time_ns()  # repeated benchmark runs on one database add new invoices
+    # Ids carry no order; repeated benchmark runs on one database add new invoices.
+    ids = StripeIds(random.Random(time.time_ns()))
     for raw in rng.sample(list(candidates), len(candidates)):
         if len(changed_subs) >= wanted:
             break
@@ -173,29 +176,28 @@ def change_customers(session: Session, total_customers: int, *, fraction: float 
         start, end = item["current_period_start"], item["current_period_end"]
         old_qty = item["quantity"]
         new_qty = old_qty + 1
-        share = (end - at) / (end - start)
-        credit = -round(amount_for(price, old_qty, sub["currency"]) * share)
-        charge = round(amount_for(price, new_qty, sub["currency"]) * share)
+        credit, charge = proration_amounts((price, old_qty), (price, new_qty),
+                                           currency=sub["currency"], period=(start, end), at=at)
+        assert credit is not None and charge is not None
         customer = {"id": sub["customer"], "email": None, "name": None}
-        invoice_id = f"in_bench{run}{len(invoices)}"
+        invoice_id = ids.new("in")
         invoice = shapes.invoice(id=invoice_id, customer=customer, subscription=sub["id"],
                                  currency=sub["currency"], created=at,
                                  billing_reason="subscription_update", period_start=at,
                                  period_end=at, number=f"BENCH-{len(invoices)}",
                                  livemode=sub["livemode"])
         lines = [shapes.invoice_line(
-            id=f"il_bench{run}{len(invoices)}{n}", invoice=invoice_id, subscription=sub["id"],
+            id=ids.new("il"), invoice=invoice_id, subscription=sub["id"],
             subscription_item=item["id"], price_id=price["id"], product_id=price["product"],
             unit_amount_decimal=price.get("unit_amount_decimal"), currency=sub["currency"],
             amount=amount, quantity=quantity, period_start=at, period_end=end, proration=True,
-            description="seat change", livemode=sub["livemode"],
-            invoice_item=f"ii_bench{run}{len(invoices)}{n}")
-            for n, (amount, quantity) in enumerate(rng.sample(
-                [(credit, old_qty), (charge, new_qty)], 2))]
+            description="seat change", livemode=sub["livemode"], invoice_item=ids.new("ii"))
+            for amount, quantity in in_no_order([(credit, old_qty), (charge, new_qty)], rng)]
+        total_invoice(invoice, lines, {})
         invoice["lines"]["data"] = lines
         invoice["status"] = "paid"
         invoice["status_transitions"].update(finalized_at=at, paid_at=at)
-        invoice["total"] = credit + charge
+        invoice["amount_paid"], invoice["amount_remaining"] = invoice["amount_due"], 0
         invoices.append(invoice)
         item["quantity"] = new_qty
         changed_subs.append(sub)

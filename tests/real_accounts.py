@@ -140,11 +140,17 @@ def far_trial_account(trial_start: int, trial_end: int, *,
 # --------------------------------------------------------------------------- point 2
 
 
-def inclusive_tax_account(*, repeating_months: int | None = None) -> Account:
+def inclusive_tax_account(*, repeating_months: int | None = None,
+                          rates_on: str | None = None) -> Account:
     """cus_vat: price_vat 120.00 a month including 20 % VAT, 50 % off (forever, or
     ``repeating_months`` months) from 2025-01-01. Stripe taxes the discounted amount:
     120 - 60 off = 60 paid, of which 10 tax (60 / 1.2 = 50): MRR 50.00. After a repeating
-    discount ends: 120 paid, 20 tax, MRR 100.00."""
+    discount ends: 120 paid, 20 tax, MRR 100.00.
+
+    ``rates_on`` ("item" or "subscription"): the lines carry no ``taxes`` (only the price is
+    known); the 20 % inclusive rate is on the item's ``tax_rates`` or the subscription's
+    ``default_tax_rates`` (the item then lists a 5 % exclusive rate too, or nothing).
+    MRR: the discounted amount divided by 1.2, the same 50.00 then 100.00."""
     account = Account()
     account.price("price_vat", unit_amount=12_000, tax_behavior="inclusive")
     vat = account.find("prices", "price_vat")
@@ -170,17 +176,33 @@ def inclusive_tax_account(*, repeating_months: int | None = None) -> Account:
                                             product_id=vat["product"], quantity=1,
                                             period_start=begin, period_end=finish, amount=12_000,
                                             discount_amounts=[("di_half", off)] if off else [],
-                                            taxes=[{"amount": tax, "tax_behavior": "inclusive",
-                                                    "taxable_amount": 12_000 - off - tax,
-                                                    "type": "tax_rate_details",
-                                                    "taxability_reason": None,
-                                                    "tax_rate_details": {"tax_rate": "txr_vat20"}}])]))
-    account.add("subscriptions", subscription(
-        "sub_vat", "cus_vat",
-        [subscription_item("si_vat", vat, subscription="sub_vat", quantity=1,
-                           current_period_start=starts[-2], current_period_end=starts[-1])],
-        start_date=start, discounts=[disc] if end is None else []))
+                                            taxes=[] if rates_on else [{
+                                                "amount": tax, "tax_behavior": "inclusive",
+                                                "taxable_amount": 12_000 - off - tax,
+                                                "type": "tax_rate_details",
+                                                "taxability_reason": None,
+                                                "tax_rate_details": {"tax_rate": "txr_vat20"}}])]))
+    item = subscription_item("si_vat", vat, subscription="sub_vat", quantity=1,
+                             current_period_start=starts[-2], current_period_end=starts[-1])
+    sub = subscription("sub_vat", "cus_vat", [item], start_date=start,
+                       discounts=[disc] if end is None else [])
+    if rates_on == "item":
+        item["tax_rates"] = [_tax_rate("txr_vat20", "20.0", inclusive=True)]
+    elif rates_on == "subscription":
+        sub["default_tax_rates"] = [_tax_rate("txr_vat20", "20.0", inclusive=True)]
+        item["tax_rates"] = []
+    account.add("subscriptions", sub)
     return account
+
+
+def _tax_rate(rid: str, percentage: str, *, inclusive: bool) -> dict[str, Any]:
+    """A Stripe TaxRate object (the fields of ``stripe.TaxRate``)."""
+    return {"id": rid, "object": "tax_rate", "active": True, "country": "DE", "created": 0,
+            "description": None, "display_name": "VAT", "effective_percentage": None,
+            "flat_amount": None, "inclusive": inclusive, "jurisdiction": None,
+            "jurisdiction_level": None, "livemode": False, "metadata": {},
+            "percentage": float(percentage), "rate_type": "percentage", "state": None,
+            "tax_type": "vat"}
 
 
 # --------------------------------------------------------------------------- point 3

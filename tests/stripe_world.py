@@ -50,23 +50,35 @@ Two layers:
    :meth:`World.customer_data` turns one customer's objects into the domain's
    :class:`nrr.domain.records.CustomerData` through :mod:`nrr.domain.stripe_shapes`.
 
-Line amounts are what Stripe would invoice (used only where invoiced amounts matter,
-such as the ``metered=invoiced`` policy); MRR is never read from them.
+The world decides what happens to a subscription and when; how Stripe bills it (period
+boundaries, amounts of tiers and currency options, proration pairs, discount amounts on
+lines, inclusive taxes, line order, invoice totals) is the emulator's billing rules
+(:mod:`integrations.emulator.billing`), the same the generated accounts of the demo, the
+sync tests and the benchmarks are billed by. Line amounts are what Stripe would invoice
+(used only where invoiced amounts matter, such as the ``metered=invoiced`` policy).
 """
 
 from __future__ import annotations
 
-import calendar
 import copy
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from integrations.emulator import shapes
-from integrations.emulator.generator import StripeIds, amount_for, prorated
+from integrations.emulator.billing import (
+    add_inclusive_taxes,
+    add_interval,
+    amount_for,
+    apply_discounts,
+    in_no_order,
+    proration_amounts,
+    total_invoice,
+)
+from integrations.emulator.generator import StripeIds
 
 if TYPE_CHECKING:
     from nrr.domain.records import CustomerData
@@ -77,21 +89,6 @@ JSON = dict[str, Any]
 def ts(year: int, month: int, day: int = 1, hour: int = 0, minute: int = 0, second: int = 0) -> int:
     """UTC instant as Unix seconds."""
     return int(datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp())
-
-
-def add_interval(instant: int, interval: str, count: int = 1, *, anchor_day: int | None = None) -> int:
-    """``instant`` plus ``count`` intervals, calendar-aware like Stripe (Jan 31 -> Feb 28 -> Mar 31)."""
-    if interval == "day":
-        return instant + 86_400 * count
-    if interval == "week":
-        return instant + 7 * 86_400 * count
-    months = count * (12 if interval == "year" else 1)
-    moment = datetime.fromtimestamp(instant, tz=UTC)
-    index = moment.year * 12 + moment.month - 1 + months
-    year, month = divmod(index, 12)
-    month += 1
-    day = min(anchor_day or moment.day, calendar.monthrange(year, month)[1])
-    return int(moment.replace(year=year, month=month, day=day).timestamp())
 
 
 # --------------------------------------------------------------------------- builders
@@ -228,7 +225,6 @@ def invoice(iid: str, customer_id: str, *, lines: Sequence[JSON], subscription: 
             created: int, finalized_at: int | None = None, paid_at: int | None = None,
             voided_at: int | None = None, marked_uncollectible_at: int | None = None,
             discounts: Sequence[str] = (), livemode: bool = False) -> JSON:
-    total = sum(line["amount"] - sum(d["amount"] for d in line["discount_amounts"]) for line in lines)
     starts = [line["period"]["start"] for line in lines] or [created]
     ends = [line["period"]["end"] for line in lines] or [created]
     body = shapes.invoice(id=iid, customer={"id": customer_id, "email": None, "name": None},
@@ -244,34 +240,16 @@ def invoice(iid: str, customer_id: str, *, lines: Sequence[JSON], subscription: 
         "marked_uncollectible_at": marked_uncollectible_at if marked_uncollectible_at is not None
         else (created if status == "uncollectible" else None),
     }
-    subtotal = sum(line["amount"] for line in lines)
-    body.update(subtotal=subtotal, subtotal_excluding_tax=subtotal, total=total,
-                total_excluding_tax=total, amount_due=total,
-                amount_paid=total if status == "paid" else 0,
-                amount_remaining=0 if status == "paid" else total, discounts=list(discounts))
+    totals: dict[str, int] = {}
+    for line in lines:
+        for entry in line["discount_amounts"]:
+            totals[entry["discount"]] = totals.get(entry["discount"], 0) + entry["amount"]
+    body["discounts"] = list(discounts)
+    total_invoice(body, lines, totals)
+    body.update(amount_paid=body["amount_due"] if status == "paid" else 0,
+                amount_remaining=0 if status == "paid" else body["amount_due"])
     body["lines"]["data"] = list(lines)
     return body
-
-
-# --------------------------------------------------------------------------- amounts
-
-
-def inclusive_tax(discounted_amount: int, percent: Decimal) -> JSON:
-    """A line's ``taxes[]`` entry for a tax-inclusive price, as Stripe computes it: the tax
-    is included in what is charged after discounts, so it is taken out of the line's
-    amount minus its discount amounts (not out of the amount before discounts)."""
-    taxable = (Decimal(discounted_amount) / (1 + percent / 100)).quantize(
-        Decimal(1), rounding=ROUND_HALF_EVEN)
-    return {"amount": discounted_amount - int(taxable), "tax_behavior": "inclusive",
-            "taxable_amount": int(taxable), "type": "tax_rate_details",
-            "tax_rate_details": {"tax_rate": "txr_vat"}, "taxability_reason": "standard_rated"}
-
-
-def _discount_amount(coupon_obj: JSON, amount: int) -> int:
-    if coupon_obj.get("percent_off") is not None:
-        return int((Decimal(str(coupon_obj["percent_off"])) * amount / 100).quantize(
-            Decimal(1), rounding=ROUND_HALF_EVEN))
-    return min(amount, int(coupon_obj.get("amount_off") or 0))
 
 
 # --------------------------------------------------------------------------- the world
@@ -519,22 +497,38 @@ class SubscriptionLife:
                 found.append(body)
         return found
 
-    def _line_discounts(self, item: _ItemState, at: int, amount: int) -> list[tuple[str, int]]:
-        applied: list[tuple[str, int]] = []
-        remaining = amount
+    def _used_once(self, discount_id: str) -> bool:
+        """Has a ``once`` discount already taken something off an earlier invoice?"""
+        return any(entry["discount"] == discount_id for inv in self.world.invoices
+                   for line in inv["lines"]["data"] for entry in line["discount_amounts"])
+
+    def _discount_applications(self, lines: list[JSON]
+                               ) -> list[tuple[JSON, JSON, list[JSON], bool]]:
+        """Which discounts apply to which of a new invoice's lines, in Stripe's order (each
+        item's own, then the subscription's, then the customer's), each in force at the
+        start of the line's service period. Proration lines are not discounted."""
+        items = {item.id: item for item in (*self.items, *self.removed_items)}
         customer_discount = (self.world.customers.get(self.customer_id) or {}).get("discount")
         customer_ids = [customer_discount["id"]] if customer_discount else []
-        for body in self._active_discounts([*item.discount_ids, *self.discount_ids, *customer_ids], at):
-            coupon_obj = self.world.coupons[body["source"]["coupon"]]
-            if coupon_obj["duration"] == "once" and any(
-                    did == body["id"] for inv in self.world.invoices
-                    for line in inv["lines"]["data"] for did in line["discounts"]):
+        levels: list[dict[str, list[JSON]]] = [{}, {}, {}]
+        for line in lines:
+            details = line["parent"]["subscription_item_details"]
+            if details is None or details["proration"]:
                 continue
-            off = _discount_amount(coupon_obj, remaining)
-            if off:
-                applied.append((body["id"], off))
-                remaining -= off
-        return applied
+            item = items[details["subscription_item"]]
+            at = line["period"]["start"]
+            for level, ids in zip(levels, (item.discount_ids, self.discount_ids, customer_ids),
+                                  strict=True):
+                for body in self._active_discounts(ids, at):
+                    level.setdefault(body["id"], []).append(line)
+        applications = []
+        for depth, level in enumerate(levels):
+            for did, on_lines in level.items():
+                coupon_obj = self.world.coupons[self.world.discounts[did]["source"]["coupon"]]
+                if coupon_obj["duration"] == "once" and self._used_once(did):
+                    continue
+                applications.append((self.world.discounts[did], coupon_obj, on_lines, depth == 0))
+        return applications
 
     def _cycle_line(self, item: _ItemState, start: int, end: int, *, amount: int | None = None,
                     quantity: int | None = -1) -> JSON:
@@ -543,50 +537,49 @@ class SubscriptionLife:
         if amount is None:
             billed_qty = item.usage if qty is None else qty
             amount = amount_for(price_obj, billed_qty, self.currency)
-        discounts = self._line_discounts(item, start, amount) if amount > 0 else []
-        taxes: list[JSON] = []
-        percent = self.world.inclusive_tax_percent.get(item.price_id)
-        if percent is not None and price_obj.get("tax_behavior") == "inclusive" and amount > 0:
-            taxes.append(inclusive_tax(amount - sum(off for _, off in discounts), percent))
         return invoice_line(
             self.world.new_id("il"), invoice="", subscription=self.id, subscription_item=item.id,
             price_id=item.price_id, product_id=price_obj["product"],
             quantity=qty if qty is not None else item.usage,
             period_start=start, period_end=end, amount=amount, currency=self.currency,
-            discount_amounts=discounts,
-            unit_amount_decimal=price_obj.get("unit_amount_decimal"), taxes=taxes,
+            unit_amount_decimal=price_obj.get("unit_amount_decimal"),
             livemode=self.world.livemode)
 
     def _invoice(self, at: int, reason: str, lines: list[JSON], *, status: str | None = None) -> JSON:
+        """A new invoice of ``lines`` (in no fixed order), discounted and taxed by the
+        emulator's billing rules."""
         status = status or self.invoice_status
         if self.pause_collection_body is not None and reason == "subscription_cycle":
             status = {"void": "void", "keep_as_draft": "draft",
                       "mark_uncollectible": "uncollectible"}[self.pause_collection_body["behavior"]]
-        iid = self.world.new_id("in")
-        lines = self.world.rng.sample(lines, len(lines))
-        for line in lines:
-            line["invoice"] = iid
+        lines = in_no_order(lines, self.world.rng)
+        applications = self._discount_applications(lines)
+        apply_discounts(applications, currency=self.currency)
+        add_inclusive_taxes(lines, self.world.inclusive_tax_percent, self.world.prices)
         return self.world.add_invoice(invoice(
-            iid, self.customer_id, lines=lines, subscription=self.id, status=status,
-            billing_reason=reason, currency=self.currency, created=at,
+            self.world.new_id("in"), self.customer_id, lines=lines, subscription=self.id,
+            status=status, billing_reason=reason, currency=self.currency, created=at,
+            discounts=[disc["id"] for disc, _, _, line_level in applications if not line_level],
             livemode=self.world.livemode))
 
     def _proration_lines(self, item: _ItemState, at: int, *, old: tuple[str, int | None] | None,
                          new: tuple[str, int | None] | None) -> list[JSON]:
         """Stripe's pair: a negative line for the unused old state, a positive one for the new."""
+        prices = self.world.prices
+        amounts = proration_amounts(
+            None if old is None else (prices[old[0]], old[1] or 0),
+            None if new is None else (prices[new[0]], new[1] or 0),
+            currency=self.currency, period=(item.period_start, item.period_end), at=at)
         lines = []
-        for sign, state in ((-1, old), (1, new)):
-            if state is None:
+        for state, amount in zip((old, new), amounts, strict=True):
+            if state is None or amount is None:
                 continue
             price_id, qty = state
-            full = amount_for(self.world.prices[price_id], qty or 0, self.currency)
-            amount = sign * prorated(full, item.period_start, item.period_end, at)
-            line = invoice_line(
+            lines.append(invoice_line(
                 self.world.new_id("il"), invoice="", subscription=self.id, subscription_item=item.id,
-                price_id=price_id, product_id=self.world.prices[price_id]["product"], quantity=qty,
+                price_id=price_id, product_id=prices[price_id]["product"], quantity=qty,
                 period_start=at, period_end=item.period_end, amount=amount, currency=self.currency,
-                proration=True, invoice_item=self.world.new_id("ii"), livemode=self.world.livemode)
-            lines.append(line)
+                proration=True, invoice_item=self.world.new_id("ii"), livemode=self.world.livemode))
         return lines
 
     # time ----------------------------------------------------------------------

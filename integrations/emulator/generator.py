@@ -13,7 +13,6 @@ Everything is deterministic for a ``seed`` and ``now``.
 from __future__ import annotations
 
 import base64
-import calendar
 import copy
 import heapq
 import random
@@ -23,11 +22,17 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Decimal
-from fractions import Fraction
 from typing import Any
 
 from integrations.emulator import shapes
+from integrations.emulator.billing import (
+    add_interval,
+    amount_for,
+    apply_discounts,
+    in_no_order,
+    prorated,
+    total_invoice,
+)
 from integrations.emulator.shapes import public_view
 
 DAY = 86_400
@@ -54,15 +59,7 @@ _WORDS_B = ("Labs", "Works", "Systems", "Analytics", "Studio", "Logistics", "Hea
 
 def add_months(ts: int, n: int, anchor_day: int | None = None) -> int:
     """``ts`` moved by ``n`` calendar months (UTC), the day clamped to the month's end."""
-    d = datetime.fromtimestamp(ts, UTC)
-    years, month0 = divmod(d.month - 1 + n, 12)
-    year, month = d.year + years, month0 + 1
-    day = min(anchor_day or d.day, calendar.monthrange(year, month)[1])
-    return int(d.replace(year=year, month=month, day=day).timestamp())
-
-
-def _round_half_even(value: Fraction) -> int:
-    return round(value)
+    return add_interval(ts, "month", n, anchor_day=anchor_day)
 
 
 def _convert(usd_minor: int, currency: str) -> int:
@@ -93,55 +90,6 @@ class StripeIds:
             if found not in self._used:
                 self._used.add(found)
                 return found
-
-
-def _dec(value: Any) -> Decimal:
-    return Decimal(str(value)) if value is not None else Decimal(0)
-
-
-def amount_for(price: dict[str, Any], quantity: int | None, currency: str | None = None) -> int:
-    """What ``price`` charges for ``quantity`` over one whole period in ``currency`` (its
-    ``currency_options`` when another currency), in minor units rounded half-even: per
-    unit (``unit_amount_decimal``, after ``transform_quantity``) or tiered (graduated or
-    volume, flat amounts included)."""
-    qty = quantity or 0
-    body: dict[str, Any] = price
-    if currency and currency != price["currency"] and price.get("currency_options"):
-        body = {**price, **price["currency_options"][currency]}
-    transform = price.get("transform_quantity")
-    if transform:
-        whole, rest = divmod(qty, transform["divide_by"])
-        qty = whole + (1 if rest and transform["round"] == "up" else 0)
-    total = Decimal(0)
-    if price.get("billing_scheme") == "tiered":
-        tiers = body.get("tiers") or []
-        if price.get("tiers_mode") == "volume":
-            for t in tiers:
-                if t["up_to"] in (None, "inf") or qty <= t["up_to"]:
-                    total = _dec(t["unit_amount_decimal"]) * qty + _dec(t["flat_amount_decimal"])
-                    break
-        else:
-            lower = 0
-            for t in tiers:
-                unbounded = t["up_to"] in (None, "inf")
-                upper = qty if unbounded else min(qty, t["up_to"])
-                if upper > lower:
-                    total += (_dec(t["unit_amount_decimal"]) * (upper - lower)
-                              + _dec(t["flat_amount_decimal"]))
-                lower = upper if unbounded else t["up_to"]
-                if lower >= qty:
-                    break
-    else:
-        total = _dec(body.get("unit_amount_decimal")) * qty
-    return int(total.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
-
-
-def prorated(full_period_amount: int, start: int, end: int, at: int) -> int:
-    """The part of a whole period's amount for the time left at ``at`` in [start, end),
-    rounded half-even (Stripe's proration of an unchanged rate)."""
-    if end <= start:
-        return 0
-    return _round_half_even(full_period_amount * Fraction(end - at, end - start))
 
 
 @dataclass
@@ -618,8 +566,7 @@ class _Engine:
         lines = []
         # Stripe gives no order to an invoice's lines (the credit half of a proration is
         # not always first): the order varies, seeded.
-        specs = self.rng.sample(specs, len(specs)) if len(specs) > 1 else specs
-        for spec in specs:
+        for spec in in_no_order(specs, self.rng):
             item = spec["item"]
             price = item["price"]
             billed = spec.get("price") or price
@@ -637,53 +584,25 @@ class _Engine:
             lines.append(line)
             if not spec["proration"]:
                 state.last_lines[item["id"]] = (iid, line["id"])
-        used_once: list[str] = []
-        totals: dict[str, int] = {}
         # Line-item discounts (on the subscription item) first, then the subscription's.
-        targets: list[tuple[dict[str, Any], list[dict[str, Any]], bool]] = []
-        items_by_id = {item["id"]: item for item in sub["items"]["data"]}
-        for line in lines:
-            item = items_by_id.get(line["parent"]["subscription_item_details"][
-                "subscription_item"])
-            if item is None or not line["discountable"]:
-                continue
-            for disc in self.active_discounts(item, t):
-                targets.append((disc, [line], True))
-        targets.extend((disc, lines, False) for disc in self.active_discounts(sub, t))
-        for disc, on_lines, line_level in targets:
-            coupon = self.a.coupons[disc["source"]["coupon"]]
-            if coupon["amount_off"] is not None and coupon["currency"] != state.currency:
-                continue
-            budget = coupon["amount_off"]
-            for line in on_lines:
-                if not line["discountable"] or line["amount"] <= 0:
-                    continue
-                room = line["amount"] - sum(x["amount"] for x in line["discount_amounts"])
-                if budget is None:
-                    off = min(room, _round_half_even(
-                        Fraction(room) * Fraction(str(coupon["percent_off"])) / 100))
-                else:
-                    off = min(room, budget)
-                    budget -= off
-                if off > 0:
-                    line["discount_amounts"].append({"amount": off, "discount": disc["id"]})
-                    totals[disc["id"]] = totals.get(disc["id"], 0) + off
-                if line_level and disc["id"] not in line["discounts"]:
-                    line["discounts"].append(disc["id"])
-            if not line_level:
-                inv["discounts"].append(disc["id"])
-            if coupon["duration"] == "once" and disc["id"] not in used_once:
-                used_once.append(disc["id"])
+        applications: list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]], bool]]
+        applications = []
+        for item in sub["items"]["data"]:
+            own = [line for line in lines
+                   if line["parent"]["subscription_item_details"]["subscription_item"]
+                   == item["id"]]
+            applications.extend((disc, self.a.coupons[disc["source"]["coupon"]], own, True)
+                                for disc in self.active_discounts(item, t) if own)
+        for disc in self.active_discounts(sub, t):
+            applications.append((disc, self.a.coupons[disc["source"]["coupon"]], lines, False))
+            inv["discounts"].append(disc["id"])
+        totals = apply_discounts(applications, currency=state.currency)
+        used_once = [disc["id"] for disc, coupon, _, _ in applications
+                     if coupon["duration"] == "once"]
         self.a.invoice_lines[iid] = lines
         inv["lines"]["data"] = lines[: shapes.EMBEDDED_LINES]
         inv["lines"]["has_more"] = len(lines) > shapes.EMBEDDED_LINES
-        subtotal = sum(line["amount"] for line in lines)
-        discount_total = sum(totals.values())
-        inv["subtotal"] = inv["subtotal_excluding_tax"] = subtotal
-        inv["total"] = inv["total_excluding_tax"] = subtotal - discount_total
-        inv["total_discount_amounts"] = [{"amount": v, "discount": k} for k, v in totals.items()]
-        inv["amount_due"] = max(inv["total"], 0)
-        inv["amount_remaining"] = inv["amount_due"]
+        total_invoice(inv, lines, totals)
         self.a.invoices[iid] = inv
         before_sub = self.before(sub, t)
         sub["latest_invoice"] = iid

@@ -678,6 +678,7 @@ def _subscription_history(sub: Subscription, sub_lines: Sequence[InvoiceLine], d
     discount_windows.sort(key=lambda w: (order.get(w[0].id, len(order)), w[2], w[0].id))
 
     net_shares = _net_shares(sub_lines)
+    rate_shares = _rate_shares(sub)
 
     points: set[int] = {sub_first}
     for view in views:
@@ -781,8 +782,12 @@ def _subscription_history(sub: Subscription, sub_lines: Sequence[InvoiceLine], d
                     skips.append(Skip("subscription_item", view.item_id, str(exc)))
                     pricing_failed.add(view.item_id)
                 continue
-            net_share = (_net_share_at(net_shares.get(price.id), at)
-                         if tax_inclusive(price, currency) else None)
+            net_share = None
+            if tax_inclusive(price, currency):
+                # The lines' own taxes first; where no line says, the item's tax rates.
+                net_share = _net_share_at(net_shares.get(price.id), at)
+                if net_share is None:
+                    net_share = rate_shares.get(view.item_id)
             priced.append(PricedItem(view.item_id, amount, months, net_share))
         mrr = discounted_mrr(priced, currency, item_coupons, sub_coupons, cust_coupons)
         mrr.update(metered_mrr)
@@ -854,6 +859,20 @@ def _net_shares(lines: Iterable[InvoiceLine]) -> dict[str, list[tuple[int, Fract
                 (line.period_start, Fraction(paid - line.tax_inclusive_amount, paid)))
     for entries in shares.values():
         entries.sort(key=lambda entry: entry[0])
+    return shares
+
+
+def _rate_shares(sub: Subscription) -> dict[str, Fraction]:
+    """Per item, the net share its inclusive tax rates give, 1 / (1 + rate): the item's own
+    ``tax_rates``, else the subscription's ``default_tax_rates`` (Stripe's precedence).
+    Used where only the price is known (no invoice line carries the tax)."""
+    shares: dict[str, Fraction] = {}
+    for item in sub.items:
+        percent = item.inclusive_tax_percent
+        if percent is None:
+            percent = sub.default_inclusive_tax_percent
+        if percent:
+            shares[item.id] = 1 / (1 + Fraction(percent) / 100)
     return shares
 
 

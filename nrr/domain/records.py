@@ -157,6 +157,9 @@ class SubscriptionItem:
     current_period_end: int | None = None
     discount_ids: tuple[str, ...] = ()
     created: int | None = None
+    # Percent of tax included by the item's own ``tax_rates`` (sum of the inclusive ones);
+    # None when the item lists no tax rate (the subscription's ``default_tax_rates`` apply).
+    inclusive_tax_percent: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +187,8 @@ class Subscription:
     livemode: bool = False
     # The Stripe state this record describes was observed at this instant (for "now").
     state_at: int | None = None
+    # Percent of tax included by ``default_tax_rates`` (None: none listed).
+    default_inclusive_tax_percent: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

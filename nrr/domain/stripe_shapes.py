@@ -19,6 +19,7 @@ accepted as ids or as expanded objects; expanded objects are parsed as well.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any
 
 from nrr.domain import fields
@@ -272,6 +273,28 @@ def parse_discount(obj: Any) -> tuple[Discount, Coupon | None] | Skip:
         return _skip("discount", obj, str(exc))
 
 
+def inclusive_tax_percent(rates: Any, key: str) -> Decimal | None:
+    """The percent of tax included by a list of Stripe tax rates (``tax_rates`` of an item,
+    ``default_tax_rates`` of a subscription): the sum of the ``percentage`` of the rates
+    with ``inclusive: true``. None when the list is empty (an item then follows its
+    subscription's defaults). A rate given only by its id says nothing: it counts 0."""
+    if rates is None:
+        return None
+    if not isinstance(rates, list):
+        raise _Bad(f"{key} is not a list: {rates!r:.80}")
+    if not rates:
+        return None
+    total = Decimal(0)
+    for rate in rates:
+        if isinstance(rate, Mapping) and _bool(rate, "inclusive"):
+            percent = _decimal(rate, "percentage")
+            if percent is None or not Decimal(0) <= percent < Decimal(1000):
+                raise _Bad(f"{key}: tax rate {rate.get('id')!r:.40} has percentage "
+                           f"{rate.get('percentage')!r:.40}")
+            total += percent
+    return total
+
+
 def _discount_refs(raw: list[Any], found: dict[str, Any]) -> tuple[str, ...]:
     """Ids of a ``discounts`` list; expanded discount objects are stashed in ``found``."""
     ids = []
@@ -315,6 +338,7 @@ def parse_subscription_item(obj: Any, subscription_id: str | None = None,
             discount_ids=_discount_refs(_list(obj, "discounts"),
                                         found_discounts if found_discounts is not None else {}),
             created=_int(obj, "created"),
+            inclusive_tax_percent=inclusive_tax_percent(obj.get("tax_rates"), "tax_rates"),
         )
     except _Bad as exc:
         return _skip("subscription_item", obj, str(exc))
@@ -373,6 +397,8 @@ def parse_subscription(
             items=tuple(items),
             discount_ids=_discount_refs(_list(obj, "discounts"), found_discounts),
             livemode=_bool(obj, "livemode"),
+            default_inclusive_tax_percent=inclusive_tax_percent(obj.get("default_tax_rates"),
+                                                                "default_tax_rates"),
         ), skips
     except _Bad as exc:
         return _skip("subscription", obj, str(exc))

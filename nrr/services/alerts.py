@@ -260,9 +260,12 @@ class _Contexts:
             return _customer_movement(item, livemode)
 
         policies = (doc.policies if doc and doc.policies else policies_in_force(settings))
+        from nrr.services.isolation import left_out_count
+
         return MessageContext(
             month=month, currency=str(metrics.get("currency") or settings.reporting_currency),
             waterfall=waterfall, period="t12m", first_month=add_months(month, -11),
+            left_out=left_out_count(self.session),
             churned=[movement(i) for i in churned], churned_total=churned_total,
             contracted=[movement(i) for i in contracted], contracted_total=contracted_total,
             policies=policies, dashboard_url=settings.alerts.stripe_dashboard_url,

@@ -102,3 +102,22 @@ def test_a_monthly_alert_keeps_the_monthly_story(engine: Engine, db_url: str) ->
     text = all_text(monthly[0].payload)
     assert "*MRR waterfall, March 2026*" in text and "*Churn*\n-5,000.00 USD" in text
     assert add_months("2026-03", -11) not in text
+
+
+def test_a_t12m_alert_says_how_many_customers_were_left_out(engine: Engine,
+                                                            db_url: str) -> None:
+    """Customers the last recompute could not compute are in no T12M number either."""
+    from nrr.services.isolation import LeftOut, record_left_out
+
+    seed_year(engine)
+    with session_scope(engine) as session:
+        record_left_out(session, [LeftOut("cus_bad", "compute", "UnusableCustomerData: bad"),
+                                  LeftOut("cus_worse", "load", "JSONDecodeError: bad"),
+                                  LeftOut("cus_worst", "load", "KeyError: 'id'")],
+                        customer_ids=None, run_id=None)
+    with session_scope(engine) as session:
+        result = plan_messages(session, make_settings(db_url), MONTH, now=NOW)
+    t12m = [m for m in result.messages if m.rule == "nrr_t12m_below"]
+    assert len(t12m) == 1
+    assert "3 customers left out of these numbers" in all_text(t12m[0].payload)
+    assert "(3 customer(s) left out: see `nrr status`)" in t12m[0].payload["text"]

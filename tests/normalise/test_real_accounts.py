@@ -68,6 +68,23 @@ def test_tax_inclusive_price_with_a_discount_takes_the_tax_from_the_discounted_a
     assert _mrr(account, "cus_vat", ts(2025, 4, 20)) == Decimal(50)
 
 
+@pytest.mark.parametrize("rates_on", ["item", "subscription"])
+def test_tax_from_the_rates_when_no_line_carries_it(rates_on: str) -> None:
+    # Only the price is known: 120 x 50 % = 60 after the discount, / 1.2 = 50.00; after the
+    # repeating discount ends 120 / 1.2 = 100.00 (the rate, not the first line, forever).
+    account = inclusive_tax_account(repeating_months=1, rates_on=rates_on)
+    assert _mrr(account, "cus_vat", ts(2025, 1, 10)) == Decimal(50)
+    assert _mrr(account, "cus_vat", ts(2025, 2, 10)) == Decimal(100)
+
+
+def test_an_exclusive_rate_takes_nothing_out() -> None:
+    account = inclusive_tax_account(rates_on="item")
+    item = account.find("subscriptions", "sub_vat")["items"]["data"][0]
+    item["tax_rates"][0]["inclusive"] = False
+    # Nothing says the 60 paid includes tax: MRR 60.00.
+    assert _mrr(account, "cus_vat", ts(2025, 1, 10)) == Decimal(60)
+
+
 def test_tax_share_follows_the_lines_not_the_first_line_forever() -> None:
     account = inclusive_tax_account(repeating_months=1)
     # January: 60 paid, 10 tax -> 50. From February (discount ended): 120 paid, 20 tax -> 100.

@@ -83,6 +83,18 @@ def test_inclusive_tax_with_a_discount_from_the_mirror(db_engine: Engine, db_url
     assert found["2025-02"] == (Decimal(50), Decimal(100), "expansion")
 
 
+@pytest.mark.parametrize("rates_on", ["item", "subscription"])
+def test_inclusive_tax_from_the_rates_from_the_mirror(db_engine: Engine, db_url: str,
+                                                       rates_on: str) -> None:
+    # No line carries its tax: 60 paid / 1.2 = 50.00, then 120 / 1.2 = 100.00.
+    store(db_engine, inclusive_tax_account(repeating_months=1, rates_on=rates_on),
+          state_at=ts(2025, 4, 2))
+    run(db_engine, db_url, ts(2025, 4, 2))
+    found = facts(db_engine, "cus_vat")
+    assert found["2025-01"] == (Decimal(0), Decimal(50), "new")
+    assert found["2025-02"] == (Decimal(50), Decimal(100), "expansion")
+
+
 @pytest.mark.parametrize(("credit_first", "credit_smaller_id", "reset", "credited_items"), [
     (True, False, False, True), (False, False, False, True), (True, False, True, True),
     (False, False, False, False), (True, False, True, False),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
@@ -89,6 +90,14 @@ def _json_map(value: Any) -> Mapping[str, Any] | None:
     if isinstance(value, str):
         value = json.loads(value)
     return value if isinstance(value, Mapping) else None
+
+
+def _inclusive_tax_percent(text: Any, key: str) -> Decimal | None:
+    """The inclusive tax percent of a raw ``tax_rates`` list (JSON text; usually ``[]``)."""
+    if text is None or text == "[]":
+        return None
+    rates = json.loads(text) if isinstance(text, str) else text
+    return stripe_shapes.inclusive_tax_percent(rates, key)
 
 
 def _tax_inclusive_amount(raw: Any) -> int:
@@ -197,7 +206,8 @@ def _customer_data(cid: str, streams: Mapping[str, _Stream], catalogue: Catalogu
             id=item.id, subscription_id=item.subscription_id, price_id=item.price_id,
             quantity=item.quantity, current_period_start=item.current_period_start,
             current_period_end=item.current_period_end,
-            discount_ids=_ids(item.discount_ids), created=item.created))
+            discount_ids=_ids(item.discount_ids), created=item.created,
+            inclusive_tax_percent=_inclusive_tax_percent(item.tax_rates, "tax_rates")))
 
     subscriptions = []
     s: SubscriptionRow
@@ -215,7 +225,9 @@ def _customer_data(cid: str, streams: Mapping[str, _Stream], catalogue: Catalogu
             pause_collection_resumes_at=resumes_at if isinstance(resumes_at, int) else None,
             billing_cycle_anchor=anchor if isinstance(anchor, int) else None,
             items=tuple(items.get(s.id, ())), discount_ids=_ids(s.discount_ids),
-            livemode=bool(s.livemode), state_at=s.state_at))
+            livemode=bool(s.livemode), state_at=s.state_at,
+            default_inclusive_tax_percent=_inclusive_tax_percent(s.default_tax_rates,
+                                                                 "default_tax_rates")))
 
     discount_rows: list[DiscountRow] = streams["discounts"].take(cid)
     discounts = {

@@ -48,6 +48,7 @@ class SubscriptionRow(NamedTuple):
     livemode: Any
     state_at: int | None
     billing_cycle_anchor: Any  # from the raw object
+    default_tax_rates: Any  # JSON text, from the raw object
 
 
 class ItemRow(NamedTuple):
@@ -60,6 +61,7 @@ class ItemRow(NamedTuple):
     current_period_end: int | None
     discount_ids: Any
     created: int | None
+    tax_rates: Any  # JSON text, from the raw object
 
 
 class DiscountRow(NamedTuple):
@@ -287,14 +289,15 @@ def stream_queries(dialect: str, livemode: bool,
         q.params)
     q = Query(dialect)
     columns = _select(SubscriptionRow, "s", {
-        "billing_cycle_anchor": q.json_int("s.raw", "billing_cycle_anchor")})
+        "billing_cycle_anchor": q.json_int("s.raw", "billing_cycle_anchor"),
+        "default_tax_rates": q.json_text("s.raw", "default_tax_rates")})
     queries["subscriptions"] = (
         f"SELECT {columns} FROM stripe_subscriptions s "
         f"WHERE s.livemode = {q.p(livemode)}{q.in_ids('s.customer_id', ids)} "
         f"ORDER BY s.customer_id{q.collate}, s.created, s.id", q.params)
     q = Query(dialect)
     queries["items"] = (
-        f"SELECT {_select(ItemRow, 'i')} "
+        f"SELECT {_select(ItemRow, 'i', {'tax_rates': q.json_text('i.raw', 'tax_rates')})} "
         f"FROM stripe_subscription_items i WHERE i.deleted = {q.false} "
         f"AND i.livemode = {q.p(livemode)}{q.in_ids('i.customer_id', ids)} "
         f"ORDER BY i.customer_id{q.collate}, i.subscription_id, i.created, i.id", q.params)
