@@ -30,29 +30,33 @@ POLICIES: list[dict[str, Any]] = [
 
 def _seats_and_usage(seed: int) -> World:
     """Seats with an item coupon and a subscription amount off shared by several lines, a
-    tax-inclusive item, metered usage, seat changes up and down, a plan change, an item
+    tax-inclusive item and a tax-exclusive one (both changed mid-period), metered usage, seat changes up and down, a plan change, an item
     added and removed, a cancellation at period end."""
     world = World(seed=seed)
     world.add_customer("cus_1")
     world.add_price("price_seat", unit_amount=1_500)
     world.add_price("price_pro", unit_amount=4_000)
     world.add_price("price_vat", unit_amount=12_000, tax_behavior="inclusive")
-    world.inclusive_tax_percent["price_vat"] = Decimal(20)
+    world.add_price("price_taxed_seat", unit_amount=2_500, tax_behavior="exclusive")
+    world.tax_percent.update(price_vat=Decimal(20), price_taxed_seat=Decimal("8.25"))
     world.add_price("price_api", unit_amount=10, usage_type="metered")
     world.add_price("price_addon", unit_amount=900)
     world.add_coupon("co_amt", amount_off=1_000, currency="usd", duration="forever")
     world.add_coupon("co_pct", percent_off=25, duration="repeating", duration_in_months=3)
     sub = world.subscribe("cus_1", [("price_seat", 5), ("price_vat", 1), ("price_api", None)],
                           at=ts(2025, 1, 1), coupons=["co_amt"])
-    seat, _, api = sub.item_ids
+    seat, vat, api = sub.item_ids
     sub.add_discount("co_pct", at=ts(2025, 1, 15), item_id=seat)
     sub.record_usage(api, 500, at=ts(2025, 1, 20))
+    taxed = sub.add_item("price_taxed_seat", 2, at=ts(2025, 1, 22))
+    sub.change_quantity(vat, 3, at=ts(2025, 1, 28))
     sub.change_quantity(seat, 8, at=ts(2025, 2, 10))
     sub.record_usage(api, 700, at=ts(2025, 2, 20))
     sub.change_price(seat, "price_pro", at=ts(2025, 3, 20))
     addon = sub.add_item("price_addon", 2, at=ts(2025, 4, 5))
     sub.remove_item(addon, at=ts(2025, 5, 12))
     sub.change_quantity(seat, 3, at=ts(2025, 6, 7))
+    sub.change_quantity(taxed, 1, at=ts(2025, 6, 9))
     sub.cancel_at_period_end(at=ts(2025, 7, 3))
     world.advance(ts(2025, 9, 1))
     return world
