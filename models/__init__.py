@@ -12,6 +12,8 @@ from models.derived import (
     RecomputeRun,
     RecomputeShard,
     RetentionSnapshot,
+    SegmentMonthTotal,
+    SegmentTotalsBuilt,
 )
 from models.live_rows import ALL_RUNS, live_run_id, pin_live_run
 from models.mirror import (
@@ -42,7 +44,7 @@ __all__ = [
     "ALL_RUNS", "live_run_id", "pin_live_run",
     "AlertDelivery", "Base", "CustomerMonthFact", "DirtyCustomer", "ExchangeRate", "JobLock",
     "LedgerEntry", "LiveRun", "MrrTimelinePoint", "QuarantinedObject", "RecomputeRun",
-    "RecomputeShard", "RetentionSnapshot",
+    "RecomputeShard", "RetentionSnapshot", "SegmentMonthTotal", "SegmentTotalsBuilt",
     "StripeCoupon", "StripeCustomer", "StripeDiscount", "StripeEvent", "StripeInvoice",
     "StripeInvoiceLine", "StripePrice", "StripeProduct", "StripeSubscription",
     "StripeSubscriptionItem", "SyncState", "UTCDateTime",

@@ -93,6 +93,64 @@ class CustomerMonthFact(Base):
     opening_t12m_micro: Mapped[int | None] = mapped_column(BigInteger)
 
 
+class SegmentMonthTotal(Base):
+    """The sums a report reads, per month, segment and movement, kept beside the facts.
+
+    Each row is one group of ``customer_month_facts`` exactly as the report's SQL would
+    group them (``nrr.services.recompute.totals``): ``period`` ``monthly`` groups a month's
+    facts by ``dimension`` (``""`` the whole account, ``plan``, ``product``, ``currency``,
+    ``country``, ``first_paid_month``, or ``metadata`` whose segment is the customer's whole
+    metadata as JSON) and movement; ``t12m`` groups the T12M cohort of ``month`` (members
+    paying at the opening of month - 11, segment fixed there). Every recompute rewrites
+    them from the facts it writes, so a report reads a few hundred rows instead of every
+    customer's. Rows of a sharded run carry their ``shard`` until its final step adds
+    them up."""
+
+    __tablename__ = "segment_month_totals"
+    __table_args__ = (
+        Index("ix_segment_month_totals_run_period_dimension_month", "run_id", "period",
+              "dimension", "month"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    shard: Mapped[int | None] = mapped_column(Integer)
+    period: Mapped[str] = mapped_column(String(8))
+    month: Mapped[str] = mapped_column(String(7))
+    dimension: Mapped[str] = mapped_column(String(255))
+    # The facts' raw value (None and "" kept apart, as a GROUP BY over the facts keeps them).
+    segment: Mapped[str | None] = mapped_column(Text)
+    movement: Mapped[str | None] = mapped_column(String(16))
+    # Monthly: facts; T12M: cohort members.
+    customers: Mapped[int] = mapped_column(BigInteger, default=0)
+    # T12M: the members' opening in constant currency (``opening_t12m_micro``).
+    opening_micro: Mapped[int] = mapped_column(BigInteger, default=0)
+    closing_micro: Mapped[int] = mapped_column(BigInteger, default=0)
+    fx_impact_micro: Mapped[int] = mapped_column(BigInteger, default=0)
+    paying_at_opening: Mapped[int] = mapped_column(BigInteger, default=0)
+    # T12M: members still paying at the closing of ``month``.
+    paying_at_closing: Mapped[int] = mapped_column(BigInteger, default=0)
+    # T12M only: per-member sums (min(closing, opening), gains, losses) and churned members.
+    kept_micro: Mapped[int] = mapped_column(BigInteger, default=0)
+    expansion_micro: Mapped[int] = mapped_column(BigInteger, default=0)
+    contraction_micro: Mapped[int] = mapped_column(BigInteger, default=0)
+    churn_micro: Mapped[int] = mapped_column(BigInteger, default=0)
+    churned: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class SegmentTotalsBuilt(Base):
+    """A run whose ``segment_month_totals`` are complete (readers use them only then; a
+    database upgraded from before they existed reads the facts until its next recompute).
+    ``dimensions``: the ones stored (``metadata`` is left out when the account has too many
+    distinct metadata objects for totals to be smaller than the facts)."""
+
+    __tablename__ = "segment_totals_built"
+
+    run_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    dimensions: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    built_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class LeftOutCustomer(Base):
     """A customer whose history could not be computed: left out of every number (the
     rest of the account is computed), with the reason and the Stripe ids to look at. A

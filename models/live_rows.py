@@ -1,6 +1,6 @@
 """Readers see the live run's derived rows only, and the same run for a whole transaction.
 
-The timeline, the ledger and the monthly facts hold the rows of more than one full
+The timeline, the ledger, the monthly facts and their segment totals hold the rows of more than one full
 recompute while a new one is written beside the live one (``nrr.services.recompute``).
 Every ORM ``SELECT`` through a :class:`~sqlalchemy.orm.Session` that reads one of these
 tables gets ``run_id = <live run>`` added to each of their appearances (aliases and
@@ -20,12 +20,18 @@ from sqlalchemy import Table, event, select
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 from sqlalchemy.sql import visitors
 
-from models.derived import CustomerMonthFact, LedgerEntry, LiveRun, MrrTimelinePoint
+from models.derived import (
+    CustomerMonthFact,
+    LedgerEntry,
+    LiveRun,
+    MrrTimelinePoint,
+    SegmentMonthTotal,
+)
 
 # Execution option: this statement reads every run's rows.
 ALL_RUNS = "nrr_all_runs"
 
-_DERIVED = (MrrTimelinePoint, LedgerEntry, CustomerMonthFact)
+_DERIVED = (MrrTimelinePoint, LedgerEntry, CustomerMonthFact, SegmentMonthTotal)
 _DERIVED_TABLES = frozenset(model.__table__ for model in _DERIVED)
 _LIVE: Table = LiveRun.__table__  # type: ignore[assignment]
 _PIN = "nrr_live_run"

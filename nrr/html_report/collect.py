@@ -18,9 +18,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models.derived import CustomerMonthFact
+from models.derived import CustomerMonthFact, SegmentMonthTotal
 from models.mirror import StripePrice
 from nrr.domain.months import add_months, current_month, month_range
+from nrr.services import segment_totals
 from nrr.settings import Settings
 
 MOVEMENTS = ("new", "reactivation", "expansion", "contraction", "churn")
@@ -29,10 +30,10 @@ SEGMENT_DIMENSIONS = ("plan", "product", "currency", "country")
 
 def report_months(session: Session, settings: Settings, *, now: datetime | None = None) -> list[str]:
     """Months with stored facts, from the first to the current month (in ``settings.tz``)."""
-    first, last = session.execute(
-        select(func.min(CustomerMonthFact.month), func.max(CustomerMonthFact.month))
-    ).one()
-    if first is None:
+    # Two statements: SQLite answers a lone MIN or MAX from the index, not both at once.
+    first = session.scalar(select(func.min(CustomerMonthFact.month)))
+    last = session.scalar(select(func.max(CustomerMonthFact.month)))
+    if first is None or last is None:
         return []
     last = min(last, current_month(settings.tz, now))
     return month_range(first, last) if first <= last else []
@@ -152,16 +153,29 @@ def cohort_heat(session: Session, settings: Settings, *,
     f = CustomerMonthFact
     now = now or datetime.now(UTC)
     this_month = current_month(settings.tz, now)
-    rows = session.execute(
-        select(f.first_paid_month, f.month, func.sum(f.closing_mrr_micro),
-               _count(f.closing_mrr_micro > 0), func.count())
-        .where(f.first_paid_month.is_not(None), f.month >= f.first_paid_month,
-               f.month <= this_month)
-        .group_by(f.first_paid_month, f.month)
-    ).all()
+    run_id = segment_totals.readable_run(session, segment_totals.FIRST_PAID)
+    if run_id is not None:
+        # The stored totals by first paying month: a few rows per cohort and month.
+        t = SegmentMonthTotal
+        rows = session.execute(
+            select(t.segment, t.month, func.sum(t.closing_micro), func.sum(t.paying_at_closing),
+                   func.sum(t.customers))
+            .where(t.run_id == run_id, t.shard.is_(None), t.period == "monthly",
+                   t.dimension == segment_totals.FIRST_PAID, t.segment.is_not(None),
+                   t.month >= t.segment, t.month <= this_month)
+            .group_by(t.segment, t.month)
+        ).all()
+    else:
+        rows = session.execute(
+            select(f.first_paid_month, f.month, func.sum(f.closing_mrr_micro),
+                   _count(f.closing_mrr_micro > 0), func.count())
+            .where(f.first_paid_month.is_not(None), f.month >= f.first_paid_month,
+                   f.month <= this_month)
+            .group_by(f.first_paid_month, f.month)
+        ).all()
     cells: dict[str, dict[str, tuple[int, int, int]]] = {}
     for cohort, month, closing, paying, members in rows:
-        cells.setdefault(cohort, {})[month] = (_int(closing), _int(paying), _int(members))
+        cells.setdefault(str(cohort), {})[month] = (_int(closing), _int(paying), _int(members))
     last = max((m for by_month in cells.values() for m in by_month), default=None)
     cohorts = []
     for cohort in sorted(cells):

@@ -28,13 +28,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from models.derived import CustomerMonthFact, LedgerEntry, RecomputeRun
+from models.derived import CustomerMonthFact, LedgerEntry, RecomputeRun, SegmentMonthTotal
 from models.mirror import StripeCustomer
 from nrr.domain import metrics
 from nrr.domain.metrics import CohortTotals, MonthTotals, Ratio
 from nrr.domain.money import major_rounded
 from nrr.domain.months import add_months, current_month, month_range
 from nrr.logs import get_logger
+from nrr.services import segment_totals
 from nrr.settings import Settings
 
 log = get_logger(__name__)
@@ -162,13 +163,38 @@ def month_totals(session: Session, first: str, last: str | None = None, *,
     """Sums per month (and segment label when ``dimension`` is given) over ``first``..``last``.
 
     Keys are ``(month, segment)``; ``segment`` is None without a dimension. Months with
-    no facts are absent. One GROUP BY month, movement over the covering index
-    ``ix_customer_month_facts_month_movement``; the movements come from each group's
-    opening and closing sums. Contradictions between labels and amounts are appended to
-    ``problems``.
+    no facts are absent. The groups (month, segment, movement) come from the stored
+    segment totals when the live run has them (``nrr.services.segment_totals``), else from
+    one GROUP BY month, movement over the facts (the covering index
+    ``ix_customer_month_facts_month_movement``); either way the movements come from each
+    group's opening and closing sums. Contradictions between labels and amounts are
+    appended to ``problems``.
     """
     last = last or first
     dimension = parse_dimension(dimension)
+    run_id = segment_totals.readable_run(session, dimension)
+    groups = (_month_groups_from_totals(session, run_id, first, last, dimension)
+              if run_id is not None else _month_groups_from_facts(session, first, last, dimension))
+    found: dict[tuple[str, str | None], MonthTotals] = {}
+    issues = problems if problems is not None else []
+    for (month, raw, movement), values in groups.items():
+        label = segment_label(raw) if dimension else None
+        opening, closing, fx_impact, customers, at_opening, at_closing = values
+        key = (month, label)
+        # Two raw values can share a label ("" and NULL both read as "(none)").
+        found[key] = _add_group(found.get(key, MonthTotals()), movement, opening, closing,
+                                fx_impact, customers, at_opening, at_closing, problems=issues,
+                                where=month if label is None else f"{month} {dimension}={label}")
+    for problem in issues:
+        log.warning("report.inconsistent_facts", problem=problem)
+    return found
+
+
+_MonthGroups = dict[tuple[str, Any, str | None], list[int]]
+
+
+def _month_groups_from_facts(session: Session, first: str, last: str,
+                             dimension: str | None) -> _MonthGroups:
     keys: list[Any] = [F.month]
     if dimension:
         keys.append(segment_column(dimension).label("segment"))
@@ -180,22 +206,38 @@ def month_totals(session: Session, first: str, last: str | None = None, *,
                _count(F.closing_mrr_micro > 0))
         .where(where).group_by(*keys)
     )
-    found: dict[tuple[str, str | None], MonthTotals] = {}
-    issues = problems if problems is not None else []
+    groups: _MonthGroups = {}
     for row in session.execute(query):
-        month = row[0]
-        label = segment_label(row[1]) if dimension else None
-        movement = row[len(keys) - 1]
-        opening, closing, fx_impact, customers, at_opening, at_closing = (
-            _int(v) for v in row[len(keys):])
-        key = (month, label)
-        # Two raw values can share a label ("" and NULL both read as "(none)").
-        found[key] = _add_group(found.get(key, MonthTotals()), movement, opening, closing,
-                                fx_impact, customers, at_opening, at_closing, problems=issues,
-                                where=month if label is None else f"{month} {dimension}={label}")
-    for problem in issues:
-        log.warning("report.inconsistent_facts", problem=problem)
-    return found
+        raw = row[1] if dimension else None
+        groups[(row[0], raw, row[len(keys) - 1])] = [_int(v) for v in row[len(keys):]]
+    return groups
+
+
+def _month_groups_from_totals(session: Session, run_id: int, first: str, last: str,
+                              dimension: str | None) -> _MonthGroups:
+    """The same groups out of the stored totals (a metadata key's value is taken out of
+    each stored metadata object, and groups with one value are added up, as SQL would)."""
+    t = SegmentMonthTotal
+    query = (
+        select(t.month, t.segment, t.movement, t.opening_micro, t.closing_micro,
+               t.fx_impact_micro, t.customers, t.paying_at_opening, t.paying_at_closing)
+        .where(t.run_id == run_id, t.shard.is_(None), t.period == "monthly",
+               t.dimension == segment_totals.stored_dimension(dimension),
+               t.month == first if first == last else t.month.between(first, last))
+    )
+    key = dimension[len(METADATA_PREFIX):] if dimension and dimension.startswith(
+        METADATA_PREFIX) else None
+    groups: _MonthGroups = {}
+    for month, segment, movement, *values in session.execute(query):
+        raw = segment_totals.metadata_value(segment, key) if key is not None else segment
+        numbers = [_int(v) for v in values]
+        found = groups.get((month, raw, movement))
+        if found is None:
+            groups[(month, raw, movement)] = numbers
+        else:
+            for index, value in enumerate(numbers):
+                found[index] += value
+    return groups
 
 
 def cohort_totals(session: Session, month: str, *,
@@ -206,6 +248,9 @@ def cohort_totals(session: Session, month: str, *,
     M's first day (``opening_t12m_micro``), as its closing of M is; ``fx_impact`` is the
     difference from the opening at its own month's rate (the window's currency effect)."""
     dimension = parse_dimension(dimension)
+    run_id = segment_totals.readable_run(session, dimension)
+    if run_id is not None:
+        return _cohort_totals_from_totals(session, run_id, month, dimension)
     first = add_months(month, -11)
     start = aliased(F, name="cohort_start")
     end = aliased(F, name="cohort_end")
@@ -241,6 +286,31 @@ def cohort_totals(session: Session, month: str, *,
                                                                    strict=True)})
         found[label] = found[label] + totals if label in found else totals
     return found
+
+
+def _cohort_totals_from_totals(session: Session, run_id: int, month: str,
+                               dimension: str | None) -> dict[str | None, CohortTotals]:
+    t = SegmentMonthTotal
+    key = dimension[len(METADATA_PREFIX):] if dimension and dimension.startswith(
+        METADATA_PREFIX) else None
+    found: dict[str | None, CohortTotals] = {}
+    for row in session.execute(
+            select(t.segment, t.opening_micro, t.closing_micro, t.kept_micro,
+                   t.expansion_micro, t.contraction_micro, t.churn_micro, t.customers,
+                   t.paying_at_closing, t.churned, t.fx_impact_micro)
+            .where(t.run_id == run_id, t.shard.is_(None), t.period == "t12m",
+                   t.dimension == segment_totals.stored_dimension(dimension),
+                   t.month == month)):
+        raw = segment_totals.metadata_value(row[0], key) if key is not None else row[0]
+        label = segment_label(raw) if dimension else None
+        totals = CohortTotals(**{name: _int(v) for name, v in zip(_COHORT_NAMES, row[1:],
+                                                                   strict=True)})
+        found[label] = found[label] + totals if label in found else totals
+    return found
+
+
+_COHORT_NAMES = ("opening", "closing", "kept", "expansion", "contraction", "churn", "members",
+                 "members_paying", "members_churned", "fx_impact")
 
 
 # --------------------------------------------------------------------------- context

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from models.derived import LiveRun, RecomputeRun
 from models.live_rows import pin_live_run
 from nrr.logs import get_logger
+from nrr.services.recompute import totals
 from nrr.services.recompute.common import T_DIRTY, T_FACTS, T_LEDGER, T_TIMELINE
 from nrr.settings import Settings
 
@@ -66,6 +67,7 @@ def drop_other_runs(session: Session, keep: int) -> None:
     for table in (T_TIMELINE, T_LEDGER, T_FACTS):
         session.execute(delete(table).where(table.c.run_id.not_in(kept)),
                         execution_options={"synchronize_session": False})
+    totals.drop_runs_but(session, kept)
 
 
 def _wait_for_readers_since(session: Session, since: datetime) -> None:

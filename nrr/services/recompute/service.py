@@ -21,7 +21,7 @@ from nrr.domain.records import CustomerData
 from nrr.logs import get_logger
 from nrr.services.fx import RateBook, load_rate_book
 from nrr.services.isolation import LeftOut, record_left_out
-from nrr.services.recompute import common
+from nrr.services.recompute import common, totals
 from nrr.services.recompute.common import (
     FACT_COLUMNS,
     LEDGER_COLUMNS,
@@ -207,6 +207,8 @@ def _incremental(session: Session, settings: Settings, ids: list[str],
     result.livemode = ctx.livemode
     result.skips.extend(ctx.catalogue.skips)
     live = live_run_id(session)
+    # The segment totals get the difference of these customers' groups (``totals``).
+    totals_before = totals.before_change(session, live, ids)
     # Facts are diffed against the stored ones per chunk (``keep_changed_facts``): a change
     # rewrites a few recent months, not a customer's whole history.
     delete_customers(session, live, ids, tables=(T_TIMELINE, T_LEDGER))
@@ -221,6 +223,9 @@ def _incremental(session: Session, settings: Settings, ids: list[str],
 
     compute_customers(session, ctx, ids, result, rows, on_chunk=keep_changed)
     rows.flush()
+    clock = time.perf_counter()
+    totals.apply_change(session, live, ids, totals_before)
+    add_seconds(result.timings, "totals", clock)
     refresh_outlook_after(session, ctx, run, result, ids)
     finish_run(session, run, result, started, customer_ids=ids)
     clear_dirty(session, run, ids)
@@ -267,6 +272,9 @@ def _full(session: Session, settings: Settings, now: datetime | None) -> Recompu
     add_seconds(result.timings, "write", clock)
 
     analyze_derived(session)
+    clock = time.perf_counter()
+    totals.build(session, run.id)
+    add_seconds(result.timings, "totals", clock)
     record_skips(session, result.skips)
     switch_to(session, run)
     # After the switch: the outlook reads this run's facts (segments at the opening).

@@ -26,7 +26,7 @@ from models.derived import RecomputeRun, RecomputeShard
 from nrr.domain.records import Skip
 from nrr.logs import get_logger
 from nrr.services.isolation import LeftOut
-from nrr.services.recompute import runs
+from nrr.services.recompute import runs, totals
 from nrr.services.recompute.common import (
     T_FACTS,
     T_LEDGER,
@@ -104,7 +104,8 @@ def run_shard(session: Session, settings: Settings, run_id: int, shard: int,
     if row is None or run is None or run.status != "building" or row.finished_at is not None:
         return None
     ctx = prepare(session, settings, now_ts)
-    ids = customer_ids_of(session, ctx.livemode, row.from_customer, row.to_customer)
+    first, last = row.from_customer, row.to_customer
+    ids = customer_ids_of(session, ctx.livemode, first, last)
     log.info("recompute.shard_started", run_id=run_id, shard=shard, customers=len(ids))
     result = RecomputeResult(kind="shard", run_id=run_id, livemode=ctx.livemode)
     rows = RowBuffer(session, run_id, result, flush_rows=1 << 62)  # written at the end
@@ -126,6 +127,10 @@ def run_shard(session: Session, settings: Settings, run_id: int, shard: int,
     # a shard is the unit of repair: clear its customers' rows of this run all the same.
     delete_customers(session, run_id, ids)
     rows.flush()
+    # The shard's part of the run's segment totals (added up by the final step).
+    clock = time.perf_counter()
+    totals.write_partial(session, run_id, shard, first, last)
+    result.timings["totals"] = time.perf_counter() - clock
     result.seconds = time.perf_counter() - started
     figures = {**result.as_dict(),
                "skips": [[s.object_type, s.object_id, s.reason] for s in result.skips],
@@ -177,6 +182,7 @@ def finish(session: Session, settings: Settings, run_id: int,
         result.add(_part(figures))
         result.livemode = bool(figures.get("livemode"))
     _check_counts(session, run_id, result)
+    totals.merge_partials(session, run_id)
     ctx = prepare(session, settings, now_ts, livemode=result.livemode)
     result.skips[:0] = ctx.catalogue.skips
     analyze_derived(session)

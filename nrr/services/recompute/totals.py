@@ -1,0 +1,315 @@
+"""Segment totals: the sums the reports read, kept beside the facts (``segment_month_totals``).
+
+A report of a large account would otherwise aggregate every customer's facts on each view.
+The totals are the facts' groups exactly as the report's SQL makes them (a month, a
+segment's raw value, a movement; a T12M cohort by the segment at its start), so a report
+folds the same sums whichever it reads and its numbers are identical.
+
+Each recompute kind keeps them whole:
+
+* a full run aggregates its facts once before the switch (:func:`build`);
+* a shard aggregates its own customers' facts into partial rows tagged with the shard, in
+  the transaction of its facts; the final step adds the partials up (:func:`merge_partials`);
+* an incremental run aggregates its customers' facts before and after the rewrite and
+  applies the difference to the stored rows of the months it touched
+  (:func:`apply_change`): sums and counts are additive, so the result is what a full
+  aggregation would give.
+
+The facts are aggregated at a fine grain (every dimension at once) in SQL and rolled up
+per dimension in Python: one pass over the facts instead of one per dimension. Services
+never commit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, delete, func, select, tuple_
+from sqlalchemy.orm import Session
+
+from nrr.domain.months import add_months, month_range
+from nrr.logs import get_logger
+from nrr.services.recompute.common import T_FACTS, chunks
+from nrr.services.segment_totals import (
+    BASE_DIMENSIONS,
+    DIMENSIONS,
+    FIRST_PAID,
+    METADATA,
+    T_BUILT,
+    T_TOTALS,
+    TOTAL,
+    built_dimensions,
+    metadata_segment,
+)
+
+log = get_logger(__name__)
+
+# Above this many distinct metadata objects the metadata groups would be about as many as
+# the facts: the totals leave them out and ``--by metadata:KEY`` reads the facts.
+MAX_METADATA_SEGMENTS = 5_000
+# An incremental run of more customers than this rebuilds the totals instead of applying
+# a difference (two aggregations of that many customers cost more than one of all).
+MAX_CHANGE_CUSTOMERS = 20_000
+
+VALUES = ("customers", "opening_micro", "closing_micro", "fx_impact_micro",
+          "paying_at_opening", "paying_at_closing", "kept_micro", "expansion_micro",
+          "contraction_micro", "churn_micro", "churned")
+KEY = ("period", "month", "dimension", "segment", "movement")
+
+Key = tuple[str, str, str, str | None, str | None]
+Sums = dict[Key, list[int]]
+
+
+
+@dataclass(frozen=True)
+class IdRange:
+    """Customer ids from ``first`` (inclusive) to ``last`` (exclusive; None: no end), in
+    Python's order (a shard's customers)."""
+
+    first: str
+    last: str | None
+
+
+# A customer filter: None (every customer of the run), a list of ids, or a range.
+Customers = Sequence[str] | IdRange | None
+
+
+def _int(value: Any) -> int:
+    return 0 if value is None else int(value)
+
+
+def _count(condition: ColumnElement[bool]) -> ColumnElement[Any]:
+    return func.sum(case((condition, 1), else_=0))
+
+
+def _add(sums: Sums, key: Key, values: Sequence[int], sign: int = 1) -> None:
+    found = sums.get(key)
+    if found is None:
+        sums[key] = [sign * v for v in values]
+    else:
+        for index, value in enumerate(values):
+            found[index] += sign * value
+
+
+def _customer_conditions(session: Session, table: Any, customers: Customers
+                         ) -> list[list[ColumnElement[bool]]]:
+    """One list of conditions per statement to run (id lists go in chunks)."""
+    if customers is None:
+        return [[]]
+    if isinstance(customers, IdRange):
+        first, last = customers.first, customers.last
+        column: Any = table.customer_id
+        if session.get_bind().dialect.name == "postgresql":
+            column = column.collate("C")  # Python's (code point) order, as the shards cut
+        conditions = [column >= first] if first else []
+        if last is not None:
+            conditions.append(column < last)
+        return [conditions]
+    return [[table.customer_id.in_(list(chunk))] for chunk in chunks(list(customers), 2000)]
+
+
+def aggregate(session: Session, run_id: int, customers: Customers = None) -> Sums:
+    """Every group of run ``run_id``'s facts (of ``customers`` only when given), per
+    dimension: monthly by movement, and the T12M cohort of every month whose cohort
+    start has facts."""
+    f = T_FACTS.c
+    sums: Sums = {}
+    fine = [f.month, f.movement, f.plan, f.product, f.currency, f.country,
+            f.first_paid_month, f["metadata"]]
+    monthly_sums = [func.count(), func.sum(f.opening_mrr_micro), func.sum(f.closing_mrr_micro),
+                    func.sum(f.fx_impact_micro), _count(f.opening_mrr_micro > 0),
+                    _count(f.closing_mrr_micro > 0)]
+    first_month: str | None = None
+    last_month: str | None = None
+    segments: dict[Any, str | None] = {}
+    for conditions in _customer_conditions(session, f, customers):
+        rows = session.execute(select(*fine, *monthly_sums)
+                               .where(f.run_id == run_id, *conditions).group_by(*fine))
+        for (month, movement, plan, product, currency, country, first_paid, metadata,
+             *values) in rows:
+            numbers = [_int(v) for v in values] + [0] * 5
+            first_month = month if first_month is None else min(first_month, month)
+            last_month = month if last_month is None else max(last_month, month)
+            _add(sums, ("monthly", month, TOTAL, None, movement), numbers)
+            for dimension, value in zip(BASE_DIMENSIONS, (plan, product, currency, country),
+                                        strict=True):
+                _add(sums, ("monthly", month, dimension, value, movement), numbers)
+            _add(sums, ("monthly", month, FIRST_PAID, first_paid, movement), numbers)
+            _add(sums, ("monthly", month, METADATA, _segment_of(segments, metadata),
+                        movement), numbers)
+    if first_month is None or last_month is None:
+        return sums
+    for month in month_range(add_months(first_month, 11), add_months(last_month, 11)):
+        _cohort(session, run_id, month, customers, sums, segments)
+    return sums
+
+
+def _segment_of(cache: dict[Any, str | None], metadata: Any) -> str | None:
+    key = metadata if isinstance(metadata, str | None) else json.dumps(metadata, sort_keys=True)
+    if key not in cache:
+        cache[key] = metadata_segment(metadata)
+    return cache[key]
+
+
+def _cohort(session: Session, run_id: int, month: str, customers: Customers, sums: Sums,
+            segments: dict[Any, str | None]) -> None:
+    """The T12M cohort of ``month`` (the report's ``cohort_totals``, grouped finely)."""
+    start = T_FACTS.alias("cohort_start")
+    end = T_FACTS.alias("cohort_end")
+    own_rate_opening = start.c.opening_mrr_micro
+    opening = func.coalesce(start.c.opening_t12m_micro, own_rate_opening)
+    closing = func.coalesce(end.c.closing_mrr_micro, 0)
+    fine = [start.c.plan, start.c.product, start.c.currency, start.c.country,
+            start.c["metadata"]]
+    columns = [
+        func.count(), func.sum(opening), func.sum(closing), func.sum(opening - own_rate_opening),
+        _count(closing > 0),
+        func.sum(case((closing < opening, closing), else_=opening)),
+        func.sum(case((closing > opening, closing - opening), else_=0)),
+        func.sum(case((and_(closing > 0, closing < opening), opening - closing), else_=0)),
+        func.sum(case((closing == 0, opening), else_=0)),
+        _count(closing == 0),
+    ]
+    for conditions in _customer_conditions(session, start.c, customers):
+        query = (
+            select(*fine, *columns)
+            .select_from(start)
+            .outerjoin(end, and_(end.c.run_id == run_id, end.c.customer_id == start.c.customer_id,
+                                 end.c.month == month))
+            .where(start.c.run_id == run_id, start.c.month == add_months(month, -11),
+                   own_rate_opening > 0, *conditions)
+            .group_by(*fine)
+        )
+        for plan, product, currency, country, metadata, *values in session.execute(query):
+            count, open_, close, fx, paying, kept, expansion, contraction, churn, churned = (
+                _int(v) for v in values)
+            numbers = [count, open_, close, fx, 0, paying, kept, expansion, contraction, churn,
+                       churned]
+            _add(sums, ("t12m", month, TOTAL, None, None), numbers)
+            for dimension, value in zip(BASE_DIMENSIONS, (plan, product, currency, country),
+                                        strict=True):
+                _add(sums, ("t12m", month, dimension, value, None), numbers)
+            _add(sums, ("t12m", month, METADATA, _segment_of(segments, metadata), None),
+                 numbers)
+
+
+# --------------------------------------------------------------------------- storing
+
+
+def _dimensions(sums: Sums) -> list[str]:
+    metadata = {key[3] for key in sums if key[2] == METADATA}
+    if len(metadata) > MAX_METADATA_SEGMENTS:
+        log.info("totals.metadata_left_out", segments=len(metadata),
+                 reason=f"more than {MAX_METADATA_SEGMENTS} distinct metadata objects")
+        return [d for d in DIMENSIONS if d != METADATA]
+    return list(DIMENSIONS)
+
+
+def _insert(session: Session, run_id: int, sums: Sums, dimensions: Iterable[str],
+            shard: int | None = None) -> int:
+    kept = set(dimensions)
+    rows = [{"run_id": run_id, "shard": shard, **dict(zip(KEY, key, strict=True)),
+             **dict(zip(VALUES, values, strict=True))}
+            for key, values in sums.items() if key[2] in kept and values[0]]
+    for start in range(0, len(rows), 5_000):
+        session.execute(T_TOTALS.insert(), rows[start:start + 5_000])
+    return len(rows)
+
+
+def _mark_built(session: Session, run_id: int, dimensions: list[str]) -> None:
+    session.execute(delete(T_BUILT).where(T_BUILT.c.run_id == run_id))
+    session.execute(T_BUILT.insert().values(run_id=run_id, dimensions=dimensions,
+                                            built_at=datetime.now(UTC)))
+
+
+def build(session: Session, run_id: int) -> int:
+    """(Re)write every total of run ``run_id`` from its facts; returns the rows written."""
+    session.execute(delete(T_TOTALS).where(T_TOTALS.c.run_id == run_id),
+                    execution_options={"synchronize_session": False})
+    sums = aggregate(session, run_id)
+    dimensions = _dimensions(sums)
+    written = _insert(session, run_id, sums, dimensions)
+    _mark_built(session, run_id, dimensions)
+    return written
+
+
+def write_partial(session: Session, run_id: int, shard: int, first: str,
+                  last: str | None) -> int:
+    """A shard's totals (its customers from ``first`` to ``last``), tagged with the shard."""
+    session.execute(delete(T_TOTALS).where(T_TOTALS.c.run_id == run_id,
+                                           T_TOTALS.c.shard == shard),
+                    execution_options={"synchronize_session": False})
+    return _insert(session, run_id, aggregate(session, run_id, IdRange(first, last)), DIMENSIONS,
+                   shard=shard)
+
+
+def _stored(session: Session, condition: ColumnElement[bool]) -> Sums:
+    sums: Sums = {}
+    columns = [T_TOTALS.c[name] for name in (*KEY, *VALUES)]
+    for row in session.execute(select(*columns).where(condition)):
+        _add(sums, tuple(row[:len(KEY)]), [_int(v) for v in row[len(KEY):]])  # type: ignore[arg-type]
+    return sums
+
+
+def merge_partials(session: Session, run_id: int) -> int:
+    """The final step of a sharded run: add the shards' partial totals up into the run's."""
+    sums = _stored(session, and_(T_TOTALS.c.run_id == run_id, T_TOTALS.c.shard.is_not(None)))
+    session.execute(delete(T_TOTALS).where(T_TOTALS.c.run_id == run_id),
+                    execution_options={"synchronize_session": False})
+    dimensions = _dimensions(sums)
+    written = _insert(session, run_id, sums, dimensions)
+    _mark_built(session, run_id, dimensions)
+    return written
+
+
+def before_change(session: Session, run_id: int, ids: Sequence[str]) -> Sums | None:
+    """An incremental run's customers' groups before it rewrites their facts (None: the
+    totals will be rebuilt instead)."""
+    if len(ids) > MAX_CHANGE_CUSTOMERS or built_dimensions(session, run_id) is None:
+        return None
+    return aggregate(session, run_id, ids)
+
+
+def apply_change(session: Session, run_id: int, ids: Sequence[str],
+                 before: Sums | None) -> None:
+    """After an incremental run rewrote the facts of ``ids``: the stored totals of the
+    months whose groups changed get the difference (or everything is rebuilt when
+    ``before`` is None: too many customers, or totals never built for this run)."""
+    dimensions = built_dimensions(session, run_id)
+    if before is None or dimensions is None:
+        build(session, run_id)
+        return
+    change: Sums = {}
+    for key, values in aggregate(session, run_id, ids).items():
+        _add(change, key, values)
+    for key, values in before.items():
+        _add(change, key, values, -1)
+    touched = sorted({(key[0], key[1]) for key, values in change.items()
+                      if key[2] in dimensions and any(values)})
+    for start in range(0, len(touched), 200):
+        months = touched[start:start + 200]
+        where = and_(T_TOTALS.c.run_id == run_id, T_TOTALS.c.shard.is_(None),
+                     tuple_(T_TOTALS.c.period, T_TOTALS.c.month).in_(months))
+        sums = _stored(session, where)
+        wanted = set(months)
+        for key, values in change.items():
+            if (key[0], key[1]) in wanted:
+                _add(sums, key, values)
+        if any(values[0] < 0 or (values[0] == 0 and any(values)) for values in sums.values()):
+            # Only if the stored totals were not the facts' (written by hand, say).
+            log.warning("totals.inconsistent", run_id=run_id, reason="rebuilt from the facts")
+            build(session, run_id)
+            return
+        session.execute(delete(T_TOTALS).where(where),
+                        execution_options={"synchronize_session": False})
+        _insert(session, run_id, sums, dimensions)
+
+
+def drop_runs_but(session: Session, kept: Sequence[int]) -> None:
+    for table in (T_TOTALS, T_BUILT):
+        session.execute(delete(table).where(table.c.run_id.not_in(list(kept))),
+                        execution_options={"synchronize_session": False})
