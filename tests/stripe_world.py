@@ -38,7 +38,8 @@ Two layers:
    World: ``add_customer``, ``add_price``, ``add_coupon``, ``add_customer_discount``,
    ``subscribe`` (trials, backdating, coupons, incomplete first invoice), ``add_event``,
    ``advance``, ``objects``, ``customer_objects``, ``customer_data``;
-   ``inclusive_tax_percent[price_id]`` adds inclusive taxes to lines of tax-inclusive prices.
+   ``tax_percent[price_id]`` (also ``inclusive_tax_percent``) taxes the lines of a price
+   as its ``tax_behavior`` says: included in the amount, or added on top (exclusive).
    SubscriptionLife (``item_ids``, ``discount_ids``): ``change_quantity`` / ``change_price``
    (proration lines; ``prorate=False`` none; ``seen=True`` records the
    ``customer.subscription.updated`` event), ``add_item``, ``remove_item``,
@@ -70,8 +71,8 @@ from typing import TYPE_CHECKING, Any
 
 from integrations.emulator import shapes
 from integrations.emulator.billing import (
-    add_inclusive_taxes,
     add_interval,
+    add_taxes,
     amount_for,
     apply_discounts,
     in_no_order,
@@ -290,7 +291,9 @@ class World:
         self.now = 0
         self.events: list[JSON] = []
         # Percent of tax included in the amounts of tax-inclusive prices (per price id).
-        self.inclusive_tax_percent: dict[str, Decimal] = {}
+        self.tax_percent: dict[str, Decimal] = {}
+        # The name the tests knew first; one map for both behaviours.
+        self.inclusive_tax_percent = self.tax_percent
 
     def new_id(self, prefix: str) -> str:
         return self._ids.new(prefix)
@@ -555,7 +558,7 @@ class SubscriptionLife:
         lines = in_no_order(lines, self.world.rng)
         applications = self._discount_applications(lines)
         apply_discounts(applications, currency=self.currency)
-        add_inclusive_taxes(lines, self.world.inclusive_tax_percent, self.world.prices)
+        add_taxes(lines, self.world.tax_percent, self.world.prices)
         return self.world.add_invoice(invoice(
             self.world.new_id("in"), self.customer_id, lines=lines, subscription=self.id,
             status=status, billing_reason=reason, currency=self.currency, created=at,

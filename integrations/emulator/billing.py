@@ -16,8 +16,8 @@ tests and the benchmarks) and the tests' scripted world (``tests/stripe_world.py
   subscription's, then the customer's; a percentage of what is left of each line, an
   amount off in the invoice's currency once per invoice, shared among the lines in
   proportion to what is left of them);
-- :func:`inclusive_tax`: the tax a tax-inclusive price's line includes, taken from the
-  amount after discounts;
+- :func:`add_taxes`: a line's tax, computed on its amount after discounts: included in
+  the amount for a tax-inclusive price, added on top for a tax-exclusive one;
 - :func:`total_invoice`: an invoice's lines in no fixed order (as Stripe's, the credit half
   of a proration is not always first) and its totals.
 
@@ -195,19 +195,34 @@ def inclusive_tax(discounted_amount: int, percent: Decimal | int) -> JSON:
             "tax_rate_details": {"tax_rate": "txr_vat"}, "taxability_reason": "standard_rated"}
 
 
-def add_inclusive_taxes(lines: Iterable[JSON], percent_by_price: Mapping[str, Decimal],
-                        prices: Mapping[str, Mapping[str, Any]]) -> None:
-    """Give every positive line of a tax-inclusive price with a known rate its tax (after
-    the line's discounts, so call this after :func:`apply_discounts`)."""
+def exclusive_tax(discounted_amount: int, percent: Decimal | int) -> JSON:
+    """A line's ``taxes[]`` entry for a tax-exclusive price: the tax is added on top of what
+    is charged after discounts (the line's ``amount`` does not hold it; the invoice's
+    ``total`` does)."""
+    tax = (Decimal(discounted_amount) * Decimal(percent) / 100).quantize(
+        Decimal(1), rounding=ROUND_HALF_EVEN)
+    return {"amount": int(tax), "tax_behavior": "exclusive", "taxable_amount": discounted_amount,
+            "type": "tax_rate_details", "tax_rate_details": {"tax_rate": "txr_sales"},
+            "taxability_reason": "standard_rated"}
+
+
+def add_taxes(lines: Iterable[JSON], percent_by_price: Mapping[str, Decimal],
+              prices: Mapping[str, Mapping[str, Any]]) -> None:
+    """Give every line of a price with a known tax rate its tax, inclusive or exclusive as
+    the price says (``unspecified`` is not taxed), computed on the line's amount after its
+    discounts (so call this after :func:`apply_discounts`). Proration credits get a
+    negative tax, as Stripe gives them."""
     for line in lines:
         pricing = line.get("pricing") or {}
         price_id = (pricing.get("price_details") or {}).get("price")
-        if not isinstance(price_id, str) or line["amount"] <= 0:
+        if not isinstance(price_id, str) or line["amount"] == 0:
             continue
         percent = percent_by_price.get(price_id)
-        if percent is None or (prices.get(price_id) or {}).get("tax_behavior") != "inclusive":
+        behavior = (prices.get(price_id) or {}).get("tax_behavior")
+        if percent is None or behavior not in ("inclusive", "exclusive"):
             continue
-        line["taxes"] = [inclusive_tax(_room(line), percent)]
+        compute = inclusive_tax if behavior == "inclusive" else exclusive_tax
+        line["taxes"] = [compute(_room(line), percent)]
 
 
 def in_no_order(lines: Sequence[_Line], rng: random.Random) -> list[_Line]:
@@ -219,18 +234,21 @@ def in_no_order(lines: Sequence[_Line], rng: random.Random) -> list[_Line]:
 def total_invoice(invoice: JSON, lines: Sequence[JSON], discount_totals: Mapping[str, int]
                   ) -> None:
     """Set ``invoice``'s lines' ``invoice`` and its totals from ``lines`` (already
-    discounted and taxed): ``subtotal`` (before discounts), ``total`` (after discounts;
-    inclusive taxes are part of it), ``total_excluding_tax``, ``total_taxes``,
+    discounted and taxed): ``subtotal`` (the lines' amounts, before discounts),
+    ``total`` (after discounts, with exclusive taxes added; inclusive ones are in the
+    amounts already), ``total_excluding_tax``, ``total_taxes``,
     ``total_discount_amounts`` and what is due."""
     for line in lines:
         line["invoice"] = invoice["id"]
     subtotal = sum(int(line["amount"]) for line in lines)
-    total = subtotal - sum(discount_totals.values())
+    discounted = subtotal - sum(discount_totals.values())
     taxes = [tax for line in lines for tax in line["taxes"]]
-    inclusive = sum(int(tax["amount"]) for tax in taxes if tax.get("tax_behavior") == "inclusive")
+    inclusive = sum(int(t["amount"]) for t in taxes if t.get("tax_behavior") == "inclusive")
+    exclusive = sum(int(t["amount"]) for t in taxes if t.get("tax_behavior") == "exclusive")
+    total = discounted + exclusive
     invoice.update(
         subtotal=subtotal, subtotal_excluding_tax=subtotal - inclusive, total=total,
-        total_excluding_tax=total - inclusive,
+        total_excluding_tax=discounted - inclusive,
         total_taxes=[dict(tax) for tax in taxes],
         total_discount_amounts=[{"amount": v, "discount": k} for k, v in discount_totals.items()],
         amount_due=max(total, 0), amount_remaining=max(total, 0))

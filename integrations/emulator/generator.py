@@ -39,7 +39,8 @@ DAY = 86_400
 HOUR = 3_600
 EVENT_WINDOW = 30 * DAY
 
-KINDS = ("customers", "products", "prices", "coupons", "subscriptions", "invoices", "events")
+KINDS = ("customers", "products", "prices", "coupons", "subscriptions",
+         "subscription_schedules", "invoices", "events")
 
 # Random id tails are base64 of random bytes with its two symbols made letters (Stripe's
 # ids are alphanumeric).
@@ -114,8 +115,9 @@ class _SubState:
 class EmulatedAccount:
     """A Stripe account's objects by kind, as plain dicts in the current API shape.
 
-    ``customers``, ``products``, ``prices``, ``coupons``, ``subscriptions``, ``invoices``
-    and ``events`` map ids to objects (stored with every includable field: a price's
+    ``customers``, ``products``, ``prices``, ``coupons``, ``subscriptions``,
+    ``subscription_schedules``, ``invoices`` and ``events`` map ids to objects (stored
+    with every includable field: a price's
     ``tiers`` and ``currency_options``; the server leaves them out unless expanded). An
     invoice embeds its first 10 lines (``lines.has_more`` beyond); ``invoice_lines`` holds
     every line of each invoice. ``discounts`` holds every discount ever created (they cannot
@@ -131,6 +133,7 @@ class EmulatedAccount:
         self.prices: dict[str, dict[str, Any]] = {}
         self.coupons: dict[str, dict[str, Any]] = {}
         self.subscriptions: dict[str, dict[str, Any]] = {}
+        self.subscription_schedules: dict[str, dict[str, Any]] = {}
         self.invoices: dict[str, dict[str, Any]] = {}
         self.events: dict[str, dict[str, Any]] = {}
         self.discounts: dict[str, dict[str, Any]] = {}
@@ -151,7 +154,8 @@ class EmulatedAccount:
     def lookup(self, object_id: str) -> dict[str, Any] | None:
         """Any object by id (for expansion), deleted customers as their deleted stub."""
         for store in (self.customers, self.prices, self.products, self.discounts,
-                      self.subscriptions, self.invoices, self.coupons, self.events):
+                      self.subscriptions, self.invoices, self.coupons, self.events,
+                      self.subscription_schedules):
             if object_id in store:
                 return store[object_id]
         if object_id in self.deleted_customers:
@@ -680,6 +684,7 @@ class _Engine:
     # -- lifecycle ---------------------------------------------------------------------
     def renew(self, state: _SubState, t: int, outcome: str = "paid") -> dict[str, Any]:
         """Start the next period at ``t`` (the end of the current one) and bill it."""
+        self.enter_phase(state, t)
         sub = self.a.subscriptions[state.sub_id]
         before = self.before(sub, t)
         prev_start, prev_end = state.period_start, state.period_end
@@ -821,6 +826,197 @@ class _Engine:
         inv["parent"]["subscription_details"]["subscription_proration_date"] = t
         return inv
 
+    # -- what Stripe already holds for the months ahead -----------------------------------
+    def schedule_ahead(self, label: str) -> None:
+        """Give live subscriptions what the outlook reads: schedules with a later phase
+        (fewer seats, a cheaper price) or an end with ``end_behavior = cancel``, a
+        ``cancel_at`` between period ends, cancellations at period end, repeating discounts
+        that end, collection pauses that resume, and trials ahead (customers without a live
+        subscription starting one). Shares of the candidates per :data:`SCHEDULED_SHARES`,
+        at least one of each when a candidate fits. A random stream of its own (seeded by
+        the account's seed and ``label``), so the histories before it stay the same."""
+        saved = self.rng, self.ids
+        rng = random.Random(f"scheduled-{self.a.seed}-{label}")
+        self.rng, self.ids = rng, StripeIds(random.Random(rng.random()))
+        try:
+            self._schedule_ahead(rng)
+        finally:
+            self.rng, self.ids = saved
+
+    def _schedule_ahead(self, rng: random.Random) -> None:
+        now = self.a.now
+        pool = []
+        for state in self.states.values():
+            sub = self.a.subscriptions[state.sub_id]
+            if (not state.done and not state.unpaid and sub["status"] == "active"
+                    and not sub["cancel_at_period_end"] and sub["cancel_at"] is None
+                    and sub["pause_collection"] is None and sub["schedule"] is None
+                    and state.customer_id in self.a.customers
+                    and state.period_start < now - 2 * HOUR < now < state.period_end
+                    and all(i["price"]["recurring"]["usage_type"] == "licensed"
+                            for i in sub["items"]["data"])):
+                pool.append(state)
+        rng.shuffle(pool)
+        total = len(pool)
+        for kind, share in SCHEDULED_SHARES:
+            want = max(1, round(share * total))
+            for state in list(pool):
+                if want == 0:
+                    break
+                t = max(state.period_start + HOUR, now - rng.randint(HOUR, 3 * DAY))
+                if self.scheduled_change(state, kind, t, rng):
+                    pool.remove(state)
+                    want -= 1
+        live = {s.customer_id for s in self.states.values() if not s.done}
+        gone = [c for c in self.a.customers.values()
+                if c["id"] not in live and c["currency"] is not None]
+        rng.shuffle(gone)
+        for cust in gone[:max(1, round(TRIALS_AHEAD_SHARE * len(gone)))]:
+            t = now - rng.randint(1, 10) * DAY
+            price_id = self.catalog[("team", "month", cust["currency"])]
+            self.subscribe(cust, t, [(price_id, rng.randint(2, 10))], months=1,
+                           trial_days=14, trial_outcome="convert")
+
+    def scheduled_change(self, state: _SubState, kind: str, t: int,
+                         rng: random.Random) -> bool:
+        """One scheduled change of ``kind`` asked for at ``t``; False when it does not fit
+        this subscription."""
+        sub = self.a.subscriptions[state.sub_id]
+        items = sub["items"]["data"]
+        now_items = [(str(i["price"]["id"]), i["quantity"]) for i in items]
+        pe = state.period_end
+        later = add_months(pe, state.months)
+        if kind == "fewer_seats":
+            seats = [n for n, i in enumerate(items) if (i["quantity"] or 0) >= 2
+                     and self.price_key(i["price"]["id"])[0] != "starter"]
+            if not seats:
+                return False
+            n = seats[0]
+            qty = int(items[n]["quantity"])
+            fewer = list(now_items)
+            fewer[n] = (now_items[n][0], qty - rng.randint(1, max(1, qty // 3)))
+            self.attach_schedule(state, t, [now_items, fewer], (pe, later), "release")
+            return True
+        if kind == "cheaper_price":
+            key = self.price_key(items[0]["price"]["id"])
+            ladder = ["starter", "team", "business", "enterprise"]
+            base = {"team_legacy": "team", "team_2026": "team"}.get(key[0], key[0])
+            if base not in ladder[1:] or (ladder[ladder.index(base) - 1], key[1],
+                                          state.currency) not in self.catalog:
+                return False
+            target = ladder[ladder.index(base) - 1]
+            cheaper = list(now_items)
+            cheaper[0] = (self.catalog[(target, key[1], state.currency)],
+                          1 if target == "starter" else items[0]["quantity"])
+            self.attach_schedule(state, t, [now_items, cheaper], (pe, later), "release")
+            return True
+        if kind == "schedule_cancel":
+            self.attach_schedule(state, t, [now_items, now_items], (pe, later), "cancel")
+            return True
+        if kind == "cancel_at":
+            # A date the customer chose, between two period ends.
+            before = self.before(sub, t)
+            sub["cancel_at"] = pe + rng.randint(3, 25) * DAY
+            sub["canceled_at"] = t
+            sub["cancellation_details"] = {"comment": None, "feedback": self.feedback(),
+                                           "reason": "cancellation_requested"}
+            self.updated("customer.subscription.updated", sub, t, before)
+            return True
+        if kind == "cancel_at_period_end":
+            self.schedule_cancel(state, t)
+            return True
+        if kind == "ending_discount":
+            if sub["discounts"] or any(i["discounts"] for i in items):
+                return False
+            options = [c for c in self.coupon_ids
+                       if self.a.coupons[c]["duration"] == "repeating"
+                       and self.a.coupons[c]["currency"] in (None, state.currency)
+                       and self.a.coupons[c]["created"] <= t]
+            if not options:
+                return False
+            self.attach_discount(state, rng.choice(sorted(options)), t)
+            return True
+        if kind == "pause":
+            if state.months != 1:
+                return False
+            before = self.before(sub, t)
+            sub["pause_collection"] = {"behavior": "void", "resumes_at": add_months(pe, 1)}
+            self.updated("customer.subscription.updated", sub, t, before)
+            return True
+        raise ValueError(f"unknown scheduled change {kind!r}")
+
+    def attach_schedule(self, state: _SubState, t: int,
+                        phases: list[list[tuple[str, int | None]]], edges: tuple[int, int],
+                        end_behavior: str) -> dict[str, Any]:
+        """A schedule made from the subscription at ``t`` (its current period the first
+        phase) with a second phase over ``edges``."""
+        sub = self.a.subscriptions[state.sub_id]
+        bounds = [(state.period_start, edges[0]), edges]
+        sid = self.ids.new("sub_sched")
+        schedule = shapes.subscription_schedule(
+            id=sid, customer=state.customer_id, subscription=state.sub_id, created=t,
+            livemode=self.a.livemode, end_behavior=end_behavior,
+            phases=[shapes.schedule_phase(start_date=start, end_date=end,
+                                          currency=state.currency, items=items)
+                    for items, (start, end) in zip(phases, bounds, strict=True)])
+        self.a.subscription_schedules[sid] = schedule
+        before = self.before(sub, t)
+        sub["schedule"] = sid
+        self.emit("subscription_schedule.created", schedule, t)
+        self.updated("customer.subscription.updated", sub, t, before)
+        return schedule
+
+    def active_schedule(self, sub: dict[str, Any]) -> dict[str, Any] | None:
+        sid = sub.get("schedule")
+        schedule = self.a.subscription_schedules.get(sid) if sid else None
+        return schedule if schedule is not None and schedule["status"] == "active" else None
+
+    def enter_phase(self, state: _SubState, t: int) -> None:
+        """At a period's start ``t``: the schedule moves the subscription into the phase
+        starting then (its prices and quantities), or releases it after its last phase."""
+        sub = self.a.subscriptions[state.sub_id]
+        schedule = self.active_schedule(sub)
+        if schedule is None:
+            return
+        phases = schedule["phases"]
+        before_schedule = self.before(schedule, t)
+        if t >= phases[-1]["end_date"]:
+            before = self.before(sub, t)
+            schedule.update(status="released", released_at=t, current_phase=None,
+                            released_subscription=sub["id"])
+            sub["schedule"] = None
+            self.emit("subscription_schedule.released", schedule, t)
+            self.updated("customer.subscription.updated", sub, t, before)
+            return
+        phase = [p for p in phases if p["start_date"] <= t][-1]
+        current = schedule["current_phase"]
+        if current is not None and current["start_date"] == phase["start_date"]:
+            return
+        before = self.before(sub, t)
+        for item, entry in zip(sub["items"]["data"], phase["items"], strict=False):
+            if entry["price"] != item["price"]["id"]:
+                price = self.a.prices[entry["price"]]
+                item["price"] = copy.deepcopy(price)
+                item["plan"] = shapes.plan_of(price)
+            item["quantity"] = entry["quantity"]
+        schedule["current_phase"] = {"end_date": phase["end_date"],
+                                     "start_date": phase["start_date"]}
+        self.updated("subscription_schedule.updated", schedule, t, before_schedule)
+        self.updated("customer.subscription.updated", sub, t, before)
+
+    def schedule_ends(self, sub: dict[str, Any], t: int) -> bool:
+        """The subscription's schedule cancels it at ``t`` (its last phase ends by then)."""
+        schedule = self.active_schedule(sub)
+        return bool(schedule is not None and schedule["end_behavior"] == "cancel"
+                    and schedule["phases"][-1]["end_date"] <= t)
+
+    def complete_schedule(self, sub: dict[str, Any], t: int) -> None:
+        schedule = self.active_schedule(sub)
+        if schedule is None:
+            return
+        schedule.update(status="completed", completed_at=t, current_phase=None)
+        self.emit("subscription_schedule.completed", schedule, t)
+
     # -- whole histories -----------------------------------------------------------------
     def random_instant(self, start: int, end: int) -> int | None:
         end = min(end, self.a.now)
@@ -887,13 +1083,23 @@ class _Engine:
         sub = self.a.subscriptions[state.sub_id]
         while not state.done and sub["status"] not in ("paused", "incomplete"):
             ps, pe = state.period_start, state.period_end
-            if sub["status"] in ("active", "past_due") and not sub["cancel_at_period_end"]:
+            if sub["status"] in ("active", "past_due") and not sub["cancel_at_period_end"] \
+                    and sub["cancel_at"] is None and sub["schedule"] is None:
                 self.mid_period_changes(state, max(ps, since or ps), pe, until)
                 if state.done:
                     return
+            cancel_at = sub["cancel_at"]
+            if cancel_at is not None and not sub["cancel_at_period_end"] and cancel_at <= pe:
+                if cancel_at <= until:
+                    self.end_at_period_end(state, cancel_at)
+                return
             if pe > until:
                 return
             if sub["cancel_at_period_end"]:
+                self.end_at_period_end(state, pe)
+                return
+            if self.schedule_ends(sub, pe):
+                self.complete_schedule(sub, pe)
                 self.end_at_period_end(state, pe)
                 return
             if sub["status"] == "trialing":
@@ -1229,11 +1435,23 @@ class _Engine:
         live = [s for s in self.states.values() if not s.done
                 and self.a.subscriptions[s.sub_id]["status"] == "active"
                 and not self.a.subscriptions[s.sub_id]["cancel_at_period_end"]
+                and self.a.subscriptions[s.sub_id]["cancel_at"] is None
+                and self.a.subscriptions[s.sub_id]["schedule"] is None
                 and s.period_start < t < s.period_end]
         if not live:
             return False
         state = self.rng.choice(live)
         return self.change(state, kind, t)
+
+
+# Shares of the live subscriptions given each scheduled change by
+# :meth:`_Engine.schedule_ahead`, in this order, and of the customers without a live
+# subscription who start a trial.
+SCHEDULED_SHARES: tuple[tuple[str, float], ...] = (
+    ("fewer_seats", 0.03), ("cheaper_price", 0.02), ("schedule_cancel", 0.02),
+    ("cancel_at", 0.02), ("cancel_at_period_end", 0.02), ("ending_discount", 0.03),
+    ("pause", 0.01))
+TRIALS_AHEAD_SHARE = 0.03
 
 
 def _new_account(seed: int, months: int, now: int | None, livemode: bool
@@ -1270,6 +1488,7 @@ def generate_account(*, seed: int = 0, customers: int = 300, months: int = 24,
         _simulate_customer(account, i, customers, start)
     engine.ensure_a_deleted_customer()
     engine.late_catalog_changes()
+    engine.schedule_ahead("account")
     engine.flush_events()
     return account
 

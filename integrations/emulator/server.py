@@ -2,7 +2,7 @@
 
 Read-only (GET). Lists are newest first by ``created`` (ties by id), ``limit`` 1..100,
 ``starting_after`` / ``ending_before`` by id, ``has_more``, ``status`` / ``created`` /
-``customer`` / ``type`` filters where Stripe has them, ``expand[]`` (``data.`` prefix on
+``customer`` / ``type`` / ``scheduled`` filters where Stripe has them, ``expand[]`` (``data.`` prefix on
 lists, at most 4 levels), includable fields (a price's ``tiers`` and ``currency_options``)
 only when expanded, 400 on unknown parameters, 401 without a valid key, 404 for unknown
 ids, errors in Stripe's JSON shape. Latency, 429s and 5xx can be injected, and the
@@ -51,6 +51,9 @@ LIST_PARAMS: dict[str, frozenset[str]] = {
     "subscriptions": frozenset({"automatic_tax", "collection_method", "created",
                                 "current_period_end", "current_period_start", "customer",
                                 "price", "status", "test_clock"}),
+    "subscription_schedules": frozenset({"canceled_at", "completed_at", "created",
+                                         "customer", "customer_account", "released_at",
+                                         "scheduled"}),
     "invoices": frozenset({"collection_method", "created", "customer", "due_date",
                            "status", "subscription"}),
     "events": frozenset({"created", "delivery_success", "type", "types"}),
@@ -59,7 +62,7 @@ RESOURCES = frozenset(LIST_PARAMS)
 
 # Kinds whose stored objects hold no includable field (their pages need no copy).
 _NOTHING_TO_HIDE = frozenset({"customer", "product", "coupon", "invoice", "event",
-                              "line item"})
+                              "line item", "subscription_schedule"})
 
 _ID_SEGMENT = re.compile(r"^/v1/([a-z_]+)/([^/]+)(/lines)?$")
 
@@ -255,7 +258,8 @@ class _Api:
     def unrecognized(method: str, path: str) -> StripeError:
         return StripeError(404, f"Unrecognized request URL ({method}: {path}). The local "
                                 "Stripe emulator serves GET on customers, products, prices, "
-                                "coupons, subscriptions, invoices, invoice lines and events.")
+                                "coupons, subscriptions, subscription schedules, invoices, "
+                                "invoice lines and events.")
 
     # -- retrieve ------------------------------------------------------------------------
     def retrieve(self, kind: str, object_id: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -271,6 +275,7 @@ class _Api:
         if obj is None or (kind == "events" and not self.event_visible(obj)):
             singular = {"customers": "customer", "products": "product", "prices": "price",
                         "coupons": "coupon", "subscriptions": "subscription",
+                        "subscription_schedules": "subscription_schedule",
                         "invoices": "invoice", "events": "event"}[kind]
             raise StripeError(404, f"No such {singular}: '{object_id}'",
                               code="resource_missing", param="id")
@@ -430,7 +435,7 @@ class _Api:
 
     def filter_for(self, kind: str, name: str, value: Any
                    ) -> Callable[[dict[str, Any]], bool]:
-        if name in ("created", "due_date"):
+        if name in ("created", "due_date", "canceled_at", "completed_at", "released_at"):
             check = _range_filter(value, name)
             return lambda o: check(o.get(name))
         if name in ("current_period_start", "current_period_end"):
@@ -464,6 +469,10 @@ class _Api:
             return of_sub
         if name == "price" and kind == "subscriptions":
             return lambda o: any(i["price"]["id"] == value for i in o["items"]["data"])
+        if name == "scheduled" and kind == "subscription_schedules":
+            # Stripe: only the schedules that have not started (false: the others).
+            flag = _as_bool(value, name)
+            return lambda o: (o["status"] == "not_started") is flag
         if name in ("active", "shippable"):
             flag = _as_bool(value, name)
             return lambda o: o.get(name) is flag

@@ -3,7 +3,7 @@
 Every builder returns a plain dict with the fields the SDK classes declare
 (``stripe/_customer.py``, ``_product.py``, ``_price.py``, ``_coupon.py``, ``_discount.py``,
 ``_subscription.py``, ``_subscription_item.py``, ``_invoice.py``,
-``_invoice_line_item.py``, ``_event.py``). Includable fields (a price's ``tiers`` and
+``_invoice_line_item.py``, ``_event.py``, ``_subscription_schedule.py``). Includable fields (a price's ``tiers`` and
 ``currency_options``) are stored on the object and left out by :func:`public_view`
 unless expanded, as Stripe does.
 """
@@ -214,6 +214,57 @@ def subscription(*, id: str, customer: str, currency: str, created: int, start_d
         "trial_end": trial_end,
         "trial_settings": {"end_behavior": {"missing_payment_method": trial_end_behavior}},
         "trial_start": trial_start,
+    }
+
+
+def schedule_phase(*, start_date: int, end_date: int, currency: str,
+                   items: list[tuple[str, int | None]],
+                   discounts: list[dict[str, Any]] | None = None,
+                   trial_end: int | None = None) -> dict[str, Any]:
+    """A phase (``SubscriptionSchedule.Phase``); ``items`` are (price id, quantity)."""
+    return {
+        "add_invoice_items": [], "application_fee_percent": None, "automatic_tax": None,
+        "billing_cycle_anchor": None, "billing_thresholds": None, "collection_method": None,
+        "currency": currency, "default_payment_method": None, "default_tax_rates": [],
+        "description": None, "discounts": list(discounts or []), "end_date": end_date,
+        "invoice_settings": None,
+        "items": [{"billing_thresholds": None, "discounts": [], "metadata": {},
+                   "plan": price_id, "price": price_id, "quantity": quantity,
+                   "tax_rates": []} for price_id, quantity in items],
+        "metadata": {}, "on_behalf_of": None, "proration_behavior": "create_prorations",
+        "start_date": start_date, "transfer_data": None, "trial": None,
+        "trial_end": trial_end,
+    }
+
+
+def subscription_schedule(*, id: str, customer: str, subscription: str, created: int,
+                          livemode: bool, phases: list[dict[str, Any]],
+                          end_behavior: str = "release", status: str = "active"
+                          ) -> dict[str, Any]:
+    """A schedule managing an existing subscription (``SubscriptionSchedule``); its current
+    phase is the first one's dates while active."""
+    current = phases[0] if status == "active" and phases else None
+    return {
+        "id": id, "object": "subscription_schedule", "application": None,
+        "billing_mode": {"flexible": None, "type": "classic", "updated_at": None},
+        "canceled_at": None, "completed_at": None, "created": created,
+        "current_phase": None if current is None else {
+            "end_date": current["end_date"], "start_date": current["start_date"]},
+        "customer": customer, "customer_account": None,
+        "default_settings": {
+            "application_fee_percent": None,
+            "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
+            "billing_cycle_anchor": "automatic", "billing_thresholds": None,
+            "collection_method": "charge_automatically", "default_payment_method": None,
+            "description": None,
+            "invoice_settings": {"account_tax_ids": None, "custom_fields": None,
+                                 "days_until_due": None, "description": None,
+                                 "footer": None, "issuer": {"type": "self"}},
+            "on_behalf_of": None, "transfer_data": None},
+        "end_behavior": end_behavior, "livemode": livemode, "metadata": {},
+        "pause_schedules": [], "phases": phases, "released_at": None,
+        "released_subscription": None, "status": status, "subscription": subscription,
+        "test_clock": None,
     }
 
 

@@ -8,8 +8,9 @@ records and applies events, :mod:`.state` keeps the ``sync_state`` rows and resu
 The sync only reads Stripe (through :class:`integrations.stripe_client.StripeReader`) and
 writes through the mirror store (:mod:`integrations.stripe_mirror`).
 
-**Backfill** (first sync, ``full=True``): every resource is listed with ``expand[]`` (no
-per-object requests), newest first, 100 per page. After each page the objects and the
+**Backfill** (first sync, ``full=True``): every resource (:data:`RESOURCES`: customers,
+products, prices, coupons, subscriptions, subscription schedules of every status, invoices)
+is listed with ``expand[]`` (no per-object requests), newest first, 100 per page. After each page the objects and the
 resource's ``sync_state.cursor`` (the last stored id) are committed in one transaction, so
 a crash or kill resumes with ``starting_after=<cursor>``: no duplicates, nothing skipped.
 Invoices whose embedded ``lines`` list is partial get the rest from

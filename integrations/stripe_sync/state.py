@@ -44,6 +44,9 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("coupons", "coupon", {}),
     Resource("subscriptions", "subscription",
              {"status": "all", "expand": ["data.discounts", "data.items.data.discounts"]}),
+    # Every status: a released or canceled schedule replaces a stale active one. Phases name
+    # their prices and discounts by id (the mirror holds those), so nothing is expanded.
+    Resource("subscription_schedules", "subscription_schedule", {}),
     Resource("invoices", "invoice", {"expand": ["data.discounts"]}),
 )
 

@@ -291,7 +291,11 @@ class Dashboard:
     # ----------------------------------------------------------------- helpers
 
     def _data_version(self, session: Session) -> tuple[Any, ...]:
-        return (session.scalar(select(func.max(RecomputeRun.id))),
+        from models.outlook import OutlookRun
+
+        # A new outlook (stored by each recompute) changes the overview's outlook section.
+        return (session.scalar(select(func.max(OutlookRun.id))),
+                session.scalar(select(func.max(RecomputeRun.id))),
                 session.scalar(select(func.max(CustomerMonthFact.month))),
                 session.scalar(select(func.count()).select_from(RecomputeRun)))
 

@@ -73,8 +73,9 @@ just before it).
 Only the first metered usage line of a run with an unchanged quantity is guaranteed;
 under ``metered=invoiced`` a line whose amount differs from its neighbours while its key
 is the same is a known approximation of the selection. The tax part of a tax-inclusive price is
-taken out after discounts, at the net share (1 / (1 + rate)) of the latest given line of
-the price that starts at or before the instant (the earliest line before its first).
+taken out after discounts, at the net share (1 / (1 + rate)) of the latest given lines of
+the price that start at or before the instant (the earliest before its first), proration
+lines only for a price with no other line.
 """
 
 from __future__ import annotations
@@ -850,15 +851,26 @@ def _subscription_history(sub: Subscription, sub_lines: Sequence[InvoiceLine], d
 def _net_shares(lines: Iterable[InvoiceLine]) -> dict[str, list[tuple[int, Fraction]]]:
     """Per price, ``(period_start, net share)`` of its lines with inclusive tax, in time
     order. Stripe taxes the amount after discounts, so a line's net share is (amount after
-    discounts - tax) / amount after discounts: 1 / (1 + rate) whatever the discount."""
-    shares: dict[str, list[tuple[int, Fraction]]] = {}
+    discounts - tax) / amount after discounts: 1 / (1 + rate) whatever the discount.
+
+    Each share is the tax rounded to a minor unit over the line's amount, so it is only as
+    exact as the amount is large: a proration line bills a part of a period, and its
+    rounding would carry into the whole MRR (2 seats of 120.00 including 20 % tax after a
+    change on day 16 of 31: a charge of 123.87 with 20.65 tax gives 199.99, not 200). Its
+    shares count only for a price with no other line. Lines of a price starting together
+    count as one (their sums), so the share does not depend on the lines' order."""
+    sums: dict[str, dict[bool, dict[int, tuple[int, int]]]] = {}
     for line in lines:
         paid = line.amount - line.discount_amount
         if line.price_id and line.tax_inclusive_amount > 0 and paid > 0:
-            shares.setdefault(line.price_id, []).append(
-                (line.period_start, Fraction(paid - line.tax_inclusive_amount, paid)))
-    for entries in shares.values():
-        entries.sort(key=lambda entry: entry[0])
+            by_start = sums.setdefault(line.price_id, {}).setdefault(line.proration, {})
+            net, gross = by_start.get(line.period_start, (0, 0))
+            by_start[line.period_start] = (net + paid - line.tax_inclusive_amount, gross + paid)
+    shares: dict[str, list[tuple[int, Fraction]]] = {}
+    for price_id, by_kind in sums.items():
+        chosen = by_kind.get(False) or by_kind[True]
+        shares[price_id] = [(start, Fraction(net, gross))
+                            for start, (net, gross) in sorted(chosen.items())]
     return shares
 
 

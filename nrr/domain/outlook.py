@@ -351,7 +351,10 @@ def _subscription_pieces(sub: Subscription, real: _Piece, data: CustomerData, po
         piece_history = domain_history.customer_history(
             replace(data, subscriptions=(pending_sub,), lines=()), policies)
         steps = _steps_of(piece_history.intervals).get(sub.currency, [])
-        piece = _Piece(now, first_phase, steps, (), "pending_update",
+        # Its ledger names what happens inside it later (a trial of the update ending).
+        piece = _Piece(now, first_phase, steps,
+                       tuple(ch for ch in piece_history.ledger if ch.effective_at > now),
+                       "pending_update",
                        {"subscription": sub.id, **({"price": sorted({i.price_id for i in pending.items
                                                                      if i.price_id})}
                                                    if pending.items else {})})
@@ -461,8 +464,13 @@ def _pending_subscription(sub: Subscription, pending: PendingUpdate, now: int) -
         items.append(SubscriptionItem(id=change.item_id or f"{sub.id}#pending:{n}",
                                       subscription_id=sub.id, price_id=change.price_id,
                                       quantity=change.quantity))
+    # ``pending_update.trial_end``: paid, the update puts the subscription in a trial until
+    # then (nothing charged), and its items count from the trial's end, as a trial does.
+    trial_end = pending.trial_end if pending.trial_end is not None and pending.trial_end > now \
+        else None
     return replace(sub, items=tuple(items), start_date=now, created=None,
-                   trial_start=None, trial_end=None, ended_at=None)
+                   trial_start=now if trial_end is not None else None, trial_end=trial_end,
+                   ended_at=None)
 
 
 # --------------------------------------------------------------------------- causes
@@ -509,7 +517,8 @@ def _changes(cid: str, sub_id: str, currency: str, steps: Sequence[tuple[int, in
             cause, ids = owner.cause, dict(owner.stripe_ids)
         else:
             entries = [e for e in owner.ledger if e.effective_at == at]
-            cause, ids = _ledger_cause(entries) if entries else ("schedule_phase", {})
+            cause, ids = _ledger_cause(entries) if entries else (owner.cause or "schedule_phase",
+                                                                 {})
             ids.setdefault("subscription", sub_id)
             if owner.cause == "schedule_phase" and "subscription_schedule" in owner.stripe_ids:
                 ids.setdefault("subscription_schedule", owner.stripe_ids["subscription_schedule"])

@@ -3,7 +3,9 @@
 :func:`collect_report` asks the report service (``nrr.services.report``) for the monthly and
 trailing-twelve-month reports, the segment breakdowns, the cohort table and the top
 movements with their ledger causes, plus the metric catalogue and the policies in force.
-It computes no metric itself, so the page always agrees with ``nrr report``. Secrets never
+The outlook (the months ahead as Stripe has them scheduled) is the stored one, read by
+``nrr.services.outlook`` as ``nrr outlook`` reads it. It computes no metric itself, so the
+page always agrees with ``nrr report`` and ``nrr outlook``. Secrets never
 reach the document: only the policies, the reporting currency and the time zone are taken
 from the settings.
 """
@@ -125,7 +127,22 @@ def collect_report(session: Session, settings: Settings, *, months: Sequence[str
         "stripe_url": stripe_url,
         "price_names": _price_names(session, top),
         "left_out": _left_out(session),
+        "outlook": _outlook(session, settings),
+        "segment": list(segment) if segment else None,
     }
+
+
+OUTLOOK_MONTHS = 3
+
+
+def _outlook(session: Session, settings: Settings) -> dict[str, Any] | None:
+    """The stored outlook (``nrr outlook --format json``), None before the first one."""
+    from nrr.services.outlook import OutlookUnavailable, outlook_report
+
+    try:
+        return _plain(outlook_report(session, settings, months=OUTLOOK_MONTHS))
+    except OutlookUnavailable:
+        return None
 
 
 def _left_out(session: Session) -> dict[str, Any]:

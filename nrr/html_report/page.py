@@ -25,6 +25,22 @@ from nrr.html_report.format import money, num, pct, readable_causes
 WATERFALL_HEADERS = ["month", "opening", "new", "reactivation", "expansion", "contraction",
                      "churn", "closing", "fx impact", "NRR", "GRR", "band", "T12M NRR",
                      "T12M GRR"]
+OUTLOOK_HEADERS = ["month", "opening", "scheduled churn", "scheduled contraction",
+                   "scheduled expansion", "trial conversions (none / all)",
+                   "closing (none / all converting)", "projected NRR", "projected GRR",
+                   "projected band"]
+OUTLOOK_MOVEMENT_HEADERS = ["customer", "date", "amount", "cause", "bound", "Stripe ids"]
+# The page lists this many scheduled movements (the soonest); `nrr outlook` has them all.
+OUTLOOK_MOVEMENT_ROWS = 100
+OUTLOOK_CAUSES = {
+    "scheduled_cancellation": "scheduled cancellation", "schedule_phase": "schedule phase",
+    "discount_end": "discount ends", "trial_end": "trial ends", "pause": "collection pause",
+    "past_due_policy": "past-due policy", "pending_update": "pending update",
+}
+# Stripe dashboard paths of the ids a scheduled movement names.
+STRIPE_PATHS = {"subscription": "subscriptions/", "subscription_schedule":
+                "subscription_schedules/", "customer": "customers/", "price": "prices/",
+                "coupon": "coupons/", "invoice": "invoices/"}
 SEGMENT_HEADERS = ["opening", "new", "reactivation", "expansion", "contraction", "churn",
                    "closing", "NRR", "GRR", "band"]
 
@@ -218,6 +234,60 @@ def _top_rows(rows: Sequence[Mapping[str, Any]], currency: str, customer_url: st
     return shown
 
 
+def _range(low: Any, high: Any, shown: Any) -> str:
+    """``low`` alone when both bounds agree, else ``low / high``."""
+    return shown(low) if num(low) == num(high) else f"{shown(low)} / {shown(high)}"
+
+
+def _outlook(outlook: Mapping[str, Any] | None, currency: str, stripe_url: str,
+             links: Links = NO_LINKS) -> dict[str, Any] | None:
+    """The outlook section: one row per month ahead (committed bound first, the bound with
+    every trial converting after it) and the scheduled movements behind them. Its band is
+    drawn as projected (outlined), never like a closed month's."""
+    if not outlook:
+        return None
+    money_of = lambda value: money(value, currency)  # noqa: E731 - a one-line formatter
+    percent_of = lambda value: pct(value, 3)  # noqa: E731
+    rows = []
+    for m in outlook.get("months") or []:
+        trials = m.get("trial_conversions") or {}
+        rows.append([
+            f"{m.get('month')} ({'current, partial' if m.get('partial') else 'projected'})",
+            money_of(m.get("opening")), money_of(m.get("churn")),
+            money_of(m.get("contraction")), money_of(m.get("expansion")),
+            f"{money_of(trials.get('committed'))} / {money_of(trials.get('all_converting'))}",
+            f"{money_of(m.get('closing'))} / {money_of(m.get('closing_all_converting'))}",
+            _range(m.get("nrr"), m.get("nrr_all_converting"), percent_of),
+            _range(m.get("grr"), m.get("grr_all_converting"), percent_of),
+            {"projected_band": m.get("nrr_band")},
+        ])
+    movements = list(outlook.get("movements") or [])
+    shown = []
+    for item in movements[:OUTLOOK_MOVEMENT_ROWS]:
+        customer_id = str(item.get("customer_id") or "")
+        ids = []
+        for kind, value in sorted((item.get("stripe_ids") or {}).items()):
+            for object_id in value if isinstance(value, list) else [value]:
+                path = STRIPE_PATHS.get(kind)
+                ids.append({"text": f"{kind} {object_id}",
+                            "link": f"{stripe_url}{path}{object_id}" if path else None})
+        shown.append([
+            {"link": links.customer(customer_id) or f"{stripe_url}customers/{customer_id}",
+             "text": customer_id},
+            str(item.get("effective_at") or "")[:10],
+            money_of(item.get("amount")),
+            OUTLOOK_CAUSES.get(str(item.get("cause")), str(item.get("cause") or "")),
+            "if trials convert" if item.get("bound") == "upper" else "committed",
+            {"ids": ids},
+        ])
+    return {
+        "taken_at": outlook.get("taken_at"), "headers": OUTLOOK_HEADERS, "rows": rows,
+        "movement_headers": [*OUTLOOK_MOVEMENT_HEADERS[:2],
+                             f"amount ({currency.upper()})", *OUTLOOK_MOVEMENT_HEADERS[3:]],
+        "movement_rows": shown, "movements_left_out": max(0, len(movements) - len(shown)),
+    }
+
+
 def _definitions(definitions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     shown = []
     for entry in definitions:
@@ -281,6 +351,9 @@ def page_context(doc: Mapping[str, Any], *, title: str,
                               str(doc.get("customer_url") or ""),
                               str(doc.get("stripe_url") or ""), doc.get("price_names") or {},
                               links),
+        "outlook": _outlook(doc.get("outlook"), currency, str(doc.get("stripe_url") or ""),
+                            links),
+        "segment_filtered": bool(doc.get("segment")),
         "policy_rows": policy_rows,
         "definitions": _definitions(list(doc.get("definitions") or [])),
     }

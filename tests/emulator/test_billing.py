@@ -8,8 +8,8 @@ from typing import Any
 
 from integrations.emulator import shapes
 from integrations.emulator.billing import (
-    add_inclusive_taxes,
     add_interval,
+    add_taxes,
     apply_discounts,
     in_no_order,
     inclusive_tax,
@@ -115,7 +115,7 @@ def test_inclusive_tax_is_taken_from_the_amount_after_discounts() -> None:
     apply_discounts([(_discount("di_1"), _coupon(percent_off=50), [line], False)],
                     currency="usd")
     prices = {"price_vat": {"tax_behavior": "inclusive"}}
-    add_inclusive_taxes([line], {"price_vat": Decimal(20)}, prices)
+    add_taxes([line], {"price_vat": Decimal(20)}, prices)
     assert [(t["amount"], t["taxable_amount"]) for t in line["taxes"]] == [(1_000, 5_000)]
     invoice = shapes.invoice(id="in_1", customer={"id": "cus_1", "email": None, "name": None},
                              subscription="sub_1", currency="usd", created=0,
@@ -133,3 +133,29 @@ def test_lines_come_in_no_fixed_order() -> None:
                                                        rng))
               for _ in range(20)}
     assert orders == {("credit", "charge"), ("charge", "credit")}
+
+
+def test_exclusive_tax_is_added_on_top_of_the_amount_after_discounts() -> None:
+    charge = _line("a", 10_000, price_id="price_sales")
+    credit = _line("b", -4_000, price_id="price_sales", proration=True)
+    plain = _line("c", 2_000, price_id="price_untaxed")
+    lines = [charge, credit, plain]
+    totals = apply_discounts([(_discount("di_1"), _coupon(percent_off=10), lines, False)],
+                             currency="usd")
+    prices = {"price_sales": {"tax_behavior": "exclusive"},
+              "price_untaxed": {"tax_behavior": "unspecified"}}
+    add_taxes(lines, {"price_sales": Decimal("8.25"), "price_untaxed": Decimal(5)}, prices)
+    # 10000 - 10 % = 9000, 8.25 % of it = 742.5 -> 742 (half-even); the credit is not
+    # discounted: 8.25 % of -4000 = -330; an unspecified price is not taxed.
+    assert [(t["amount"], t["taxable_amount"]) for t in charge["taxes"]] == [(742, 9_000)]
+    assert [(t["amount"], t["taxable_amount"]) for t in credit["taxes"]] == [(-330, -4_000)]
+    assert plain["taxes"] == []
+    invoice = shapes.invoice(id="in_1", customer={"id": "cus_1", "email": None, "name": None},
+                             subscription="sub_1", currency="usd", created=0,
+                             billing_reason="subscription_update", period_start=0,
+                             period_end=0, number="N", livemode=False)
+    total_invoice(invoice, lines, totals)
+    # Lines 10000 - 4000 + 2000 = 8000; discounts 1000 + 200 = 1200; taxes 742 - 330 = 412.
+    assert totals == {"di_1": 1_200}
+    assert (invoice["subtotal"], invoice["total_excluding_tax"], invoice["total"]) == (
+        8_000, 6_800, 7_212)

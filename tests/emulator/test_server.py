@@ -256,7 +256,8 @@ def test_retrieve_each_resource(client: Any, account: EmulatedAccount) -> None:
     services = {"customers": client.v1.customers, "products": client.v1.products,
                 "prices": client.v1.prices, "coupons": client.v1.coupons,
                 "subscriptions": client.v1.subscriptions, "invoices": client.v1.invoices,
-                "events": client.v1.events}
+                "events": client.v1.events,
+                "subscription_schedules": client.v1.subscription_schedules}
     for kind, service in services.items():
         obj = next(iter(account.store(kind).values()))
         got = service.retrieve(obj["id"])  # type: ignore[attr-defined]
@@ -460,11 +461,12 @@ def test_everything_lists_through_the_sdk(client: Any,
         "subscriptions": client.v1.subscriptions.list({"limit": 100, "status": "all"}),
         "invoices": client.v1.invoices.list({"limit": 100}),
         "events": client.v1.events.list({"limit": 100}),
+        "subscription_schedules": client.v1.subscription_schedules.list({"limit": 100}),
     }
     for kind, first_page in calls.items():
         got = {o.id: plain(o) for o in first_page.auto_paging_iter()}
         assert set(got) == set(account.store(kind)), kind
-        if kind in ("customers", "coupons", "products", "prices"):
+        if kind in ("customers", "coupons", "products", "prices", "subscription_schedules"):
             assert got == account.store(kind), kind
 
 
@@ -478,3 +480,35 @@ def test_stop_closes_kept_alive_connections(fresh_account: EmulatedAccount) -> N
     server.start()  # a stopped server starts again, on the same port
     assert make_client(server.url).v1.coupons.list().data
     server.stop()
+
+
+def test_subscription_schedules_list_pages_and_filters(client: Any,
+                                                       account: EmulatedAccount) -> None:
+    """``GET /v1/subscription_schedules``: newest first, pages of ``limit`` with
+    ``has_more``, ``starting_after``, and the ``customer`` / ``scheduled`` filters."""
+    schedules = account.subscription_schedules
+    assert len(schedules) >= 3
+    newest_first = sorted(schedules.values(), key=lambda o: (o["created"], o["id"]),
+                          reverse=True)
+    first = client.v1.subscription_schedules.list({"limit": 2})
+    assert first.object == "list" and first.url == "/v1/subscription_schedules"
+    assert [o.id for o in first.data] == [o["id"] for o in newest_first[:2]]
+    assert first.has_more is True
+    rest = client.v1.subscription_schedules.list({"limit": 100,
+                                                   "starting_after": first.data[-1].id})
+    assert [o.id for o in rest.data] == [o["id"] for o in newest_first[2:]]
+    assert rest.has_more is False
+    one = newest_first[0]
+    by_customer = client.v1.subscription_schedules.list({"customer": one["customer"]})
+    assert {o.id for o in by_customer.data} == {
+        o["id"] for o in schedules.values() if o["customer"] == one["customer"]}
+    # Every generated schedule has started (it manages a live subscription).
+    assert client.v1.subscription_schedules.list({"scheduled": True}).data == []
+    assert len(client.v1.subscription_schedules.list(
+        {"scheduled": False, "limit": 100}).data) == len(schedules)
+    with pytest.raises(stripe.InvalidRequestError) as info:
+        client.v1.subscription_schedules.list({"status": "active"})
+    assert (info.value.http_status, info.value.code) == (400, "parameter_unknown")
+    phase = client.v1.subscription_schedules.retrieve(one["id"]).phases[-1]
+    assert isinstance(phase, stripe.SubscriptionSchedule.Phase)
+    assert isinstance(phase.items[0], stripe.SubscriptionSchedule.Phase.Item)

@@ -6,6 +6,8 @@ from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 
+import pytest
+
 from nrr.domain.history import customer_history
 from nrr.services.fx import RateBook
 from nrr.settings import Policies
@@ -148,3 +150,57 @@ def test_metered_usage_is_not_a_ledger_change_when_excluded() -> None:
     assert [c.cause for c in result.ledger] == ["new_subscription", "new_subscription"]
     invoiced = customer_history(world.customer_data("cus_1"), Policies(metered="invoiced"))
     assert [c.cause for c in invoiced.ledger][2:] == ["price_change", "price_change"]
+
+
+def _seats_with_inclusive_tax(*, seed: int, coupon: bool) -> World:
+    """One seat of 120.00 including 20 % tax from January 1st, two from January 16th; the
+    proration lines carry their taxes, the credit a negative one, as Stripe's do."""
+    world = World(seed=seed)
+    world.add_customer("cus_1")
+    world.add_price("price_1", unit_amount=12_000, tax_behavior="inclusive")
+    world.tax_percent["price_1"] = Decimal(20)
+    if coupon:
+        world.add_coupon("co_half", percent_off=50, duration="forever")
+    sub = world.subscribe("cus_1", [("price_1", 1)], at=ts(2025, 1, 1),
+                          coupons=["co_half"] if coupon else [])
+    sub.change_quantity(sub.item_ids[0], 2, at=ts(2025, 1, 16))
+    world.advance(ts(2025, 3, 1))
+    return world
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_tax_inclusive_seat_change_keeps_the_exact_net_share(seed: int) -> None:
+    world = _seats_with_inclusive_tax(seed=seed, coupon=False)
+    taxed = [line for inv in world.invoices for line in inv["lines"]["data"]
+             if line["parent"]["subscription_item_details"]["proration"]]
+    # 1 seat for 16 of 31 days: -6194 with -1032 tax; 2 seats: 12387 with 2065 tax, whose
+    # share (10322 / 12387) would make 199.99.
+    assert sorted((line["amount"], line["taxes"][0]["amount"]) for line in taxed) == [
+        (-6_194, -1_032), (12_387, 2_065)]
+    assert mrr(world, ts(2025, 1, 10)) == Decimal(100)  # 120 / 1.2
+    assert mrr(world, ts(2025, 1, 20)) == Decimal(200)  # 2 x 120 / 1.2
+    assert mrr(world, ts(2025, 2, 10)) == Decimal(200)
+
+
+def test_tax_inclusive_seat_change_with_a_discount_keeps_the_exact_net_share() -> None:
+    world = _seats_with_inclusive_tax(seed=0, coupon=True)
+    assert mrr(world, ts(2025, 1, 10)) == Decimal(50)  # 120 x 50 % / 1.2
+    assert mrr(world, ts(2025, 1, 20)) == Decimal(100)  # 2 x 120 x 50 % / 1.2
+
+
+def test_tax_exclusive_taxes_are_not_mrr_nor_invoiced_usage() -> None:
+    world = World()
+    world.add_customer("cus_1")
+    world.add_price("price_base", unit_amount=2_000, tax_behavior="exclusive")
+    world.add_price("price_api", unit_amount=10, usage_type="metered", tax_behavior="exclusive")
+    world.tax_percent.update(price_base=Decimal(20), price_api=Decimal(20))
+    sub = world.subscribe("cus_1", [("price_base", 1), ("price_api", None)], at=ts(2025, 1, 1))
+    sub.record_usage(sub.item_ids[1], 500, at=ts(2025, 1, 20))
+    sub.change_quantity(sub.item_ids[0], 3, at=ts(2025, 1, 25))
+    world.advance(ts(2025, 2, 15))
+    # February's invoice: 3 x 20.00 + January's 500 x 0.10, each with 20 % on top.
+    february = [inv for inv in world.invoices if inv["created"] == ts(2025, 2, 1)]
+    assert [inv["total"] for inv in february] == [13_200]
+    assert mrr(world, ts(2025, 1, 10)) == Decimal(20)
+    assert mrr(world, ts(2025, 2, 10)) == Decimal(60)
+    assert mrr(world, ts(2025, 2, 10), metered="invoiced") == Decimal(110)  # 60 + 50, no tax

@@ -67,7 +67,8 @@ class ListWorld:
         self.mock = mock
         self.objects: dict[str, list[dict[str, Any]]] = {
             name: [] for name in ("customers", "products", "prices", "coupons",
-                                  "subscriptions", "invoices", "events")
+                                  "subscriptions", "subscription_schedules", "invoices",
+                                  "events")
         }
         self.lines: dict[str, list[dict[str, Any]]] = {}
         self.embedded_lines = 10
@@ -164,6 +165,7 @@ def build_account(list_world: ListWorld, *, customers: int = 12, seed: int = 7) 
     """Fill ``list_world`` with a simulated account (tests/stripe_world.py); returns counts."""
     import random
 
+    from integrations.emulator import shapes
     from tests import stripe_world as sw
 
     rng = random.Random(seed)
@@ -193,8 +195,25 @@ def build_account(list_world: ListWorld, *, customers: int = 12, seed: int = 7) 
             life.cancel_at_period_end(at=sw.ts(2025, 4, 2) + n)
     account.advance(sw.ts(2025, 7, 1))
     objects = account.objects()
+    # Every third subscription gets a schedule: one seat less from its next period on.
+    objects["subscription_schedules"] = []
+    for n, sub in enumerate(objects["subscriptions"]):
+        if n % 3 or sub["status"] != "active":
+            continue
+        start = sub["items"]["data"][0]["current_period_start"]
+        end = sub["items"]["data"][0]["current_period_end"]
+        now_items = [(i["price"]["id"], i["quantity"]) for i in sub["items"]["data"]]
+        fewer = [(price, max(1, (quantity or 1) - 1)) for price, quantity in now_items]
+        objects["subscription_schedules"].append(shapes.subscription_schedule(
+            id=f"sub_sched_{n:04d}", customer=sub["customer"], subscription=sub["id"],
+            created=sw.ts(2025, 6, 20) + n, livemode=False, phases=[
+                shapes.schedule_phase(start_date=start, end_date=end, currency="usd",
+                                      items=now_items),
+                shapes.schedule_phase(start_date=end, end_date=end + 31 * 86_400,
+                                      currency="usd", items=fewer)]))
     counts = {}
-    for resource in ("customers", "products", "prices", "coupons", "subscriptions", "invoices"):
+    for resource in ("customers", "products", "prices", "coupons", "subscriptions",
+                     "subscription_schedules", "invoices"):
         for obj in objects[resource]:
             list_world.add(resource, obj)
         counts[resource] = len(objects[resource])
@@ -203,7 +222,8 @@ def build_account(list_world: ListWorld, *, customers: int = 12, seed: int = 7) 
 
 
 MIRROR_TABLES = ("stripe_customers", "stripe_products", "stripe_prices", "stripe_coupons",
-                 "stripe_subscriptions", "stripe_subscription_items", "stripe_discounts",
+                 "stripe_subscriptions", "stripe_subscription_items",
+                 "stripe_subscription_schedules", "stripe_discounts",
                  "stripe_invoices", "stripe_invoice_lines", "quarantine")
 _VOLATILE = {"synced_at", "state_at", "created_at", "received_at", "processed_at"}
 

@@ -207,7 +207,8 @@ def test_pages_are_the_plain_data_the_sdk_objects_would_give() -> None:
         sdk = stripe.StripeClient("sk_test_equivalence1", base_addresses={"api": server.url})
         listers = {"customers": sdk.v1.customers, "products": sdk.v1.products,
                    "prices": sdk.v1.prices, "coupons": sdk.v1.coupons,
-                   "subscriptions": sdk.v1.subscriptions, "invoices": sdk.v1.invoices}
+                   "subscriptions": sdk.v1.subscriptions, "invoices": sdk.v1.invoices,
+                   "subscription_schedules": sdk.v1.subscription_schedules}
         for resource in RESOURCES:
             params = {**resource.params, "limit": 100}
             page = plain.list_page(resource.name, params)

@@ -25,6 +25,7 @@ from models.mirror import (
     StripeInvoiceLine,
     StripeSubscription,
 )
+from models.outlook import StripeSubscriptionSchedule
 from nrr.db import session_scope
 from tests.sync.conftest import API, ListWorld, build_account, make_settings, mirror_snapshot
 
@@ -48,6 +49,8 @@ def test_backfill_stores_every_object_with_minimum_pages(world: ListWorld, db_en
     assert _count(db_engine, StripeCustomer) == counts["customers"]
     assert _count(db_engine, StripeSubscription) == counts["subscriptions"]
     assert _count(db_engine, StripeInvoice) == counts["invoices"]
+    assert counts["subscription_schedules"] >= 2
+    assert _count(db_engine, StripeSubscriptionSchedule) == counts["subscription_schedules"]
     assert _count(db_engine, StripeInvoiceLine) == counts["invoice_lines"]
     with session_scope(db_engine) as session:
         assert all(session.scalars(select(StripeInvoice.lines_complete)))

@@ -37,6 +37,7 @@ from models.mirror import (
     StripeSubscriptionItem,
     SyncState,
 )
+from models.outlook import StripeSubscriptionSchedule
 from nrr.db import make_engine, session_scope
 from nrr.settings import Settings, load_settings
 from tests.sync.conftest import mirror_snapshot
@@ -83,7 +84,9 @@ def test_backfill_holds_exactly_the_emulator_objects(account: EmulatedAccount,
     assert result.mode == "backfill" and result.skipped == 0
     expected = {StripeCustomer: account.customers, StripeProduct: account.products,
                 StripePrice: account.prices, StripeCoupon: account.coupons,
-                StripeSubscription: account.subscriptions, StripeInvoice: account.invoices}
+                StripeSubscription: account.subscriptions, StripeInvoice: account.invoices,
+                StripeSubscriptionSchedule: account.subscription_schedules}
+    assert account.subscription_schedules
     for model, objects in expected.items():
         stored = _rows(db_engine, model)
         assert set(stored) == set(objects), model.__name__
