@@ -222,7 +222,8 @@ def _customer_rows(obj: Mapping[str, Any], state_at: int, now: datetime, out: _P
     customer: Customer = _read(stripe_shapes.parse_customer(obj, found))
     row = _base(customer, obj, state_at, now)
     row.update(email=customer.email, name=customer.name, country=customer.country,
-               currency=customer.currency, metadata=dict(customer.metadata), deleted=False)
+               currency=customer.currency, metadata=dict(customer.metadata), deleted=False,
+               discount_id=customer.discount_ids[0] if customer.discount_ids else None)
     discounts = _found_discount_rows(customer.discount_ids, found, state_at=state_at, now=now,
                                      livemode=customer.livemode,
                                      found_on={"customer_id": customer.id})
@@ -297,6 +298,8 @@ def _subscription_rows(obj: Mapping[str, Any], state_at: int, now: datetime,
                            "resumes_at": sub.pause_collection_resumes_at}),
         discount_ids=list(sub.discount_ids),
         deleted=False,
+        billing_cycle_anchor=sub.billing_cycle_anchor,
+        default_inclusive_tax_percent=_text(sub.default_inclusive_tax_percent),
     )
     links: dict[str, str | None] = {"customer_id": sub.customer_id, "subscription_id": sub.id}
     discounts = _found_discount_rows(sub.discount_ids, found, state_at=state_at, now=now,
@@ -318,6 +321,7 @@ def _subscription_rows(obj: Mapping[str, Any], state_at: int, now: datetime,
             "current_period_end": item.current_period_end,
             "discount_ids": list(item.discount_ids),
             "deleted": False,
+            "inclusive_tax_percent": _text(item.inclusive_tax_percent),
         })
         discounts.extend(_found_discount_rows(
             item.discount_ids, found, state_at=state_at, now=now, livemode=sub.livemode,
@@ -351,6 +355,8 @@ def _line_row(line: InvoiceLine, *, livemode: bool) -> dict[str, Any]:
         "discount_ids": list(line.discount_ids),
         "livemode": livemode,
         "raw": line.payload,
+        "credited": line.credited,
+        "tax_inclusive_amount": line.tax_inclusive_amount,
     }
 
 

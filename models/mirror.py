@@ -35,6 +35,8 @@ class StripeCustomer(StripeObjectMixin, Base):
     currency: Mapped[str | None] = mapped_column(String(3))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The customer-level discount (``discount.id``).
+    discount_id: Mapped[str | None] = mapped_column(String(255))
 
 
 class StripeProduct(StripeObjectMixin, Base):
@@ -92,6 +94,9 @@ class StripeSubscription(StripeObjectMixin, Base):
     pause_collection: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     discount_ids: Mapped[list[str]] = mapped_column(JSONType, default=list)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    billing_cycle_anchor: Mapped[int | None] = mapped_column(BigInteger)
+    # Exact decimal string: the percent of tax included by ``default_tax_rates`` (None: none).
+    default_inclusive_tax_percent: Mapped[str | None] = mapped_column(String(64))
 
 
 class StripeSubscriptionItem(StripeObjectMixin, Base):
@@ -105,6 +110,8 @@ class StripeSubscriptionItem(StripeObjectMixin, Base):
     current_period_end: Mapped[int | None] = mapped_column(BigInteger)
     discount_ids: Mapped[list[str]] = mapped_column(JSONType, default=list)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Exact decimal string: the percent of tax included by the item's ``tax_rates`` (None: none).
+    inclusive_tax_percent: Mapped[str | None] = mapped_column(String(64))
 
 
 class StripeDiscount(StripeObjectMixin, Base):
@@ -166,6 +173,11 @@ class StripeInvoiceLine(Base):
     discount_ids: Mapped[list[str]] = mapped_column(JSONType, default=list)
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     raw: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # Proration lines: the credit of unused time (``proration_details.credited_items`` set),
+    # False the new state's line, None unknown (no proration details, or not a proration).
+    credited: Mapped[bool | None] = mapped_column(Boolean)
+    # The tax included in ``amount`` (``taxes`` of ``tax_behavior: inclusive``); None: 0.
+    tax_inclusive_amount: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class StripeEvent(Base):

@@ -19,7 +19,7 @@ from nrr.domain.records import CustomerData, Skip
 from nrr.services.fx import RateBook
 from nrr.services.isolation import LeftOut
 from nrr.services.recompute.common import RecomputeResult, add_seconds
-from nrr.services.recompute.load import Catalogue, fill_inclusive_tax
+from nrr.services.recompute.load import Catalogue
 from nrr.settings import Settings
 
 # ``json.dumps(value, separators=(",", ":"), default=str)``, as ``bulk_insert`` writes JSON.
@@ -98,7 +98,6 @@ def compute_batch(session: Session, batch: dict[str, CustomerData | LeftOut], se
             result.left_out.append(entry)
         else:
             readable[cid] = entry
-    fill_inclusive_tax(session, readable, catalogue)
     for cid, data in readable.items():
         try:
             t_rows, l_rows, f_rows, skips, excluded = customer_rows(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -26,7 +26,7 @@ from nrr.domain.records import (
     SubscriptionItem,
 )
 from nrr.services.isolation import LeftOut
-from nrr.services.recompute.common import T_COUPONS, T_LINES, T_PRICES, T_PRODUCTS, chunks
+from nrr.services.recompute.common import T_COUPONS, T_PRICES, T_PRODUCTS
 from nrr.services.recompute.queries import (
     ROW_TYPES,
     CustomerRow,
@@ -46,7 +46,6 @@ class Catalogue:
     prices: dict[str, Price]
     coupons: dict[str, Coupon]
     product_names: dict[str, str]
-    tax_inclusive_prices: set[str]
     skips: list[Skip]
 
 
@@ -69,8 +68,7 @@ def load_catalogue(session: Session, livemode: bool) -> Catalogue:
             coupons[parsed_coupon.id] = parsed_coupon
     names = {row.id: row.name
              for row in session.execute(select(T_PRODUCTS.c.id, T_PRODUCTS.c.name)) if row.name}
-    inclusive = {p.id for p in prices.values() if p.tax_behavior == "inclusive"}
-    return Catalogue(prices, coupons, names, inclusive, skips)
+    return Catalogue(prices, coupons, names, skips)
 
 
 def _ids(value: Any) -> tuple[str, ...]:
@@ -92,24 +90,9 @@ def _json_map(value: Any) -> Mapping[str, Any] | None:
     return value if isinstance(value, Mapping) else None
 
 
-def _inclusive_tax_percent(text: Any, key: str) -> Decimal | None:
-    """The inclusive tax percent of a raw ``tax_rates`` list (JSON text; usually ``[]``)."""
-    if text is None or text == "[]":
-        return None
-    rates = json.loads(text) if isinstance(text, str) else text
-    return stripe_shapes.inclusive_tax_percent(rates, key)
-
-
-def _tax_inclusive_amount(raw: Any) -> int:
-    total = 0
-    raw = _json_map(raw) if isinstance(raw, str) else raw
-    if isinstance(raw, Mapping):
-        for entry in raw.get("taxes") or []:
-            if isinstance(entry, Mapping) and entry.get("tax_behavior") == "inclusive":
-                amount = entry.get("amount")
-                if isinstance(amount, int) and not isinstance(amount, bool):
-                    total += amount
-    return total
+def _decimal(text: str | None) -> Decimal | None:
+    """An exact decimal column (written by the mirror from the record's Decimal)."""
+    return None if text is None else Decimal(text)
 
 
 class _Stream:
@@ -208,7 +191,7 @@ def _customer_data(cid: str, streams: Mapping[str, _Stream], catalogue: Catalogu
             quantity=item.quantity, current_period_start=item.current_period_start,
             current_period_end=item.current_period_end,
             discount_ids=_ids(item.discount_ids), created=item.created,
-            inclusive_tax_percent=_inclusive_tax_percent(item.tax_rates, "tax_rates")))
+            inclusive_tax_percent=_decimal(item.inclusive_tax_percent)))
 
     subscriptions = []
     s: SubscriptionRow
@@ -224,11 +207,10 @@ def _customer_data(cid: str, streams: Mapping[str, _Stream], catalogue: Catalogu
             ended_at=s.ended_at, paused_at=s.paused_at,
             pause_collection_behavior=(str(pause.get("behavior") or "void") if pause else None),
             pause_collection_resumes_at=resumes_at if isinstance(resumes_at, int) else None,
-            billing_cycle_anchor=anchor if isinstance(anchor, int) else None,
+            billing_cycle_anchor=anchor,
             items=tuple(items.get(s.id, ())), discount_ids=_ids(s.discount_ids),
             livemode=bool(s.livemode), state_at=s.state_at,
-            default_inclusive_tax_percent=_inclusive_tax_percent(s.default_tax_rates,
-                                                                 "default_tax_rates")))
+            default_inclusive_tax_percent=_decimal(s.default_inclusive_tax_percent)))
 
     discount_rows: list[DiscountRow] = streams["discounts"].take(cid)
     discounts = {
@@ -260,7 +242,8 @@ def _customer_data(cid: str, streams: Mapping[str, _Stream], catalogue: Catalogu
             amount=row.amount or 0, currency=(row.currency or "").lower(),
             proration=bool(row.proration),
             discount_ids=tuple(sorted(_ids(row.discount_ids))),
-            discount_amount=row.discount_amount or 0, livemode=livemode,
+            discount_amount=row.discount_amount or 0,
+            tax_inclusive_amount=row.tax_inclusive_amount or 0, livemode=livemode,
             follows_gap=None if row.proration else False,
             credited=None if row.credited is None else bool(row.credited))
         (irregular if row.irregular else lines).append(line)
@@ -289,27 +272,4 @@ def load_chunk(session: Session, ids: Sequence[str], catalogue: Catalogue,
             continue
         data[cid] = customer_data
         total += lines_read
-    fill_inclusive_tax(session, data, catalogue)
     return data, total
-
-
-def fill_inclusive_tax(session: Session, data: dict[str, CustomerData],
-                        catalogue: Catalogue) -> None:
-    """Lines of tax-inclusive prices carry their included tax (read from the raw line)."""
-    if not catalogue.tax_inclusive_prices:
-        return
-    wanted = [line.id for d in data.values() for line in d.lines
-              if line.price_id in catalogue.tax_inclusive_prices]
-    if not wanted:
-        return
-    taxes: dict[str, int] = {}
-    for chunk in chunks(wanted, 500):
-        for row in session.execute(select(T_LINES.c.id, T_LINES.c.raw)
-                                   .where(T_LINES.c.id.in_(chunk))):
-            taxes[row.id] = _tax_inclusive_amount(row.raw)
-    for cid, customer_data in list(data.items()):
-        if any(line.id in taxes for line in customer_data.lines):
-            data[cid] = replace(customer_data, lines=tuple(
-                replace(line, tax_inclusive_amount=taxes[line.id]) if line.id in taxes else line
-                for line in customer_data.lines))
-

@@ -26,7 +26,7 @@ class CustomerRow(NamedTuple):
     metadata: Any
     deleted: Any
     livemode: Any
-    discount_id: Any  # the customer-level discount's id, from the raw object
+    discount_id: str | None
     name: str | None
     created: int | None
 
@@ -49,8 +49,8 @@ class SubscriptionRow(NamedTuple):
     discount_ids: Any
     livemode: Any
     state_at: int | None
-    billing_cycle_anchor: Any  # from the raw object
-    default_tax_rates: Any  # JSON text, from the raw object
+    billing_cycle_anchor: int | None
+    default_inclusive_tax_percent: str | None
 
 
 class ItemRow(NamedTuple):
@@ -63,7 +63,7 @@ class ItemRow(NamedTuple):
     current_period_end: int | None
     discount_ids: Any
     created: int | None
-    tax_rates: Any  # JSON text, from the raw object
+    inclusive_tax_percent: str | None
 
 
 class DiscountRow(NamedTuple):
@@ -111,6 +111,7 @@ class LineRow(NamedTuple):
     proration: Any
     discount_ids: Any
     discount_amount: int | None
+    tax_inclusive_amount: int | None
     irregular: int  # 1: the item's cycle lines all came, ``select_state_lines`` picks
     credited: int | None  # proration lines: 1 credit of unused time, 0 new state, None unknown
 
@@ -179,12 +180,6 @@ class Query:
             return f"({column}{inner}->>'{path[-1]}')"
         return f"json_extract({column}, '$.{'.'.join(path)}')"
 
-    def json_int(self, column: str, key: str) -> str:
-        if self.dialect == "postgresql":
-            return (f"(CASE WHEN jsonb_typeof({column}->'{key}') = 'number' "
-                    f"THEN ({column}->>'{key}')::bigint END)")
-        return f"json_extract({column}, '$.{key}')"
-
 
 # The stored columns: every field but the two the query computes.
 _LINE_COLUMNS = ", ".join(f"l.{name}" for name in LineRow._fields
@@ -204,16 +199,9 @@ def _mix(expression: str, mod: str = "%") -> str:
 
 
 def _credited(q: Query) -> str:
-    """Is a proration line the credit of unused time (``proration_details.credited_items``
-    set: 1), the new state's line (details without credited items: 0), or unknown (NULL)?"""
-    path = ("parent", "subscription_item_details", "proration_details")
-    if q.dialect == "postgresql":
-        details = "l.raw" + "".join(f"->'{key}'" for key in path)
-        return (f"(CASE WHEN jsonb_typeof({details}->'credited_items') = 'object' THEN 1 "
-                f"WHEN jsonb_typeof({details}) = 'object' THEN 0 END)")
-    details = "$." + ".".join(path)
-    return (f"(CASE WHEN json_type(l.raw, '{details}.credited_items') = 'object' THEN 1 "
-            f"WHEN json_type(l.raw, '{details}') = 'object' THEN 0 END)")
+    """Is a proration line the credit of unused time (1), the new state's line (0), or
+    unknown (NULL)? The column as an integer, the same type in every part of the UNION."""
+    return f"(CASE WHEN l.credited = {q.true} THEN 1 WHEN l.credited = {q.false} THEN 0 END)"
 
 
 def state_lines_query(q: Query, livemode: bool, ids: Sequence[str] | Span | None) -> str:
@@ -283,23 +271,20 @@ def stream_queries(dialect: str, livemode: bool,
     queries: dict[str, tuple[str, list[Any]]] = {}
 
     q = Query(dialect)
-    columns = _select(CustomerRow, "c", {"customer_id": "c.id",
-                                         "discount_id": q.json_text("c.raw", "discount", "id")})
+    columns = _select(CustomerRow, "c", {"customer_id": "c.id"})
     queries["customers"] = (
         f"SELECT {columns} FROM stripe_customers c "
         f"WHERE c.livemode = {q.p(livemode)}{q.in_ids('c.id', ids)} ORDER BY c.id{q.collate}",
         q.params)
     q = Query(dialect)
-    columns = _select(SubscriptionRow, "s", {
-        "billing_cycle_anchor": q.json_int("s.raw", "billing_cycle_anchor"),
-        "default_tax_rates": q.json_text("s.raw", "default_tax_rates")})
+    columns = _select(SubscriptionRow, "s")
     queries["subscriptions"] = (
         f"SELECT {columns} FROM stripe_subscriptions s "
         f"WHERE s.livemode = {q.p(livemode)}{q.in_ids('s.customer_id', ids)} "
         f"ORDER BY s.customer_id{q.collate}, s.created, s.id", q.params)
     q = Query(dialect)
     queries["items"] = (
-        f"SELECT {_select(ItemRow, 'i', {'tax_rates': q.json_text('i.raw', 'tax_rates')})} "
+        f"SELECT {_select(ItemRow, 'i')} "
         f"FROM stripe_subscription_items i WHERE i.deleted = {q.false} "
         f"AND i.livemode = {q.p(livemode)}{q.in_ids('i.customer_id', ids)} "
         f"ORDER BY i.customer_id{q.collate}, i.subscription_id, i.created, i.id", q.params)
