@@ -53,8 +53,8 @@ def flag(obj: Mapping[str, Any], key: str, default: bool = False) -> bool:
 
 def mapping(obj: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
     value = obj.get(key)
-    if value is None:
-        return None
+    if value is None or type(value) is dict:  # exact type first: ABC checks are slow
+        return value
     if not isinstance(value, Mapping):
         raise FieldError(f"{key} is {_kind(value)}, expected an object: {value!r:.80}")
     return value
@@ -65,6 +65,8 @@ def entries(obj: Mapping[str, Any], key: str) -> list[Any]:
     value = obj.get(key)
     if value is None:
         return []
+    if type(value) is list:
+        return value
     if isinstance(value, Mapping) and isinstance(value.get("data"), list):
         return list(value["data"])
     if not isinstance(value, list):
@@ -94,7 +96,8 @@ def ref(value: Any, what: str) -> str | None:
         return None
     if isinstance(value, str):
         return value or None
-    if isinstance(value, Mapping) and isinstance(value.get("id"), str) and value["id"]:
+    if (type(value) is dict or isinstance(value, Mapping)) and isinstance(value.get("id"), str) \
+            and value["id"]:
         return str(value["id"])
     raise FieldError(f"{what} is neither an id nor an object with an id: {value!r:.80}")
 

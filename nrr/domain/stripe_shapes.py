@@ -104,7 +104,7 @@ def _skip(object_type: str, obj: Any, reason: str) -> Skip:
 
 
 def _not_a_dict(object_type: str, obj: Any) -> Skip | None:
-    if not isinstance(obj, Mapping):
+    if type(obj) is not dict and not isinstance(obj, Mapping):
         return Skip(object_type, None, f"{type(obj).__name__} is not a {object_type} object")
     return None
 
