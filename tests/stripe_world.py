@@ -336,12 +336,10 @@ class World:
     def add_event(self, event_type: str, obj: JSON, *, at: int, customer_id: str,
                   previous_attributes: JSON | None = None) -> JSON:
         """Record an event the worker would have seen (``/v1/events`` shape)."""
-        data: JSON = {"object": copy.deepcopy(obj)}
-        if previous_attributes is not None:
-            data["previous_attributes"] = copy.deepcopy(previous_attributes)
-        body = {"id": self.new_id("evt"), "object": "event", "type": event_type, "created": at,
-                "livemode": self.livemode, "api_version": "2026-10-28.endive", "data": data,
-                "_customer": customer_id}
+        body = shapes.event(id=self.new_id("evt"), type=event_type, created=at,
+                            obj=copy.deepcopy(obj), livemode=self.livemode,
+                            previous_attributes=copy.deepcopy(previous_attributes))
+        body["_customer"] = customer_id
         self.events.append(body)
         return body
 
