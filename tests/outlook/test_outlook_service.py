@@ -125,3 +125,29 @@ def test_worker_processes_store_the_same_outlook(session: Session, db_url: str) 
     recompute(session, parallel, now=datetime.fromtimestamp(NOW, UTC))
     assert outlook_report(session, parallel, months=3) == expected
     assert len(expected["movements"]) == 3
+
+
+def test_outlook_by_plan_adds_up_to_the_total(session: Session, db_url: str) -> None:
+    """``--by plan``: each customer in its plan's segment (hand-computed per plan), and the
+    segments add up to the month's totals."""
+    w, plan = _world()
+    _store(session, w, plan)
+    cfg = make_settings(db_url)
+    recompute(session, cfg, now=datetime.fromtimestamp(NOW, UTC))
+    document = outlook_report(session, cfg, months=2, by="plan")
+    shown = {(m["month"], s["segment"]): (s["opening"], s["churn"], s["contraction"], s["closing"],
+                                          s["closing_all_converting"])
+             for m in document["months"] for s in m["segments"]}
+    # December: cus_a (basic) cancels 100 on the 20th; cus_b's trial (49) converts only in
+    # the upper bound; cus_c (big, 300) and cus_d (seat, 60) stay.
+    assert shown[("2025-12", "price_basic")] == (100.0, 100.0, 0.0, 0.0, 0.0)
+    assert shown[("2025-12", "price_big")] == (300.0, 0.0, 0.0, 300.0, 300.0)
+    assert shown[("2025-12", "price_seat")] == (60.0, 0.0, 0.0, 60.0, 60.0)
+    assert shown[("2025-12", "price_trial")] == (0.0, 0.0, 0.0, 0.0, 49.0)
+    # January: cus_d's schedule drops 5 seats to 3 (60 -> 36).
+    assert shown[("2026-01", "price_seat")] == (60.0, 0.0, 24.0, 36.0, 36.0)
+    assert shown[("2026-01", "price_big")] == (300.0, 0.0, 0.0, 300.0, 300.0)
+    for month in document["months"]:
+        for key in ("opening", "churn", "contraction", "expansion", "closing",
+                    "closing_all_converting"):
+            assert sum(s[key] for s in month["segments"]) == month[key], (month["month"], key)
