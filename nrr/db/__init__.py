@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -131,7 +132,11 @@ def quick_head_revision() -> str | None:
     plainly (a merge revision, a computed value): callers then ask alembic."""
     revisions: set[str] = set()
     parents: set[str] = set()
-    folder = resources.files("models").joinpath("migrations", "versions")
+    # find_spec, not resources.files: the latter imports ``models`` (every table declared).
+    spec = importlib.util.find_spec("models")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "migrations" / "versions"
     for entry in folder.iterdir():
         if not entry.name.endswith(".py") or entry.name.startswith("__"):
             continue

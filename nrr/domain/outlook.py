@@ -47,7 +47,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nrr.domain import history as domain_history
-from nrr.domain.metrics import MonthTotals
+from nrr.domain.metrics import MonthTotals, add_group_to_totals
 from nrr.domain.money import convert_micro_by
 from nrr.domain.records import (
     CustomerData,
@@ -619,26 +619,6 @@ def add_to_totals(totals: MonthTotals, opening: int, closing: int, movement: str
                                amount=amount, customers=1,
                                customers_opening=1 if opening > 0 else 0,
                                customers_closing=1 if closing > 0 else 0)
-
-
-_MOVEMENT_COUNTS = {"new": "customers_new", "reactivation": "customers_reactivated",
-                    "expansion": "customers_expanded", "contraction": "customers_contracted",
-                    "churn": "customers_churned"}
-
-
-def add_group_to_totals(totals: MonthTotals, movement: str | None, *, opening: int,
-                        closing: int, amount: int, customers: int, customers_opening: int,
-                        customers_closing: int) -> MonthTotals:
-    """``totals`` with a group of customers' projected months of one ``movement`` folded
-    in (their sums: the stored rows added up by SQL, as :func:`add_to_totals` would one by
-    one)."""
-    fields: dict[str, int] = {"opening": opening, "closing": closing,
-                              "customers_opening": customers_opening,
-                              "customers_closing": customers_closing}
-    if movement in _MOVEMENT_COUNTS:
-        fields[movement] = amount  # type: ignore[index]
-        fields[_MOVEMENT_COUNTS[movement]] = customers  # type: ignore[index]
-    return totals + MonthTotals(**fields)
 
 
 def outlook_totals(rows: Iterable[ProjectedFact]) -> dict[str, dict[str, MonthTotals]]:

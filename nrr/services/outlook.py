@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Table, case, delete, func, insert, select, text
@@ -36,23 +35,27 @@ from models.outlook import (
 )
 from nrr.db.bulk import bulk_insert
 from nrr.domain import history as domain_history
-from nrr.domain import metrics
 from nrr.domain import movements as domain_movements
 from nrr.domain import outlook as domain_outlook
 from nrr.domain.metrics import MonthTotals
-from nrr.domain.money import major_rounded
 from nrr.domain.months import add_months, month_of, month_start
 from nrr.domain.outlook import PendingUpdate, SubscriptionSchedule
 from nrr.domain.records import CustomerData, Skip
 from nrr.domain.schedule_shapes import parse_pending_update, parse_schedule
 from nrr.logs import get_logger
+from nrr.services.outlook_read import (
+    DEFAULT_MONTHS,
+    STORED_MONTHS,
+    OutlookUnavailable,
+    change_document,
+    iso,
+    month_document,
+)
 from nrr.settings import Settings
 
 log = get_logger(__name__)
 
 # Months stored ahead (the current one included); ``nrr outlook --months`` reads up to this.
-STORED_MONTHS = 12
-DEFAULT_MONTHS = 3
 CHUNK = 1000
 
 T_MONTHS: Table = OutlookMonth.__table__  # type: ignore[assignment]
@@ -68,10 +71,6 @@ MONTH_COLUMNS = ["month", "customer_id", "opening_micro", "closing_micro", "move
                  "movement_upper_micro", "currency", "plan", "product", "country", "metadata"]
 CHANGE_COLUMNS = ["month", "effective_at", "customer_id", "subscription_id", "cause", "bound",
                   "currency", "mrr_before_micro", "mrr_after_micro", "amount_micro", "stripe_ids"]
-
-
-class OutlookUnavailable(LookupError):
-    """No outlook stored yet (run ``nrr recompute``)."""
 
 
 @dataclass
@@ -421,41 +420,6 @@ def _less(totals: MonthTotals, part: MonthTotals) -> MonthTotals:
                           for name in totals.__dataclass_fields__})
 
 
-def _money(value: int, currency: str) -> float:
-    return major_rounded(value, currency)
-
-
-def _percent(value: metrics.Ratio) -> float | None:
-    return metrics.percent_display(value)
-
-
-def _month_document(month: str, committed: MonthTotals, upper: MonthTotals, trials: int,
-                    currency: str, *, partial: bool) -> dict[str, Any]:
-    nrr = metrics.nrr(committed.opening, committed.expansion, committed.contraction, committed.churn)
-    grr = metrics.grr(committed.opening, committed.contraction, committed.churn)
-    nrr_u = metrics.nrr(upper.opening, upper.expansion, upper.contraction, upper.churn)
-    grr_u = metrics.grr(upper.opening, upper.contraction, upper.churn)
-    return {
-        "month": month, "partial": partial,
-        "opening": _money(committed.opening, currency),
-        "new": _money(committed.new, currency),
-        "reactivation": _money(committed.reactivation, currency),
-        "expansion": _money(committed.expansion, currency),
-        "contraction": _money(committed.contraction, currency),
-        "churn": _money(committed.churn, currency),
-        "closing": _money(committed.closing, currency),
-        "trial_conversions": {"committed": 0.0, "all_converting": _money(trials, currency)},
-        "closing_all_converting": _money(upper.closing, currency),
-        "nrr": _percent(nrr), "nrr_band": metrics.band(nrr), "nrr_reason": nrr.reason,
-        "grr": _percent(grr), "grr_band": metrics.band(grr), "grr_reason": grr.reason,
-        "nrr_all_converting": _percent(nrr_u), "grr_all_converting": _percent(grr_u),
-        "customers_opening": committed.customers_opening,
-        "customers_churned": committed.customers_churned,
-        "customers_contracted": committed.customers_contracted,
-        "customers_expanded": committed.customers_expanded,
-    }
-
-
 def outlook_report(session: Session, settings: Settings, *, months: int = DEFAULT_MONTHS,
                    by: str | None = None) -> dict[str, Any]:
     """The stored outlook as the JSON document of docs/outlook-schema.md."""
@@ -510,24 +474,19 @@ def outlook_report(session: Session, settings: Settings, *, months: int = DEFAUL
                                   .order_by(C.effective_at, C.customer_id, C.subscription_id)):
         if change.cause == "trial_end" and change.bound == "upper":
             trials[change.month] = trials.get(change.month, 0) + change.amount_micro
-        changes.append({
-            "customer_id": change.customer_id, "month": change.month,
-            "effective_at": datetime.fromtimestamp(change.effective_at, UTC).isoformat().replace("+00:00", "Z"),
-            "amount": _money(change.amount_micro, currency), "cause": change.cause,
-            "bound": change.bound, "subscription_id": change.subscription_id,
-            "stripe_ids": change.stripe_ids})
+        changes.append(change_document(change, currency))
     month_docs = []
     for n, month in enumerate(wanted):
         committed = sum((v[0] for (k, m), v in totals.items() if m == month), MonthTotals())
         upper = sum((v[1] for (k, m), v in totals.items() if m == month), MonthTotals())
-        doc = _month_document(month, committed, upper, trials.get(month, 0), currency, partial=n == 0)
+        doc = month_document(month, committed, upper, trials.get(month, 0), currency, partial=n == 0)
         if dimension:
             doc["segments"] = [
-                {"segment": key, **_month_document(month, v[0], v[1], 0, currency, partial=n == 0)}
+                {"segment": key, **month_document(month, v[0], v[1], 0, currency, partial=n == 0)}
                 for (key, m), v in sorted(totals.items()) if m == month]
         month_docs.append(doc)
     return {
-        "taken_at": datetime.fromtimestamp(run.taken_at, UTC).isoformat().replace("+00:00", "Z"),
+        "taken_at": iso(run.taken_at),
         "reporting_currency": currency, "dimension": dimension,
         "policies": policies_in_force(settings),
         "months": month_docs, "movements": changes,
