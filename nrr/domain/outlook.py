@@ -104,6 +104,9 @@ class SubscriptionSchedule:
     status: str
     end_behavior: str = "release"  # release | cancel | none | renew
     phases: tuple[SchedulePhase, ...] = ()
+    # Facts of the payload the mirror keeps; not part of what the schedule plans.
+    livemode: bool = field(default=False, compare=False)
+    created: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
