@@ -30,7 +30,8 @@ and NRR/GRR come from :func:`outlook_totals` with the same movement table as his
 Decisions where the definitions are silent (docs/outlook-schema.md repeats them):
 
 - a ``pending_update`` counts only in the upper bound, from ``now`` (Stripe applies it as
-  soon as the payment succeeds; it is discarded at ``expires_at`` otherwise);
+  soon as the payment succeeds; it is discarded at ``expires_at`` otherwise); with a
+  ``trial_end`` ahead it is a trial until then, its items counting from the trial's end;
 - a schedule counts when its status is ``active`` or ``not_started`` and it names an
   existing subscription (no new customers, no new subscriptions);
 - a future phase without discounts carries no subscription-level discount (Stripe sets
