@@ -228,6 +228,21 @@ def _without_volatile(value: Any) -> Any:
     return value
 
 
+def differences(left: Any, right: Any, path: str = "") -> list[str]:
+    """Where two JSON documents differ (paths with both values), for the soak's verdict."""
+    if isinstance(left, dict) and isinstance(right, dict):
+        found = []
+        for key in sorted(set(left) | set(right)):
+            found += differences(left.get(key), right.get(key), f"{path}.{key}")
+        return found
+    if isinstance(left, list) and isinstance(right, list) and len(left) == len(right):
+        found = []
+        for index, (a, b) in enumerate(zip(left, right, strict=True)):
+            found += differences(a, b, f"{path}[{index}]")
+        return found
+    return [] if left == right else [f"{path}: {left!r:.60} != {right!r:.60}"]
+
+
 def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from integrations.emulator import EmulatorServer, generate_account
     from nrr.domain.months import add_months, current_month
@@ -300,6 +315,7 @@ def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
         sent_seconds = time.monotonic() - started
         staller.join(timeout=args.read_timeout + 30)
         settled = wait_settled(database_url, deadline)
+        settle_seconds = time.monotonic() - started - sent_seconds
 
         from zoneinfo import ZoneInfo
 
@@ -330,7 +346,9 @@ def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
             "stalled_closed": len(closed),
             "stalled_closed_max_seconds": round(max(closed), 2) if closed else None,
             "read_timeout_seconds": args.read_timeout, "settled": settled,
+            "settled_after_last_answer_seconds": round(settle_seconds, 1),
             "reports_equal": after_webhooks == after_recompute,
+            "report_differences": differences(after_webhooks, after_recompute)[:10],
         })
         result["ok"] = (result["answered"] == len(bodies) and five_xx == 0
                         and not tally.connection_errors and staller.refused == 0
@@ -401,8 +419,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{result['stalled_closed']}, slowest close "
                   f"{result['stalled_closed_max_seconds']} s (read timeout "
                   f"{result['read_timeout_seconds']} s)")
-            print(f"{mode}: every event processed {result['settled']}, report equals the "
-                  f"full recompute's {result['reports_equal']}")
+            print(f"{mode}: every event processed and no customer dirty {result['settled']} "
+                  f"(within {result['settled_after_last_answer_seconds']} s of the last answer), "
+                  f"report equals the full recompute's {result['reports_equal']}")
+            for difference in result["report_differences"]:
+                print(f"{mode}: after the webhooks / after a full recompute: {difference}")
     print(json.dumps(results))
     return 0 if all(r["ok"] for r in results) else 1
 

@@ -6,8 +6,11 @@ deliveries arrive in. The raw payload is kept beside the parsed columns so a rul
 recomputes without calling Stripe again. Statements are bulk (one executemany per table
 per call), never a row at a time.
 
-An object that cannot be understood (no id, wrong types, wrong ``object``) goes to the
-``quarantine`` table with the reason; the other objects of the call are stored. Customers
+The columns are derived from the domain's records: each object is read once, by
+:mod:`nrr.domain.stripe_shapes` (schedules by :mod:`nrr.domain.schedule_shapes`). An
+object that cannot be understood (no id, wrong ``object``, or a parser's Skip: a field
+of the wrong type, a required one missing, an embedded item or line that cannot be read)
+goes to the ``quarantine`` table with the reason; the other objects of the call are stored. Customers
 whose data changed are marked in ``dirty_customers`` for the incremental recompute.
 
 ``livemode`` is stored as given; the recompute keeps only the configured key's mode, so
@@ -41,7 +44,9 @@ from models.mirror import (
 )
 from models.outlook import StripeSubscriptionSchedule
 from nrr.db.statements import dialect_insert, in_chunks, upsert_rows
-from nrr.domain import fields
+from nrr.domain import fields, stripe_shapes
+from nrr.domain.records import Coupon, Customer, InvoiceLine, Price, Product, Skip
+from nrr.domain.schedule_shapes import parse_schedule
 from nrr.logs import get_logger
 
 log = get_logger(__name__)
@@ -93,7 +98,7 @@ class StoreResult:
     customer_ids: set[str] = field(default_factory=set)
 
 
-# --------------------------------------------------------------------------- field readers
+# --------------------------------------------------------------------------- payloads
 
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -114,29 +119,9 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-# Typed field reads are the normaliser's (nrr.domain.fields); MalformedObject is a
-# FieldError, so a wrong field quarantines the object with the reader's message.
-_id_of = fields.ref
-_int = fields.integer
-_str = fields.text
-_bool = fields.flag
-_list = fields.entries
-
-
-def _map(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    return fields.mapping(obj, key) or {}
-
-
-def _decimal_text(value: Any, key: str) -> str | None:
-    number = fields.decimal({key: value}, key)
-    return None if number is None else str(number)
-
-
-def _currency(obj: Mapping[str, Any], key: str = "currency", *, required: bool = False) -> str | None:
-    return fields.currency(_str(obj, key, required=required), key)
-
-
 def _object_id(obj: Any, kind: str) -> str:
+    """The object's identity before it is read: an object, with an id that fits the
+    column, of the kind it is stored as."""
     if not isinstance(obj, Mapping):
         raise MalformedObject(f"a {kind} must be an object, got {type(obj).__name__}")
     value = obj.get("id")
@@ -151,16 +136,28 @@ def _object_id(obj: Any, kind: str) -> str:
     return value
 
 
-def _discount_ids(obj: Mapping[str, Any], key: str = "discounts") -> list[str]:
-    ids = []
-    for entry in _list(obj, key):
-        found = _id_of(entry, key)
-        if found:
-            ids.append(found)
-    return ids
+def _read(parsed: Any) -> Any:
+    """The record a domain parser gave, or its Skip raised as the quarantine reason."""
+    if isinstance(parsed, Skip):
+        raise MalformedObject(parsed.reason)
+    return parsed
 
 
-# --------------------------------------------------------------------------- parsers
+def _whole(skips: Sequence[Skip]) -> None:
+    """An embedded item or line that cannot be read quarantines its parent: the parent
+    is stored whole or not at all (a partial item list would retire the missing item)."""
+    if skips:
+        first = skips[0]
+        raise MalformedObject(f"{first.object_type} {first.object_id}: {first.reason}")
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+# --------------------------------------------------------------------------- rows
+# Each kind's rows are derived from the records of ``nrr.domain.stripe_shapes`` (the one
+# reading of a Stripe object); nothing here reads a payload's fields again.
 
 
 @dataclass
@@ -179,319 +176,245 @@ class _Parsed:
     customer_ids: set[str] = field(default_factory=set)
 
 
-def _base(obj: Mapping[str, Any], object_id: str, state_at: int, now: datetime) -> dict[str, Any]:
+def _base(record: Any, obj: Mapping[str, Any], state_at: int, now: datetime) -> dict[str, Any]:
     return {
-        "id": object_id,
-        "livemode": _bool(obj, "livemode"),
-        "created": _int(obj, "created"),
+        "id": record.id,
+        "livemode": record.livemode,
+        "created": record.created,
         "state_at": state_at,
         "raw": obj,  # already plain: store_objects converts each object once
         "synced_at": now,
     }
 
 
-def _link(obj: Mapping[str, Any], key: str, links: Mapping[str, str | None]) -> str | None:
-    if key in obj:
-        return _id_of(obj.get(key), f"discount.{key}")
-    return links.get(f"{key}_id")
-
-
-def _discount_row(obj: Any, *, state_at: int, now: datetime, livemode: bool,
-                  links: Mapping[str, str | None]) -> dict[str, Any] | None:
-    """An expanded discount object as a row; a bare id gives None (nothing to store)."""
-    if not isinstance(obj, Mapping):
-        return None
-    discount_id = _object_id(obj, "discount")
-    source = _map(obj, "source")
-    coupon_id = _id_of(source.get("coupon"), "discount.source.coupon")
-    row = {
-        "id": discount_id,
+def _discount_row(obj: Mapping[str, Any], *, state_at: int, now: datetime, livemode: bool,
+                  found_on: Mapping[str, str | None]) -> dict[str, Any]:
+    """An expanded discount object as a row; ``found_on`` names the object it was seen on."""
+    _object_id(obj, "discount")
+    discount, _coupon = _read(stripe_shapes.parse_discount(obj, found_on))
+    return {
+        "id": discount.id,
         "livemode": livemode,
-        "created": _int(obj, "start"),
+        "created": discount.start,
         "state_at": state_at,
         "raw": obj,
         "synced_at": now,
-        "coupon_id": coupon_id,
-        # Where the discount is attached: its own fields say so; the object it was found
-        # on is only a fallback for shapes that lack the field (a customer-level discount
-        # seen on an invoice is not an invoice discount).
-        "customer_id": _id_of(obj.get("customer"), "discount.customer") or links.get("customer_id"),
-        "subscription_id": _link(obj, "subscription", links),
-        "subscription_item_id": _link(obj, "subscription_item", links),
-        "invoice_id": _link(obj, "invoice", links),
-        "start": _int(obj, "start"),
-        "end": _int(obj, "end"),
+        "coupon_id": discount.coupon_id,
+        "customer_id": discount.customer_id,
+        "subscription_id": discount.subscription_id,
+        "subscription_item_id": discount.subscription_item_id,
+        "invoice_id": discount.invoice_id,
+        "start": discount.start,
+        "end": discount.end,
     }
-    return row
 
 
-def _parse_customer(obj: Mapping[str, Any], object_id: str, state_at: int, now: datetime,
-                    out: _Parsed) -> None:
-    metadata = _map(obj, "metadata")
-    address = _map(obj, "address")
-    row = _base(obj, object_id, state_at, now)
-    row.update(
-        email=_str(obj, "email"),
-        name=_str(obj, "name"),
-        country=_str(address, "country"),
-        currency=_currency(obj),
-        metadata=dict(metadata),
-        deleted=False,
-    )
-    discount = _discount_row(obj.get("discount"), state_at=state_at, now=now,
-                             livemode=row["livemode"], links={"customer_id": object_id})
+def _found_discount_rows(ids: Iterable[str], found: Mapping[str, Any], *, state_at: int,
+                         now: datetime, livemode: bool,
+                         found_on: Mapping[str, str | None]) -> list[dict[str, Any]]:
+    """Rows of the discounts ``ids`` that came expanded (``found``); bare ids store nothing."""
+    return [_discount_row(found[d], state_at=state_at, now=now, livemode=livemode,
+                          found_on=found_on) for d in ids if d in found]
+
+
+def _customer_rows(obj: Mapping[str, Any], state_at: int, now: datetime, out: _Parsed) -> None:
+    found: dict[str, Any] = {}
+    customer: Customer = _read(stripe_shapes.parse_customer(obj, found))
+    row = _base(customer, obj, state_at, now)
+    row.update(email=customer.email, name=customer.name, country=customer.country,
+               currency=customer.currency, metadata=dict(customer.metadata), deleted=False)
+    discounts = _found_discount_rows(customer.discount_ids, found, state_at=state_at, now=now,
+                                     livemode=customer.livemode,
+                                     found_on={"customer_id": customer.id})
     out.main.append(row)
-    if discount:
-        out.discounts.append(discount)
-    out.customer_ids.add(object_id)
+    out.discounts.extend(discounts)
+    out.customer_ids.add(customer.id)
 
 
-def _parse_product(obj: Mapping[str, Any], object_id: str, state_at: int, now: datetime,
-                   out: _Parsed) -> None:
-    row = _base(obj, object_id, state_at, now)
-    row.update(name=_str(obj, "name"), active=_bool(obj, "active", True), deleted=False)
+def _product_rows(obj: Mapping[str, Any], state_at: int, now: datetime, out: _Parsed) -> None:
+    product: Product = _read(stripe_shapes.parse_product(obj))
+    row = _base(product, obj, state_at, now)
+    row.update(name=product.name, active=product.active, deleted=False)
     out.main.append(row)
 
 
-def _parse_price(obj: Mapping[str, Any], object_id: str, state_at: int, now: datetime,
-                 out: _Parsed) -> None:
-    recurring = _map(obj, "recurring")
-    unit_decimal = _decimal_text(obj.get("unit_amount_decimal"), "unit_amount_decimal")
-    if unit_decimal is None:
-        unit = _int(obj, "unit_amount")
-        unit_decimal = None if unit is None else str(unit)
-    row = _base(obj, object_id, state_at, now)
+def _price_rows(obj: Mapping[str, Any], state_at: int, now: datetime, out: _Parsed) -> None:
+    price: Price = _read(stripe_shapes.parse_price(obj))
+    row = _base(price, obj, state_at, now)
     row.update(
-        product_id=_id_of(obj.get("product"), "product"),
-        currency=_currency(obj, required=True),
-        active=_bool(obj, "active", True),
-        type=_str(obj, "type"),
-        billing_scheme=_str(obj, "billing_scheme"),
-        tiers_mode=_str(obj, "tiers_mode"),
-        unit_amount_decimal=unit_decimal,
-        interval=_str(recurring, "interval"),
-        interval_count=_int(recurring, "interval_count"),
-        usage_type=_str(recurring, "usage_type"),
-        tax_behavior=_str(obj, "tax_behavior"),
-        nickname=_str(obj, "nickname"),
+        product_id=price.product_id,
+        currency=price.currency,
+        active=price.active,
+        type=price.type,
+        billing_scheme=price.billing_scheme,
+        tiers_mode=price.tiers_mode,
+        unit_amount_decimal=_text(price.unit_amount_decimal),
+        interval=price.interval,
+        # A one-time price has no cycle: the record's defaults describe none.
+        interval_count=price.interval_count if price.recurring else None,
+        usage_type=price.usage_type if price.recurring else None,
+        tax_behavior=price.tax_behavior,
+        nickname=price.nickname,
         deleted=False,
     )
     out.main.append(row)
 
 
-def _parse_coupon(obj: Mapping[str, Any], object_id: str, state_at: int, now: datetime,
-                  out: _Parsed) -> None:
-    row = _base(obj, object_id, state_at, now)
+def _coupon_rows(obj: Mapping[str, Any], state_at: int, now: datetime, out: _Parsed) -> None:
+    coupon: Coupon = _read(stripe_shapes.parse_coupon(obj))
+    row = _base(coupon, obj, state_at, now)
     row.update(
-        percent_off=_decimal_text(obj.get("percent_off"), "percent_off"),
-        amount_off=_int(obj, "amount_off"),
-        currency=_currency(obj),
-        duration=_str(obj, "duration"),
-        duration_in_months=_int(obj, "duration_in_months"),
+        percent_off=_text(coupon.percent_off),
+        amount_off=coupon.amount_off,
+        currency=coupon.currency,
+        duration=coupon.duration,
+        duration_in_months=coupon.duration_in_months,
         deleted=False,
     )
     out.main.append(row)
 
 
-def _parse_subscription(obj: Mapping[str, Any], object_id: str, state_at: int, now: datetime,
-                        out: _Parsed) -> None:
-    customer_id = _id_of(obj.get("customer"), "customer")
-    if customer_id is None:
-        raise MalformedObject("missing required field 'customer'")
-    status = _str(obj, "status", required=True)
-    livemode = _bool(obj, "livemode")
-    paused = _map(_map(obj, "status_details"), "paused")
-    row = _base(obj, object_id, state_at, now)
+def _subscription_rows(obj: Mapping[str, Any], state_at: int, now: datetime,
+                       out: _Parsed) -> None:
+    found: dict[str, Any] = {}
+    sub, skips = _read(stripe_shapes.parse_subscription(obj, found))
+    _whole(skips)
+    row = _base(sub, obj, state_at, now)
     row.update(
-        customer_id=customer_id,
-        status=status,
-        currency=_currency(obj),
-        start_date=_int(obj, "start_date"),
-        trial_start=_int(obj, "trial_start"),
-        trial_end=_int(obj, "trial_end"),
-        cancel_at=_int(obj, "cancel_at"),
-        cancel_at_period_end=_bool(obj, "cancel_at_period_end"),
-        canceled_at=_int(obj, "canceled_at"),
-        ended_at=_int(obj, "ended_at"),
-        paused_at=_int(paused, "transitioned_at"),
-        pause_collection=obj["pause_collection"] if obj.get("pause_collection") else None,
-        discount_ids=_discount_ids(obj),
+        customer_id=sub.customer_id,
+        status=sub.status,
+        currency=sub.currency,
+        start_date=sub.start_date,
+        trial_start=sub.trial_start,
+        trial_end=sub.trial_end,
+        cancel_at=sub.cancel_at,
+        cancel_at_period_end=sub.cancel_at_period_end,
+        canceled_at=sub.canceled_at,
+        ended_at=sub.ended_at,
+        paused_at=sub.paused_at,
+        pause_collection=(None if sub.pause_collection_behavior is None else
+                          {"behavior": sub.pause_collection_behavior,
+                           "resumes_at": sub.pause_collection_resumes_at}),
+        discount_ids=list(sub.discount_ids),
         deleted=False,
     )
-    discounts = []
-    for entry in _list(obj, "discounts"):
-        found = _discount_row(entry, state_at=state_at, now=now, livemode=livemode,
-                              links={"customer_id": customer_id, "subscription_id": object_id})
-        if found:
-            discounts.append(found)
-    items_list = _map(obj, "items")
+    links: dict[str, str | None] = {"customer_id": sub.customer_id, "subscription_id": sub.id}
+    discounts = _found_discount_rows(sub.discount_ids, found, state_at=state_at, now=now,
+                                     livemode=sub.livemode, found_on=links)
     items = []
-    for item in _list(items_list, "data"):
-        item_id = _object_id(item, "subscription_item")
-        price = item.get("price")
-        price_id = _id_of(price, "item.price")
-        if price_id is None:  # legacy plan field
-            price_id = _id_of(item.get("plan"), "item.plan")
+    for item in sub.items:
         items.append({
-            "id": item_id,
-            "livemode": livemode,
-            "created": _int(item, "created"),
+            "id": item.id,
+            "livemode": sub.livemode,
+            "created": item.created,
             "state_at": state_at,
-            "raw": item,
+            "raw": item.payload,
             "synced_at": now,
-            "subscription_id": object_id,
-            "customer_id": customer_id,
-            "price_id": price_id,
-            "quantity": _int(item, "quantity"),
-            "current_period_start": _int(item, "current_period_start"),
-            "current_period_end": _int(item, "current_period_end"),
-            "discount_ids": _discount_ids(item),
+            "subscription_id": sub.id,
+            "customer_id": sub.customer_id,
+            "price_id": item.price_id,
+            "quantity": item.quantity,
+            "current_period_start": item.current_period_start,
+            "current_period_end": item.current_period_end,
+            "discount_ids": list(item.discount_ids),
             "deleted": False,
         })
-        for entry in _list(item, "discounts"):
-            found = _discount_row(entry, state_at=state_at, now=now, livemode=livemode,
-                                  links={"customer_id": customer_id, "subscription_id": object_id,
-                                         "subscription_item_id": item_id})
-            if found:
-                discounts.append(found)
+        discounts.extend(_found_discount_rows(
+            item.discount_ids, found, state_at=state_at, now=now, livemode=sub.livemode,
+            found_on={**links, "subscription_item_id": item.id}))
     out.main.append(row)
     out.items.extend(items)
     out.discounts.extend(discounts)
-    if items_list and not items_list.get("has_more"):
-        out.item_sets[object_id] = {item["id"] for item in items}
-    out.customer_ids.add(customer_id)
+    if sub.items_complete:
+        out.item_sets[sub.id] = {item.id for item in sub.items}
+    out.customer_ids.add(sub.customer_id)
 
 
-def _line_row(line: Any, *, invoice_id: str | None, customer_id: str | None,
-              invoice_status: str | None, livemode: bool | None) -> dict[str, Any]:
-    line_id = _object_id(line, "invoice_line")
-    invoice_id = invoice_id or _str(line, "invoice")
-    if not invoice_id:
-        raise MalformedObject(f"line {line_id} names no invoice")
-    parent = _map(line, "parent")
-    details = _map(parent, "subscription_item_details")
-    pricing = _map(line, "pricing")
-    price_details = _map(pricing, "price_details")
-    period = _map(line, "period")
-    discount_total = 0
-    discount_ids: list[str] = []
-    for entry in _list(line, "discount_amounts"):
-        if not isinstance(entry, Mapping):
-            raise MalformedObject(f"line {line_id}: discount_amounts entry is not an object")
-        value = _int(entry, "amount", required=True) or 0
-        discount_total += value
-        found = _id_of(entry.get("discount"), "discount_amounts.discount")
-        # The discounts that took something off this line, sorted (as nrr.domain reads them).
-        if found and value and found not in discount_ids:
-            discount_ids.append(found)
-    discount_ids.sort()
-    subscription_id = _str(details, "subscription") or _id_of(line.get("subscription"),
-                                                             "line.subscription")
+def _line_row(line: InvoiceLine, *, livemode: bool) -> dict[str, Any]:
+    """A line's row; customer and status are its invoice's (``parse_invoice_line`` keywords)."""
     return {
-        "id": line_id,
-        "invoice_id": invoice_id,
-        "customer_id": customer_id,
-        "subscription_id": subscription_id,
-        "subscription_item_id": _str(details, "subscription_item"),
-        "price_id": _id_of(price_details.get("price"), "pricing.price_details.price"),
-        "invoice_status": invoice_status,
-        "quantity": _int(line, "quantity"),
-        "quantity_decimal": _decimal_text(line.get("quantity_decimal"), "quantity_decimal"),
-        "period_start": _int(period, "start"),
-        "period_end": _int(period, "end"),
-        "amount": _int(line, "amount", required=True),
-        "currency": _currency(line),
-        "proration": _bool(details, "proration"),
-        "discount_amount": discount_total,
-        "discount_ids": discount_ids,
-        "livemode": _bool(line, "livemode") if livemode is None else livemode,
-        "raw": line,
+        "id": line.id,
+        "invoice_id": line.invoice_id,
+        "customer_id": line.customer_id,
+        "subscription_id": line.subscription_id,
+        "subscription_item_id": line.subscription_item_id,
+        "price_id": line.price_id,
+        "invoice_status": line.invoice_status,
+        "quantity": line.quantity,
+        "quantity_decimal": _text(line.quantity_decimal),
+        "period_start": line.period_start,
+        "period_end": line.period_end,
+        "amount": line.amount,
+        "currency": line.currency,
+        "proration": line.proration,
+        "discount_amount": line.discount_amount,
+        "discount_ids": list(line.discount_ids),
+        "livemode": livemode,
+        "raw": line.payload,
     }
 
 
-def _parse_invoice(obj: Mapping[str, Any], object_id: str, state_at: int, now: datetime,
-                   out: _Parsed) -> None:
-    customer_id = _id_of(obj.get("customer"), "customer")
-    livemode = _bool(obj, "livemode")
-    status = _str(obj, "status")
-    details = _map(_map(obj, "parent"), "subscription_details")
-    transitions = _map(obj, "status_transitions")
-    lines_list = _map(obj, "lines")
-    row = _base(obj, object_id, state_at, now)
-    currency = _currency(obj)
+def _invoice_rows(obj: Mapping[str, Any], state_at: int, now: datetime, out: _Parsed) -> None:
+    found: dict[str, Any] = {}
+    invoice, lines, skips = _read(stripe_shapes.parse_invoice(obj, found, one_off_lines=True))
+    _whole(skips)
+    row = _base(invoice, obj, state_at, now)
     row.update(
-        customer_id=customer_id,
-        subscription_id=_id_of(details.get("subscription"), "subscription_details.subscription"),
-        status=status,
-        billing_reason=_str(obj, "billing_reason"),
-        currency=currency,
-        period_start=_int(obj, "period_start"),
-        period_end=_int(obj, "period_end"),
-        finalized_at=_int(transitions, "finalized_at"),
-        paid_at=_int(transitions, "paid_at"),
-        total=_int(obj, "total"),
-        discount_ids=_discount_ids(obj),
-        lines_complete=bool(lines_list) and not lines_list.get("has_more", False),
+        customer_id=invoice.customer_id,
+        subscription_id=invoice.subscription_id,
+        status=invoice.status,
+        billing_reason=invoice.billing_reason,
+        currency=invoice.currency,
+        period_start=invoice.period_start,
+        period_end=invoice.period_end,
+        finalized_at=invoice.finalized_at,
+        paid_at=invoice.paid_at,
+        total=invoice.total,
+        discount_ids=list(invoice.discount_ids),
+        lines_complete=invoice.lines_complete,
     )
-    lines = [
-        _line_row(line, invoice_id=object_id, customer_id=customer_id, invoice_status=status,
-                  livemode=livemode)
-        for line in _list(lines_list, "data")
-    ]
-    for line in lines:
-        line["currency"] = line["currency"] or currency
-    discounts = []
-    for entry in _list(obj, "discounts"):
-        found = _discount_row(entry, state_at=state_at, now=now, livemode=livemode,
-                              links={"customer_id": customer_id, "invoice_id": object_id})
-        if found:
-            discounts.append(found)
+    discounts = _found_discount_rows(
+        invoice.discount_ids, found, state_at=state_at, now=now, livemode=invoice.livemode,
+        found_on={"customer_id": invoice.customer_id, "invoice_id": invoice.id})
     out.main.append(row)
-    out.lines.extend(lines)
+    out.lines.extend(_line_row(line, livemode=invoice.livemode) for line in lines)
     out.discounts.extend(discounts)
-    if row["lines_complete"]:
-        out.line_sets[object_id] = {line["id"] for line in lines}
-    if customer_id:
-        out.customer_ids.add(customer_id)
+    if invoice.lines_complete:
+        out.line_sets[invoice.id] = {line.id for line in lines}
+    if invoice.customer_id:
+        out.customer_ids.add(invoice.customer_id)
 
 
-def _parse_discount(obj: Mapping[str, Any], object_id: str, state_at: int, now: datetime,
-                    out: _Parsed) -> None:
+def _discount_rows(obj: Mapping[str, Any], state_at: int, now: datetime, out: _Parsed) -> None:
     """A discount object on its own (as a sync expands it, or from an event). A discount
     has no ``livemode`` of its own: its customer's is filled in when it is stored."""
-    row = _discount_row(obj, state_at=state_at, now=now, livemode=False, links={})
-    assert row is not None
+    row = _discount_row(obj, state_at=state_at, now=now, livemode=False, found_on={})
     out.discounts.append(row)
     if row["customer_id"]:
         out.customer_ids.add(row["customer_id"])
 
 
-def _parse_subscription_schedule(obj: Mapping[str, Any], object_id: str, state_at: int,
-                                 now: datetime, out: _Parsed) -> None:
+def _subscription_schedule_rows(obj: Mapping[str, Any], state_at: int, now: datetime,
+                                out: _Parsed) -> None:
     """A subscription schedule (the outlook reads its phases from ``raw``)."""
-    from nrr.domain.records import Skip
-    from nrr.domain.schedule_shapes import parse_schedule
-
-    parsed = parse_schedule(obj)
-    if isinstance(parsed, Skip):
-        raise MalformedObject(parsed.reason)
-    row = _base(obj, object_id, state_at, now)
-    row.update(customer_id=parsed.customer_id, subscription_id=parsed.subscription_id,
-               status=parsed.status, end_behavior=parsed.end_behavior)
+    schedule = _read(parse_schedule(obj))
+    row = _base(schedule, obj, state_at, now)
+    row.update(customer_id=schedule.customer_id, subscription_id=schedule.subscription_id,
+               status=schedule.status, end_behavior=schedule.end_behavior)
     out.main.append(row)
-    if parsed.customer_id:
-        out.customer_ids.add(parsed.customer_id)
+    if schedule.customer_id:
+        out.customer_ids.add(schedule.customer_id)
 
 
-_PARSERS = {
-    "discount": _parse_discount,
-    "subscription_schedule": _parse_subscription_schedule,
-    "customer": _parse_customer,
-    "product": _parse_product,
-    "price": _parse_price,
-    "coupon": _parse_coupon,
-    "subscription": _parse_subscription,
-    "invoice": _parse_invoice,
+_ROWS = {
+    "discount": _discount_rows,
+    "subscription_schedule": _subscription_schedule_rows,
+    "customer": _customer_rows,
+    "product": _product_rows,
+    "price": _price_rows,
+    "coupon": _coupon_rows,
+    "subscription": _subscription_rows,
+    "invoice": _invoice_rows,
 }
 
 
@@ -500,12 +423,13 @@ def mirror_rows(kind: str, objects: Iterable[Mapping[str, Any]], *, state_at: in
     """The rows :func:`store_objects` would write for ``objects`` of ``kind``, by table
     name, without a database (benchmark accounts are written with ``bulk_insert``).
     An object that cannot be understood raises :class:`MalformedObject`."""
-    if kind not in _PARSERS:
+    if kind not in _ROWS:
         raise ValueError(f"unknown object kind {kind!r}")
     now = now or datetime.now(UTC)
     parsed = _Parsed()
     for obj in objects:
-        _PARSERS[kind](obj, _object_id(obj, kind), state_at, now, parsed)
+        _object_id(obj, kind)
+        _ROWS[kind](obj, state_at, now, parsed)
     out: dict[str, list[dict[str, Any]]] = {}
     if kind != "discount":
         out[_TABLES[kind].name] = _newest_by_id(parsed.main)
@@ -633,7 +557,7 @@ def store_objects(session: Session, kind: str, objects: Iterable[Any], *,
                 line_objects.append((obj, object_id))
                 continue
             scratch = _Parsed()
-            _PARSERS[kind](obj, object_id, state_at, now, scratch)
+            _ROWS[kind](obj, state_at, now, scratch)
         except fields.FieldError as exc:
             bad.append(_quarantine_row(kind, obj, str(exc)))
             continue
@@ -764,9 +688,10 @@ def _store_lines(session: Session, line_objects: Sequence[tuple[Mapping[str, Any
                 raise MalformedObject(f"invoice {invoice_id} of line {object_id} is not stored yet; "
                                       "store the invoice first")
             customer_id, status, currency, livemode = invoices[invoice_id]
-            row = _line_row(obj, invoice_id=invoice_id, customer_id=customer_id,
-                            invoice_status=status, livemode=livemode)
-            row["currency"] = row["currency"] or currency
+            line = _read(stripe_shapes.parse_invoice_line(
+                obj, invoice_id=invoice_id, invoice_status=status, customer_id=customer_id,
+                currency=currency, one_off=True))
+            row = _line_row(line, livemode=livemode)
         except fields.FieldError as exc:
             bad.append(_quarantine_row("invoice_line", obj, str(exc)))
             continue

@@ -30,7 +30,8 @@ and NRR/GRR come from :func:`outlook_totals` with the same movement table as his
 Decisions where the definitions are silent (docs/outlook-schema.md repeats them):
 
 - a ``pending_update`` counts only in the upper bound, from ``now`` (Stripe applies it as
-  soon as the payment succeeds; it is discarded at ``expires_at`` otherwise);
+  soon as the payment succeeds; it is discarded at ``expires_at`` otherwise); with a
+  ``trial_end`` ahead it is a trial until then, its items counting from the trial's end;
 - a schedule counts when its status is ``active`` or ``not_started`` and it names an
   existing subscription (no new customers, no new subscriptions);
 - a future phase without discounts carries no subscription-level discount (Stripe sets
@@ -47,7 +48,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nrr.domain import history as domain_history
-from nrr.domain.metrics import MonthTotals
+from nrr.domain.metrics import MonthTotals, add_group_to_totals
 from nrr.domain.money import convert_micro_by
 from nrr.domain.records import (
     CustomerData,
@@ -104,6 +105,9 @@ class SubscriptionSchedule:
     status: str
     end_behavior: str = "release"  # release | cancel | none | renew
     phases: tuple[SchedulePhase, ...] = ()
+    # Facts of the payload the mirror keeps; not part of what the schedule plans.
+    livemode: bool = field(default=False, compare=False)
+    created: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,7 +352,10 @@ def _subscription_pieces(sub: Subscription, real: _Piece, data: CustomerData, po
         piece_history = domain_history.customer_history(
             replace(data, subscriptions=(pending_sub,), lines=()), policies)
         steps = _steps_of(piece_history.intervals).get(sub.currency, [])
-        piece = _Piece(now, first_phase, steps, (), "pending_update",
+        # Its ledger names what happens inside it later (a trial of the update ending).
+        piece = _Piece(now, first_phase, steps,
+                       tuple(ch for ch in piece_history.ledger if ch.effective_at > now),
+                       "pending_update",
                        {"subscription": sub.id, **({"price": sorted({i.price_id for i in pending.items
                                                                      if i.price_id})}
                                                    if pending.items else {})})
@@ -458,8 +465,13 @@ def _pending_subscription(sub: Subscription, pending: PendingUpdate, now: int) -
         items.append(SubscriptionItem(id=change.item_id or f"{sub.id}#pending:{n}",
                                       subscription_id=sub.id, price_id=change.price_id,
                                       quantity=change.quantity))
+    # ``pending_update.trial_end``: paid, the update puts the subscription in a trial until
+    # then (nothing charged), and its items count from the trial's end, as a trial does.
+    trial_end = pending.trial_end if pending.trial_end is not None and pending.trial_end > now \
+        else None
     return replace(sub, items=tuple(items), start_date=now, created=None,
-                   trial_start=None, trial_end=None, ended_at=None)
+                   trial_start=now if trial_end is not None else None, trial_end=trial_end,
+                   ended_at=None)
 
 
 # --------------------------------------------------------------------------- causes
@@ -506,7 +518,8 @@ def _changes(cid: str, sub_id: str, currency: str, steps: Sequence[tuple[int, in
             cause, ids = owner.cause, dict(owner.stripe_ids)
         else:
             entries = [e for e in owner.ledger if e.effective_at == at]
-            cause, ids = _ledger_cause(entries) if entries else ("schedule_phase", {})
+            cause, ids = _ledger_cause(entries) if entries else (owner.cause or "schedule_phase",
+                                                                 {})
             ids.setdefault("subscription", sub_id)
             if owner.cause == "schedule_phase" and "subscription_schedule" in owner.stripe_ids:
                 ids.setdefault("subscription_schedule", owner.stripe_ids["subscription_schedule"])
@@ -606,22 +619,10 @@ def static_customer_months(customer_id: str, opening: int, now_mrr: int, paid_be
 def add_to_totals(totals: MonthTotals, opening: int, closing: int, movement: str | None,
                   amount: int) -> MonthTotals:
     """``totals`` with one customer's projected month folded in."""
-    fields: dict[str, int] = {
-        "opening": opening, "closing": closing,
-        "customers_opening": 1 if opening > 0 else 0,
-        "customers_closing": 1 if closing > 0 else 0,
-    }
-    if movement == "new":
-        fields.update(new=amount, customers_new=1)
-    elif movement == "reactivation":
-        fields.update(reactivation=amount, customers_reactivated=1)
-    elif movement == "expansion":
-        fields.update(expansion=amount, customers_expanded=1)
-    elif movement == "contraction":
-        fields.update(contraction=amount, customers_contracted=1)
-    elif movement == "churn":
-        fields.update(churn=amount, customers_churned=1)
-    return totals + MonthTotals(**fields)
+    return add_group_to_totals(totals, movement, opening=opening, closing=closing,
+                               amount=amount, customers=1,
+                               customers_opening=1 if opening > 0 else 0,
+                               customers_closing=1 if closing > 0 else 0)
 
 
 def outlook_totals(rows: Iterable[ProjectedFact]) -> dict[str, dict[str, MonthTotals]]:

@@ -67,6 +67,17 @@ class Customer:
     livemode: bool = False
     # Customer-level discounts (applied after subscription ones).
     discount_ids: tuple[str, ...] = ()
+    name: str | None = None
+    created: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    id: str
+    name: str | None = None
+    active: bool = True
+    livemode: bool = False
+    created: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +121,9 @@ class Price:
     currency_options: Mapping[str, CurrencyOption] = field(default_factory=dict)
     nickname: str | None = None
     livemode: bool = False
+    active: bool = True
+    type: str | None = None  # recurring | one_time
+    created: int | None = None
 
     @property
     def recurring(self) -> bool:
@@ -126,6 +140,8 @@ class Coupon:
     duration_in_months: int | None = None
     # ``currency_options[cur].amount_off`` for amount coupons usable in several currencies.
     amount_off_by_currency: Mapping[str, int] = field(default_factory=dict)
+    livemode: bool = False
+    created: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +173,8 @@ class SubscriptionItem:
     current_period_end: int | None = None
     discount_ids: tuple[str, ...] = ()
     created: int | None = None
+    # The item as Stripe sent it, when it was read from a payload (the mirror keeps it).
+    payload: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
     # Percent of tax included by the item's own ``tax_rates`` (sum of the inclusive ones);
     # None when the item lists no tax rate (the subscription's ``default_tax_rates`` apply).
     inclusive_tax_percent: Decimal | None = None
@@ -187,6 +205,8 @@ class Subscription:
     livemode: bool = False
     # The Stripe state this record describes was observed at this instant (for "now").
     state_at: int | None = None
+    # ``items`` holds every item (the embedded list said ``has_more: false``).
+    items_complete: bool = field(default=False, compare=False)
     # Percent of tax included by ``default_tax_rates`` (None: none listed).
     default_inclusive_tax_percent: Decimal | None = None
 
@@ -226,6 +246,10 @@ class InvoiceLine:
     # line of its item ended? None = unknown: history then compares the lines it was given
     # (correct only when given every line). See ``nrr.domain.history.select_state_lines``.
     follows_gap: bool | None = None
+    # Kept for the mirror; the rules read ``quantity`` (a metered line's is its usage).
+    quantity_decimal: Decimal | None = field(default=None, compare=False)
+    # The line as Stripe sent it, when it was read from a payload (the mirror keeps it).
+    payload: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +270,8 @@ class Invoice:
     total: int | None = None
     discount_ids: tuple[str, ...] = ()
     livemode: bool = False
+    # The embedded ``lines`` list holds every line (``has_more: false``).
+    lines_complete: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,7 +71,8 @@ def parse_schedule(obj: Any) -> SubscriptionSchedule | Skip:
             subscription_id=fields.ref(obj.get("subscription"), "subscription"),
             status=fields.text(obj, "status") or "active",
             end_behavior=fields.text(obj, "end_behavior") or "release",
-            phases=phases)
+            phases=phases, livemode=fields.flag(obj, "livemode"),
+            created=fields.integer(obj, "created"))
     except FieldError as exc:
         return Skip("subscription_schedule", sid, str(exc))
 

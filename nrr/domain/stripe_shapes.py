@@ -14,6 +14,12 @@ that are one-off invoice items (they are dropped, not skipped: they are never MR
 
 Expandable fields (``customer``, ``product``, ``source.coupon``, ``discounts[]``) are
 accepted as ids or as expanded objects; expanded objects are parsed as well.
+
+This is the one reading of each Stripe object: the mirror store
+(``integrations.stripe_mirror``) derives its columns from these records, and a Skip is the
+reason it quarantines the object with. What only the mirror keeps rides along on the
+records: the payloads of embedded items and lines, whether an embedded list was complete,
+and one-off invoice lines (``one_off`` / ``one_off_lines``), which are never MRR.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from nrr.domain.records import (
     InvoiceLine,
     ObservedChange,
     Price,
+    Product,
     Skip,
     Subscription,
     SubscriptionItem,
@@ -66,6 +73,19 @@ def _req_str(obj: Mapping[str, Any], key: str) -> str:
     return value
 
 
+def _req_id(obj: Mapping[str, Any]) -> str:
+    value = _str(obj, "id")
+    if not value:
+        raise _Bad("missing or empty id")
+    return value
+
+
+def _complete(obj: Mapping[str, Any], key: str) -> bool:
+    """Does the embedded list object ``key`` hold every entry (``has_more`` false)?"""
+    value = obj.get(key)
+    return isinstance(value, Mapping) and bool(value) and not value.get("has_more", False)
+
+
 def _req_int(obj: Mapping[str, Any], key: str) -> int:
     value = _int(obj, key, required=True)
     assert value is not None
@@ -92,12 +112,13 @@ def _not_a_dict(object_type: str, obj: Any) -> Skip | None:
 # --------------------------------------------------------------------------- objects
 
 
-def parse_customer(obj: Any) -> Customer | Skip:
+def parse_customer(obj: Any, found_discounts: dict[str, Any] | None = None) -> Customer | Skip:
+    """A customer; an expanded ``discount`` is stashed in ``found_discounts`` by id."""
     bad = _not_a_dict("customer", obj)
     if bad:
         return bad
     try:
-        cid = _req_str(obj, "id")
+        cid = _req_id(obj)
         address = _dict(obj, "address") or {}
         metadata_raw = _dict(obj, "metadata") or {}
         metadata = {str(k): str(v) for k, v in metadata_raw.items() if v is not None}
@@ -106,7 +127,7 @@ def parse_customer(obj: Any) -> Customer | Skip:
         if single is not None:
             ref = _ref(single, "discount")
             discount_ids = (ref,) if ref else ()
-        return Customer(
+        customer = Customer(
             id=cid,
             email=_str(obj, "email"),
             country=_str(address, "country"),
@@ -115,9 +136,25 @@ def parse_customer(obj: Any) -> Customer | Skip:
             deleted=_bool(obj, "deleted"),
             livemode=_bool(obj, "livemode"),
             discount_ids=discount_ids,
+            name=_str(obj, "name"),
+            created=_int(obj, "created"),
         )
     except _Bad as exc:
         return _skip("customer", obj, str(exc))
+    if discount_ids and isinstance(single, Mapping) and found_discounts is not None:
+        found_discounts[discount_ids[0]] = single
+    return customer
+
+
+def parse_product(obj: Any) -> Product | Skip:
+    bad = _not_a_dict("product", obj)
+    if bad:
+        return bad
+    try:
+        return Product(id=_req_id(obj), name=_str(obj, "name"), active=_bool(obj, "active", True),
+                       livemode=_bool(obj, "livemode"), created=_int(obj, "created"))
+    except _Bad as exc:
+        return _skip("product", obj, str(exc))
 
 
 def _tiers(raw: list[Any]) -> tuple[Tier, ...]:
@@ -147,7 +184,7 @@ def parse_price(obj: Any) -> Price | Skip:
     if bad:
         return bad
     try:
-        pid = _req_str(obj, "id")
+        pid = _req_id(obj)
         currency = _currency(_req_str(obj, "currency"))
         assert currency is not None
         recurring = _dict(obj, "recurring")
@@ -203,6 +240,9 @@ def parse_price(obj: Any) -> Price | Skip:
             currency_options=options,
             nickname=_str(obj, "nickname"),
             livemode=_bool(obj, "livemode"),
+            active=_bool(obj, "active", True),
+            type=_str(obj, "type"),
+            created=_int(obj, "created"),
         )
     except _Bad as exc:
         return _skip("price", obj, str(exc))
@@ -213,7 +253,7 @@ def parse_coupon(obj: Any) -> Coupon | Skip:
     if bad:
         return bad
     try:
-        cid = _req_str(obj, "id")
+        cid = _req_id(obj)
         percent = _decimal(obj, "percent_off")
         amount = _int(obj, "amount_off")
         if percent is None and amount is None and not _bool(obj, "deleted"):
@@ -236,18 +276,35 @@ def parse_coupon(obj: Any) -> Coupon | Skip:
             duration=_str(obj, "duration") or "forever",
             duration_in_months=_int(obj, "duration_in_months"),
             amount_off_by_currency=by_currency,
+            livemode=_bool(obj, "livemode"),
+            created=_int(obj, "created"),
         )
     except _Bad as exc:
         return _skip("coupon", obj, str(exc))
 
 
-def parse_discount(obj: Any) -> tuple[Discount, Coupon | None] | Skip:
-    """A discount and, when ``source.coupon`` is expanded, its coupon."""
+def _linked(obj: Mapping[str, Any], key: str, found_on: Mapping[str, str | None] | None
+            ) -> str | None:
+    if key in obj or found_on is None:
+        return _ref(obj.get(key), key)
+    return found_on.get(f"{key}_id")
+
+
+def parse_discount(obj: Any, found_on: Mapping[str, str | None] | None = None
+                   ) -> tuple[Discount, Coupon | None] | Skip:
+    """A discount and, when ``source.coupon`` is expanded, its coupon.
+
+    ``found_on`` names the object the discount was embedded in (``customer_id``,
+    ``subscription_id``, ``subscription_item_id``, ``invoice_id``): where the discount is
+    attached, its own fields say so; the parent only fills a field the shape lacks (a
+    customer-level discount seen on an invoice, ``"invoice": null``, is no invoice discount),
+    and the customer when the discount names none.
+    """
     bad = _not_a_dict("discount", obj)
     if bad:
         return bad
     try:
-        did = _req_str(obj, "id")
+        did = _req_id(obj)
         source = _dict(obj, "source") or {}
         coupon_raw = source.get("coupon")
         coupon_id = _ref(coupon_raw, "source.coupon")
@@ -262,12 +319,12 @@ def parse_discount(obj: Any) -> tuple[Discount, Coupon | None] | Skip:
         return Discount(
             id=did,
             coupon_id=coupon_id,
-            customer_id=_ref(obj.get("customer"), "customer"),
-            subscription_id=_str(obj, "subscription"),
-            subscription_item_id=_str(obj, "subscription_item"),
+            customer_id=_ref(obj.get("customer"), "customer") or (found_on or {}).get("customer_id"),
+            subscription_id=_linked(obj, "subscription", found_on),
+            subscription_item_id=_linked(obj, "subscription_item", found_on),
             start=_int(obj, "start"),
             end=_int(obj, "end"),
-            invoice_id=_str(obj, "invoice"),
+            invoice_id=_linked(obj, "invoice", found_on),
         ), coupon
     except _Bad as exc:
         return _skip("discount", obj, str(exc))
@@ -315,7 +372,7 @@ def parse_subscription_item(obj: Any, subscription_id: str | None = None,
     if bad:
         return bad
     try:
-        iid = _req_str(obj, "id")
+        iid = _req_id(obj)
         sub_id = _str(obj, "subscription") or subscription_id
         if sub_id is None:
             raise _Bad("missing subscription")
@@ -338,6 +395,7 @@ def parse_subscription_item(obj: Any, subscription_id: str | None = None,
             discount_ids=_discount_refs(_list(obj, "discounts"),
                                         found_discounts if found_discounts is not None else {}),
             created=_int(obj, "created"),
+            payload=obj,
             inclusive_tax_percent=inclusive_tax_percent(obj.get("tax_rates"), "tax_rates"),
         )
     except _Bad as exc:
@@ -355,7 +413,7 @@ def parse_subscription(
         return bad
     found_discounts = found_discounts if found_discounts is not None else {}
     try:
-        sid = _req_str(obj, "id")
+        sid = _req_id(obj)
         customer_id = _ref(obj.get("customer"), "customer")
         if customer_id is None:
             raise _Bad("missing customer")
@@ -376,7 +434,7 @@ def parse_subscription(
             paused = _dict(details, "paused")
             if paused is not None:
                 paused_at = _int(paused, "transitioned_at")
-        pause = _dict(obj, "pause_collection")
+        pause = _dict(obj, "pause_collection") or None  # {} pauses nothing
         return Subscription(
             id=sid,
             customer_id=customer_id,
@@ -397,6 +455,7 @@ def parse_subscription(
             items=tuple(items),
             discount_ids=_discount_refs(_list(obj, "discounts"), found_discounts),
             livemode=_bool(obj, "livemode"),
+            items_complete=_complete(obj, "items"),
             default_inclusive_tax_percent=inclusive_tax_percent(obj.get("default_tax_rates"),
                                                                 "default_tax_rates"),
         ), skips
@@ -405,25 +464,34 @@ def parse_subscription(
 
 
 def parse_invoice_line(obj: Any, *, invoice_id: str | None = None, invoice_status: str | None = None,
-                       customer_id: str | None = None,
-                       subscription_id: str | None = None) -> InvoiceLine | Skip | None:
-    """A subscription-item line, a Skip, or None for lines that are never MRR (one-off items)."""
+                       customer_id: str | None = None, subscription_id: str | None = None,
+                       currency: str | None = None, one_off: bool = False
+                       ) -> InvoiceLine | Skip | None:
+    """A subscription-item line, a Skip, or None for lines that are never MRR (one-off
+    items). With ``one_off`` those come back too, with no ``subscription_item_id``.
+
+    ``invoice_id`` and the other keywords describe the invoice the line belongs to (its
+    own ``invoice`` field when none is given); ``currency`` is the invoice's, for a line
+    that names none.
+    """
     bad = _not_a_dict("invoice_line", obj)
     if bad:
         return bad
     try:
-        lid = _req_str(obj, "id")
+        lid = _req_id(obj)
         parent = _dict(obj, "parent") or {}
         details = _dict(parent, "subscription_item_details")
-        if details is None:
+        item_id = _str(details, "subscription_item") if details is not None else None
+        if item_id is None and not one_off:
             return None  # one-off invoice item: never MRR
-        item_id = _str(details, "subscription_item")
-        if item_id is None:
-            return None
+        details = details or {}
+        invoice_id = invoice_id or _str(obj, "invoice")
+        if not invoice_id:
+            raise _Bad(f"line {lid} names no invoice")
         pricing = _dict(obj, "pricing") or {}
         price_details = _dict(pricing, "price_details") or {}
         price_id = _ref(price_details.get("price"), "pricing.price_details.price")
-        if price_id is None:
+        if price_id is None and item_id is not None:
             raise _Bad("subscription item line without pricing.price_details.price")
         period = _dict(obj, "period")
         if period is None:
@@ -434,8 +502,9 @@ def parse_invoice_line(obj: Any, *, invoice_id: str | None = None, invoice_statu
             raise _Bad(f"period ends ({end}) before it starts ({start})")
         quantity = _int(obj, "quantity")
         amount = _req_int(obj, "amount")
-        currency = _currency(_req_str(obj, "currency"))
-        assert currency is not None
+        line_currency = _currency(_str(obj, "currency")) or currency
+        if line_currency is None:
+            raise _Bad("missing currency")
         discount_total = 0
         discount_ids: list[str] = []
         for entry in _list(obj, "discount_amounts"):
@@ -447,46 +516,55 @@ def parse_invoice_line(obj: Any, *, invoice_id: str | None = None, invoice_statu
             if ref is not None and value and ref not in discount_ids:
                 discount_ids.append(ref)
         credited: bool | None = None
+        proration = _bool(details, "proration")
         proration_details = _dict(details, "proration_details")
-        if proration_details is not None and _bool(details, "proration"):
+        if proration_details is not None and proration:
             credited = proration_details.get("credited_items") is not None
         tax_inclusive = 0
         for entry in _list(obj, "taxes"):
             if isinstance(entry, Mapping) and entry.get("tax_behavior") == "inclusive":
                 tax_inclusive += _int(entry, "amount") or 0
+        line_subscription = (_str(details, "subscription")
+                             or _ref(obj.get("subscription"), "subscription"))
+        if line_subscription is None and item_id is not None:
+            line_subscription = subscription_id
         return InvoiceLine(
             id=lid,
-            invoice_id=_str(obj, "invoice") or invoice_id or "",
+            invoice_id=invoice_id,
             invoice_status=invoice_status,
             customer_id=customer_id,
-            subscription_id=_str(details, "subscription") or subscription_id,
+            subscription_id=line_subscription,
             subscription_item_id=item_id,
             price_id=price_id,
             quantity=quantity,
             period_start=start,
             period_end=end,
             amount=amount,
-            currency=currency,
-            proration=_bool(details, "proration"),
+            currency=line_currency,
+            proration=proration,
             discount_ids=tuple(sorted(discount_ids)),
             discount_amount=discount_total,
             tax_inclusive_amount=tax_inclusive,
             credited=credited,
             livemode=_bool(obj, "livemode"),
+            quantity_decimal=_decimal(obj, "quantity_decimal"),
+            payload=obj,
         )
     except _Bad as exc:
         return _skip("invoice_line", obj, str(exc))
 
 
-def parse_invoice(obj: Any, found_discounts: dict[str, Any] | None = None
+def parse_invoice(obj: Any, found_discounts: dict[str, Any] | None = None, *,
+                  one_off_lines: bool = False
                   ) -> tuple[Invoice, list[InvoiceLine], list[Skip]] | Skip:
-    """An invoice with its subscription lines. A line that cannot be understood is skipped alone."""
+    """An invoice with its subscription lines (and its one-off lines with
+    ``one_off_lines``). A line that cannot be understood is skipped alone."""
     bad = _not_a_dict("invoice", obj)
     if bad:
         return bad
     found_discounts = found_discounts if found_discounts is not None else {}
     try:
-        iid = _req_str(obj, "id")
+        iid = _req_id(obj)
         customer_id = _ref(obj.get("customer"), "customer")
         status = _str(obj, "status")
         currency = _currency(_req_str(obj, "currency"))
@@ -512,12 +590,14 @@ def parse_invoice(obj: Any, found_discounts: dict[str, Any] | None = None
             total=_int(obj, "total"),
             discount_ids=_discount_refs(_list(obj, "discounts"), found_discounts),
             livemode=_bool(obj, "livemode"),
+            lines_complete=_complete(obj, "lines"),
         )
         lines: list[InvoiceLine] = []
         skips: list[Skip] = []
         for raw in _list(obj, "lines"):
             parsed = parse_invoice_line(raw, invoice_id=iid, invoice_status=status,
-                                        customer_id=customer_id, subscription_id=subscription_id)
+                                        customer_id=customer_id, subscription_id=subscription_id,
+                                        currency=currency, one_off=one_off_lines)
             if isinstance(parsed, Skip):
                 skips.append(parsed)
             elif parsed is not None:
@@ -634,14 +714,11 @@ def customer_data_from_stripe(customer_id: str, objects: Mapping[str, Any], *,
     for raw in _records(objects.get("customers")):
         if _object_id(raw) != customer_id or other_mode("customer", raw):
             continue
-        parsed = parse_customer(raw)
+        parsed = parse_customer(raw, found_discounts)
         if isinstance(parsed, Skip):
             skips.append(parsed)
         else:
             customer = parsed
-            single = raw.get("discount")
-            if isinstance(single, Mapping) and isinstance(single.get("id"), str):
-                found_discounts[single["id"]] = single
     if customer is None:
         customer = Customer(id=customer_id, deleted=True)
 

@@ -4,8 +4,8 @@ Every object the emulator serves (customers, products, prices, coupons, discount
 subscriptions with their items, invoices with their lines, events, the list envelopes, with
 every nested object) holds only fields the installed ``stripe`` package's typed classes
 declare, with values of the declared kinds. Every field path the code reads from a Stripe
-payload (the mirror's parsers, the domain's parsers, the sync's event handling) is declared
-there too. The read paths are recorded while the code runs over the emulator's account
+payload (the domain's parsers, through the mirror's rows and directly, and the sync's
+event handling) is declared there too. The read paths are recorded while the code runs over the emulator's account
 (``tests/contract/sdk_schema.ReadLog``), so they cannot drift from the code.
 """
 
@@ -136,18 +136,17 @@ def _read_everything(account: EmulatedAccount, log: ReadLog, session: Session) -
     }
     for store, kind in kinds.items():
         for obj in account.store(store).values():
-            stripe_mirror._PARSERS[kind](log.wrap(obj), obj["id"], state_at, now,
-                                         stripe_mirror._Parsed())
+            stripe_mirror.mirror_rows(kind, [log.wrap(obj)], state_at=state_at, now=now)
             if kind in domain:
                 domain[kind](log.wrap(obj))
     for obj in account.discounts.values():
-        stripe_mirror._PARSERS["discount"](log.wrap(obj), obj["id"], state_at, now,
-                                           stripe_mirror._Parsed())
+        stripe_mirror.mirror_rows("discount", [log.wrap(obj)], state_at=state_at, now=now)
         domain["discount"](log.wrap(obj))
     for invoice_id, lines in account.invoice_lines.items():
         for line in lines:
-            stripe_mirror._line_row(log.wrap(line), invoice_id=invoice_id, customer_id=None,
-                                    invoice_status="paid", livemode=False)
+            # As the mirror reads a paged line (one-off lines too) and as the normaliser does.
+            stripe_shapes.parse_invoice_line(log.wrap(line), invoice_id=invoice_id,
+                                             invoice_status="paid", currency="usd", one_off=True)
             stripe_shapes.parse_invoice_line(log.wrap(line), invoice_id=invoice_id)
     settings = _settings()
     for event in account.events_since(0):

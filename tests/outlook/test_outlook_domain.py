@@ -256,6 +256,38 @@ def test_pending_update_counts_in_the_upper_bound_only() -> None:
             december.movement_upper_micro) == (usd(40), "expansion", usd(20))
 
 
+def test_pending_update_with_a_trial_end() -> None:
+    """``pending_update.trial_end``: paid, the update puts the subscription in a trial until
+    then; its items count from the trial's end, in the upper bound only."""
+    w = world()
+    w.add_price("price_unit", unit_amount=1_000, product="prod_unit")  # 10 a unit
+    sub = w.subscribe("cus_1", [("price_unit", 2)], at=ts(2025, 10, 1))  # 20
+    item = sub.to_stripe()["items"]["data"][0]
+    original = sub.to_stripe
+
+    def with_pending() -> dict[str, Any]:
+        body = original()
+        body["pending_update"] = {
+            "billing_cycle_anchor": None, "expires_at": ts(2025, 12, 3),
+            "trial_end": ts(2025, 12, 20), "trial_from_plan": None, "discounts": None,
+            "subscription_items": [{**item, "quantity": 5}]}
+        return body
+
+    sub.to_stripe = with_pending  # type: ignore[method-assign]
+    result = outlook(w)
+    # Upper: 20 -> 0 now (in trial), 0 -> 5 x 10 = 50 on 20 December; committed unchanged.
+    assert changes(result) == [(NOW, "pending_update", usd(20), 0, "upper"),
+                               (ts(2025, 12, 20), "trial_end", 0, usd(50), "upper")]
+    december = by_month(result)["2025-12"]
+    assert (december.opening_micro, december.closing_micro, december.movement) == (
+        usd(20), usd(20), None)
+    # December's upper bound: opening 20 (real), closing 50: an expansion of 30.
+    assert (december.closing_upper_micro, december.movement_upper,
+            december.movement_upper_micro) == (usd(50), "expansion", usd(30))
+    # Expired (expires_at passed): nothing pending.
+    assert outlook(w, now=ts(2025, 12, 4)).changes == ()
+
+
 def test_nothing_scheduled_is_static() -> None:
     w = world()
     w.subscribe("cus_1", [("price_basic", 1)], at=ts(2025, 10, 1))

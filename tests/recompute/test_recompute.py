@@ -235,14 +235,22 @@ def test_excluded_customers_and_other_mode_objects_give_no_rows(db_url: str,
 
 def test_skipped_objects_are_recorded_and_the_rest_goes_on(db_url: str, db_engine: Engine) -> None:
     world = seat_world()
+    odd = {"id": "price_odd", "object": "price", "currency": "usd", "billing_scheme": "tiered",
+           "tiers_mode": "volume", "tiers": "not a list", "recurring": None}
     with session_scope(db_engine) as session:
         store_world(session, world)
-        # A price the mirror could store but the normaliser cannot understand.
-        from integrations.stripe_mirror import store_objects
-        store_objects(session, "price", [{"id": "price_odd", "object": "price", "currency": "usd",
-                                          "billing_scheme": "tiered", "tiers_mode": "volume",
-                                          "tiers": "not a list", "recurring": None}],
-                      state_at=world.now)
+        # The mirror reads a price as the normaliser does: it keeps this one in quarantine.
+        from integrations.stripe_mirror import store_objects, table_for
+        stored = store_objects(session, "price", [odd], state_at=world.now)
+        assert (stored.stored, stored.skipped) == (0, 1)
+        held_by_mirror = session.scalars(select(QuarantinedObject)).one()
+        assert (held_by_mirror.stage, held_by_mirror.object_id) == ("mirror", "price_odd")
+        assert "tiers" in held_by_mirror.reason
+        # A row already in the mirror (written by an earlier version, or by hand) that the
+        # normaliser cannot understand is skipped by the recompute, which goes on.
+        session.execute(table_for("price").insert().values(
+            id="price_odd", livemode=False, created=None, state_at=world.now, raw=odd,
+            synced_at=datetime.now(UTC), currency="usd", active=True, deleted=False))
     with session_scope(db_engine) as session:
         result = recompute(session, make_settings(db_url), now=NOW)
     assert result.customers == 2 and result.skipped == 1

@@ -195,7 +195,8 @@ def _customer_data(cid: str, streams: Mapping[str, _Stream], catalogue: Catalogu
             metadata={str(k): str(v) for k, v in meta.items() if v is not None},
             deleted=bool(c.deleted), livemode=bool(c.livemode),
             discount_ids=((c.discount_id,) if isinstance(c.discount_id, str) and c.discount_id
-                          else ()))
+                          else ()),
+            name=c.name, created=c.created)
     else:
         customer = Customer(id=cid, deleted=True, livemode=livemode)
 

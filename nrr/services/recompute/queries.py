@@ -27,6 +27,8 @@ class CustomerRow(NamedTuple):
     deleted: Any
     livemode: Any
     discount_id: Any  # the customer-level discount's id, from the raw object
+    name: str | None
+    created: int | None
 
 
 class SubscriptionRow(NamedTuple):
