@@ -71,6 +71,38 @@ def run_child(kind: str, url: str, now: int) -> dict[str, Any]:
     return figures
 
 
+def prepare(url: str, customers: int, *, seed: int, now: int, reuse: bool) -> tuple[float, int]:
+    """The benchmark account in ``url`` (migrated): generated, or kept with ``reuse`` when
+    it already has ``customers`` customers. Returns (generation seconds, 0 when reused;
+    invoice lines)."""
+    from sqlalchemy import func, select
+
+    from benchmarks.generate_account import clear, generate
+    from models.mirror import StripeCustomer, StripeInvoiceLine
+    from nrr.db import make_engine, session_scope, upgrade
+
+    if url.startswith("sqlite:///") and not reuse:
+        path = Path(url[len("sqlite:///"):])
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+    engine = make_engine(url)
+    upgrade(engine)
+    with session_scope(engine) as session:
+        existing = session.scalar(select(func.count()).select_from(StripeCustomer)) or 0
+    generation = 0.0
+    if not (reuse and existing == customers):
+        started = time.perf_counter()
+        with session_scope(engine) as session:
+            clear(session)
+            stats = generate(session, customers, seed=seed, now=now)
+        generation = time.perf_counter() - started
+        print(f"generated: {stats}")
+    with session_scope(engine) as session:
+        lines = session.scalar(select(func.count()).select_from(StripeInvoiceLine)) or 0
+    engine.dispose()
+    return generation, int(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmark nrr recompute on a generated account.")
     parser.add_argument("--customers", type=int, default=10_000, help="number of customers")
@@ -87,32 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         return child(args.child, url, now)
 
-    from sqlalchemy import func, select
+    from benchmarks.generate_account import change_customers
+    from nrr.db import make_engine, session_scope
 
-    from benchmarks.generate_account import change_customers, clear, generate
-    from models.mirror import StripeCustomer, StripeInvoiceLine
-    from nrr.db import make_engine, session_scope, upgrade
-
-    if url.startswith("sqlite:///") and not args.reuse:
-        path = Path(url[len("sqlite:///"):])
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(path) + suffix).unlink(missing_ok=True)
-    engine = make_engine(url)
-    upgrade(engine)
-    with session_scope(engine) as session:
-        existing = session.scalar(select(func.count()).select_from(StripeCustomer)) or 0
-    generation = 0.0
-    if not (args.reuse and existing == args.customers):
-        started = time.perf_counter()
-        with session_scope(engine) as session:
-            clear(session)
-            stats = generate(session, args.customers, seed=args.seed, now=now)
-        generation = time.perf_counter() - started
-        print(f"generated: {stats}")
-    with session_scope(engine) as session:
-        lines = session.scalar(select(func.count()).select_from(StripeInvoiceLine)) or 0
-    engine.dispose()
-
+    generation, lines = prepare(url, args.customers, seed=args.seed, now=now, reuse=args.reuse)
     full = run_child("full", url, now)
     with session_scope(make_engine(url)) as session:
         changed = change_customers(session, args.customers, fraction=0.01, now=now)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -9,7 +11,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 if TYPE_CHECKING:
@@ -117,9 +120,56 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+_REVISION_LINE = re.compile(r"^(down_revision|revision)\s*(?::[^=]*)?=\s*(.+?)\s*$", re.M)
+_QUOTED = re.compile(r"^(['\"])([^'\"]+)\1$")
+
+
+@lru_cache(maxsize=1)
+def quick_head_revision() -> str | None:
+    """The head revision read from the migration files' ``revision`` / ``down_revision``
+    lines, without importing alembic (which, with its script directory, costs a read-only
+    command such as ``nrr outlook`` about half a second). None when a file does not read
+    plainly (a merge revision, a computed value): callers then ask alembic."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    # find_spec, not resources.files: the latter imports ``models`` (every table declared).
+    spec = importlib.util.find_spec("models")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "migrations" / "versions"
+    for entry in folder.iterdir():
+        if not entry.name.endswith(".py") or entry.name.startswith("__"):
+            continue
+        found = dict(_REVISION_LINE.findall(entry.read_text(encoding="utf-8")))
+        revision = _QUOTED.match(found.get("revision", ""))
+        parent = found.get("down_revision")
+        parent_named = _QUOTED.match(parent or "")
+        if revision is None or not (parent == "None" or parent_named):
+            return None
+        revisions.add(revision.group(2))
+        if parent_named is not None:
+            parents.add(parent_named.group(2))
+    heads = revisions - parents
+    return next(iter(heads)) if len(heads) == 1 else None
+
+
+def _at_quick_head(engine: Engine) -> bool:
+    """The database's ``alembic_version`` is the head read by :func:`quick_head_revision`
+    (False whenever that cannot be told cheaply: the full check then runs)."""
+    head = quick_head_revision()
+    if head is None:
+        return False
+    try:
+        with engine.connect() as conn:
+            versions = [row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))]
+    except SQLAlchemyError:
+        return False
+    return versions == [head]
+
+
 def upgrade(engine: Engine) -> None:
     """Apply the migrations up to head (idempotent; called by the CLI on first use)."""
-    if current_revision(engine) == head_revision():
+    if _at_quick_head(engine) or current_revision(engine) == head_revision():
         return
     from alembic import command
 

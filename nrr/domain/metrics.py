@@ -124,6 +124,26 @@ class MonthTotals:
                                - self.contraction - self.churn)
 
 
+_MOVEMENT_COUNTS = {"new": "customers_new", "reactivation": "customers_reactivated",
+                    "expansion": "customers_expanded", "contraction": "customers_contracted",
+                    "churn": "customers_churned"}
+
+
+def add_group_to_totals(totals: MonthTotals, movement: str | None, *, opening: int,
+                        closing: int, amount: int, customers: int, customers_opening: int,
+                        customers_closing: int) -> MonthTotals:
+    """``totals`` with a group of customers' projected months of one ``movement`` folded
+    in (their sums: the stored rows added up by SQL, as :func:`add_to_totals` would one by
+    one)."""
+    fields: dict[str, int] = {"opening": opening, "closing": closing,
+                              "customers_opening": customers_opening,
+                              "customers_closing": customers_closing}
+    if movement in _MOVEMENT_COUNTS:
+        fields[movement] = amount  # type: ignore[index]
+        fields[_MOVEMENT_COUNTS[movement]] = customers  # type: ignore[index]
+    return totals + MonthTotals(**fields)
+
+
 NO_OPENING = "no paying customers at the opening of {month}: the cohort is empty"
 NO_MOVEMENT_DOWN = "no contraction or churn in {month}: the quick ratio has no denominator"
 NO_CUSTOMERS = "no paying customers at the closing of {month}"

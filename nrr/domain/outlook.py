@@ -30,7 +30,8 @@ and NRR/GRR come from :func:`outlook_totals` with the same movement table as his
 Decisions where the definitions are silent (docs/outlook-schema.md repeats them):
 
 - a ``pending_update`` counts only in the upper bound, from ``now`` (Stripe applies it as
-  soon as the payment succeeds; it is discarded at ``expires_at`` otherwise);
+  soon as the payment succeeds; it is discarded at ``expires_at`` otherwise); with a
+  ``trial_end`` ahead it is a trial until then, its items counting from the trial's end;
 - a schedule counts when its status is ``active`` or ``not_started`` and it names an
   existing subscription (no new customers, no new subscriptions);
 - a future phase without discounts carries no subscription-level discount (Stripe sets
@@ -47,7 +48,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nrr.domain import history as domain_history
-from nrr.domain.metrics import MonthTotals
+from nrr.domain.metrics import MonthTotals, add_group_to_totals
 from nrr.domain.money import convert_micro_by
 from nrr.domain.records import (
     CustomerData,
@@ -618,22 +619,10 @@ def static_customer_months(customer_id: str, opening: int, now_mrr: int, paid_be
 def add_to_totals(totals: MonthTotals, opening: int, closing: int, movement: str | None,
                   amount: int) -> MonthTotals:
     """``totals`` with one customer's projected month folded in."""
-    fields: dict[str, int] = {
-        "opening": opening, "closing": closing,
-        "customers_opening": 1 if opening > 0 else 0,
-        "customers_closing": 1 if closing > 0 else 0,
-    }
-    if movement == "new":
-        fields.update(new=amount, customers_new=1)
-    elif movement == "reactivation":
-        fields.update(reactivation=amount, customers_reactivated=1)
-    elif movement == "expansion":
-        fields.update(expansion=amount, customers_expanded=1)
-    elif movement == "contraction":
-        fields.update(contraction=amount, customers_contracted=1)
-    elif movement == "churn":
-        fields.update(churn=amount, customers_churned=1)
-    return totals + MonthTotals(**fields)
+    return add_group_to_totals(totals, movement, opening=opening, closing=closing,
+                               amount=amount, customers=1,
+                               customers_opening=1 if opening > 0 else 0,
+                               customers_closing=1 if closing > 0 else 0)
 
 
 def outlook_totals(rows: Iterable[ProjectedFact]) -> dict[str, dict[str, MonthTotals]]:

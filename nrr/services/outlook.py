@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Table, case, delete, func, insert, select, text
@@ -36,23 +35,27 @@ from models.outlook import (
 )
 from nrr.db.bulk import bulk_insert
 from nrr.domain import history as domain_history
-from nrr.domain import metrics
 from nrr.domain import movements as domain_movements
 from nrr.domain import outlook as domain_outlook
 from nrr.domain.metrics import MonthTotals
-from nrr.domain.money import major_rounded
 from nrr.domain.months import add_months, month_of, month_start
 from nrr.domain.outlook import PendingUpdate, SubscriptionSchedule
 from nrr.domain.records import CustomerData, Skip
 from nrr.domain.schedule_shapes import parse_pending_update, parse_schedule
 from nrr.logs import get_logger
+from nrr.services.outlook_read import (
+    DEFAULT_MONTHS,
+    STORED_MONTHS,
+    OutlookUnavailable,
+    change_document,
+    iso,
+    month_document,
+)
 from nrr.settings import Settings
 
 log = get_logger(__name__)
 
 # Months stored ahead (the current one included); ``nrr outlook --months`` reads up to this.
-STORED_MONTHS = 12
-DEFAULT_MONTHS = 3
 CHUNK = 1000
 
 T_MONTHS: Table = OutlookMonth.__table__  # type: ignore[assignment]
@@ -68,10 +71,6 @@ MONTH_COLUMNS = ["month", "customer_id", "opening_micro", "closing_micro", "move
                  "movement_upper_micro", "currency", "plan", "product", "country", "metadata"]
 CHANGE_COLUMNS = ["month", "effective_at", "customer_id", "subscription_id", "cause", "bound",
                   "currency", "mrr_before_micro", "mrr_after_micro", "amount_micro", "stripe_ids"]
-
-
-class OutlookUnavailable(LookupError):
-    """No outlook stored yet (run ``nrr recompute``)."""
 
 
 @dataclass
@@ -374,79 +373,51 @@ def latest_run(session: Session) -> OutlookRun | None:
 def _static_totals(session: Session, month: str, dimension: str | None
                    ) -> dict[str, tuple[MonthTotals, MonthTotals]]:
     """Per segment: (current month totals, later months' flat totals) of the customers with
-    nothing scheduled, from the current month's facts."""
-    from nrr.services.report import segment_column, segment_label
+    nothing scheduled. Read, not recomputed: the month's stored totals (``nrr report``'s own
+    ``month_totals``, from ``segment_month_totals``) less the facts of the few customers the
+    outlook holds rows for (read through ``outlook_months``, so their facts are looked up by
+    customer, never scanned)."""
+    from nrr.services.report import month_totals, segment_column, segment_label
 
+    everyone = month_totals(session, month, dimension=dimension)
     F = CustomerMonthFact
     o, c = F.opening_mrr_micro, F.closing_mrr_micro
-    scheduled = select(OutlookMonth.customer_id).where(
-        OutlookMonth.month == month, OutlookMonth.customer_id == F.customer_id).exists()
-    segment = segment_column(dimension, F) if dimension else None
-    columns: list[Any] = [F.movement, func.sum(o), func.sum(c),
-                          func.sum(case((o > 0, 1), else_=0)), func.sum(case((c > 0, 1), else_=0)),
-                          func.count()]
-    if segment is not None:
-        columns.append(segment)
-    query = select(*columns).where(F.month == month, ~scheduled).group_by(F.movement)
-    if segment is not None:
-        query = query.group_by(segment)
-    result: dict[str, tuple[MonthTotals, MonthTotals]] = {}
+    keys: list[Any] = [F.movement]
+    if dimension:
+        keys.append(segment_column(dimension, F).label("segment"))
+    query = (select(*keys, func.sum(o), func.sum(c), func.count(),
+                    func.sum(case((o > 0, 1), else_=0)), func.sum(case((c > 0, 1), else_=0)))
+             .select_from(OutlookMonth)
+             .join(F, (F.customer_id == OutlookMonth.customer_id) & (F.month == OutlookMonth.month))
+             .where(OutlookMonth.month == month).group_by(*keys))
+    scheduled: dict[str, MonthTotals] = {}
     for row in session.execute(query):
-        movement, opening, closing, n_open, n_close, n_rows = (
-            row[0], int(row[1] or 0), int(row[2] or 0), int(row[3] or 0), int(row[4] or 0),
-            int(row[5] or 0))
-        key = segment_label(row[6]) if segment is not None else ""
-        now_totals, flat = result.get(key, (MonthTotals(), MonthTotals()))
-        amount = closing - opening if movement in ("new", "reactivation", "expansion") else opening - closing
-        fields: dict[str, int] = {"opening": opening, "closing": closing,
-                                  "customers_opening": n_open, "customers_closing": n_close}
-        name = {"new": ("new", "customers_new"), "reactivation": ("reactivation", "customers_reactivated"),
-                "expansion": ("expansion", "customers_expanded"),
-                "contraction": ("contraction", "customers_contracted"),
-                "churn": ("churn", "customers_churned")}.get(movement or "")
-        if name is not None:
-            fields[name[0]] = amount
-            fields[name[1]] = n_rows
-        now_totals = now_totals + MonthTotals(**fields)
-        flat = flat + MonthTotals(opening=closing, closing=closing, customers_opening=n_close,
-                                  customers_closing=n_close)
-        result[key] = (now_totals, flat)
-    return result
+        movement = row[0]
+        key = segment_label(row[1]) if dimension else ""
+        opening, closing, n_rows, n_open, n_close = (int(v or 0) for v in row[len(keys):])
+        amount = closing - opening if movement in ("new", "reactivation", "expansion") \
+            else opening - closing
+        scheduled[key] = domain_outlook.add_group_to_totals(
+            scheduled.get(key, MonthTotals()), movement, opening=opening, closing=closing,
+            amount=amount, customers=n_rows, customers_opening=n_open, customers_closing=n_close)
+    result: dict[str, tuple[MonthTotals, MonthTotals]] = {}
+    for (_month, label), totals in everyone.items():
+        key = label if dimension and label is not None else ""
+        now_totals = _less(totals, scheduled.get(key, MonthTotals()))
+        if key in result:  # two raw segments with one label
+            now_totals = result[key][0] + now_totals
+        result[key] = (now_totals, MonthTotals(
+            opening=now_totals.closing, closing=now_totals.closing,
+            customers_opening=now_totals.customers_closing,
+            customers_closing=now_totals.customers_closing))
+    # fx_impact is not the outlook's; a segment whose customers are all scheduled has none.
+    return {key: (replace(now, fx_impact=0), flat) for key, (now, flat) in result.items()
+            if replace(now, fx_impact=0) != MonthTotals()}
 
 
-def _money(value: int, currency: str) -> float:
-    return major_rounded(value, currency)
-
-
-def _percent(value: metrics.Ratio) -> float | None:
-    return metrics.percent_display(value)
-
-
-def _month_document(month: str, committed: MonthTotals, upper: MonthTotals, trials: int,
-                    currency: str, *, partial: bool) -> dict[str, Any]:
-    nrr = metrics.nrr(committed.opening, committed.expansion, committed.contraction, committed.churn)
-    grr = metrics.grr(committed.opening, committed.contraction, committed.churn)
-    nrr_u = metrics.nrr(upper.opening, upper.expansion, upper.contraction, upper.churn)
-    grr_u = metrics.grr(upper.opening, upper.contraction, upper.churn)
-    return {
-        "month": month, "partial": partial,
-        "opening": _money(committed.opening, currency),
-        "new": _money(committed.new, currency),
-        "reactivation": _money(committed.reactivation, currency),
-        "expansion": _money(committed.expansion, currency),
-        "contraction": _money(committed.contraction, currency),
-        "churn": _money(committed.churn, currency),
-        "closing": _money(committed.closing, currency),
-        "trial_conversions": {"committed": 0.0, "all_converting": _money(trials, currency)},
-        "closing_all_converting": _money(upper.closing, currency),
-        "nrr": _percent(nrr), "nrr_band": metrics.band(nrr), "nrr_reason": nrr.reason,
-        "grr": _percent(grr), "grr_band": metrics.band(grr), "grr_reason": grr.reason,
-        "nrr_all_converting": _percent(nrr_u), "grr_all_converting": _percent(grr_u),
-        "customers_opening": committed.customers_opening,
-        "customers_churned": committed.customers_churned,
-        "customers_contracted": committed.customers_contracted,
-        "customers_expanded": committed.customers_expanded,
-    }
+def _less(totals: MonthTotals, part: MonthTotals) -> MonthTotals:
+    return MonthTotals(**{name: getattr(totals, name) - getattr(part, name)
+                          for name in totals.__dataclass_fields__})
 
 
 def outlook_report(session: Session, settings: Settings, *, months: int = DEFAULT_MONTHS,
@@ -476,17 +447,26 @@ def outlook_report(session: Session, settings: Settings, *, months: int = DEFAUL
             base = now_totals if n == 0 else flat
             totals[(key, month)] = [base, base]
     M = OutlookMonth
-    columns: list[Any] = [M.month, M.opening_micro, M.closing_micro, M.movement, M.movement_micro,
-                          M.opening_upper_micro, M.closing_upper_micro, M.movement_upper,
-                          M.movement_upper_micro]
-    segment = segment_column(dimension, M) if dimension else None
-    if segment is not None:
-        columns.append(segment)
-    for row in session.execute(select(*columns).where(M.month.in_(wanted))):
-        key = segment_label(row[9]) if segment is not None else ""
-        pair = totals.setdefault((key, row[0]), [MonthTotals(), MonthTotals()])
-        pair[0] = domain_outlook.add_to_totals(pair[0], row[1], row[2], row[3], row[4])
-        pair[1] = domain_outlook.add_to_totals(pair[1], row[5], row[6], row[7], row[8])
+    # Each bound's rows added up by SQL per month (segment) and movement: a few dozen
+    # groups, whatever the number of customers with something scheduled.
+    for bound, (o, c, movement, amount) in enumerate((
+            (M.opening_micro, M.closing_micro, M.movement, M.movement_micro),
+            (M.opening_upper_micro, M.closing_upper_micro, M.movement_upper,
+             M.movement_upper_micro))):
+        keys: list[Any] = [M.month, movement]
+        if dimension:
+            keys.append(segment_column(dimension, M).label("segment"))
+        query = (select(*keys, func.sum(o), func.sum(c), func.sum(amount), func.count(),
+                        func.sum(case((o > 0, 1), else_=0)), func.sum(case((c > 0, 1), else_=0)))
+                 .where(M.month.in_(wanted)).group_by(*keys))
+        for row in session.execute(query):
+            key = segment_label(row[2]) if dimension else ""
+            opening, closing, moved, n_rows, n_open, n_close = (
+                int(v or 0) for v in row[len(keys):])
+            pair = totals.setdefault((key, row[0]), [MonthTotals(), MonthTotals()])
+            pair[bound] = domain_outlook.add_group_to_totals(
+                pair[bound], row[1], opening=opening, closing=closing, amount=moved,
+                customers=n_rows, customers_opening=n_open, customers_closing=n_close)
     trials: dict[str, int] = {}
     changes = []
     C = OutlookChange
@@ -494,24 +474,19 @@ def outlook_report(session: Session, settings: Settings, *, months: int = DEFAUL
                                   .order_by(C.effective_at, C.customer_id, C.subscription_id)):
         if change.cause == "trial_end" and change.bound == "upper":
             trials[change.month] = trials.get(change.month, 0) + change.amount_micro
-        changes.append({
-            "customer_id": change.customer_id, "month": change.month,
-            "effective_at": datetime.fromtimestamp(change.effective_at, UTC).isoformat().replace("+00:00", "Z"),
-            "amount": _money(change.amount_micro, currency), "cause": change.cause,
-            "bound": change.bound, "subscription_id": change.subscription_id,
-            "stripe_ids": change.stripe_ids})
+        changes.append(change_document(change, currency))
     month_docs = []
     for n, month in enumerate(wanted):
         committed = sum((v[0] for (k, m), v in totals.items() if m == month), MonthTotals())
         upper = sum((v[1] for (k, m), v in totals.items() if m == month), MonthTotals())
-        doc = _month_document(month, committed, upper, trials.get(month, 0), currency, partial=n == 0)
+        doc = month_document(month, committed, upper, trials.get(month, 0), currency, partial=n == 0)
         if dimension:
             doc["segments"] = [
-                {"segment": key, **_month_document(month, v[0], v[1], 0, currency, partial=n == 0)}
+                {"segment": key, **month_document(month, v[0], v[1], 0, currency, partial=n == 0)}
                 for (key, m), v in sorted(totals.items()) if m == month]
         month_docs.append(doc)
     return {
-        "taken_at": datetime.fromtimestamp(run.taken_at, UTC).isoformat().replace("+00:00", "Z"),
+        "taken_at": iso(run.taken_at),
         "reporting_currency": currency, "dimension": dimension,
         "policies": policies_in_force(settings),
         "months": month_docs, "movements": changes,

@@ -125,3 +125,74 @@ def test_worker_processes_store_the_same_outlook(session: Session, db_url: str) 
     recompute(session, parallel, now=datetime.fromtimestamp(NOW, UTC))
     assert outlook_report(session, parallel, months=3) == expected
     assert len(expected["movements"]) == 3
+
+
+def test_outlook_by_plan_adds_up_to_the_total(session: Session, db_url: str) -> None:
+    """``--by plan``: each customer in its plan's segment (hand-computed per plan), and the
+    segments add up to the month's totals."""
+    w, plan = _world()
+    _store(session, w, plan)
+    cfg = make_settings(db_url)
+    recompute(session, cfg, now=datetime.fromtimestamp(NOW, UTC))
+    document = outlook_report(session, cfg, months=2, by="plan")
+    shown = {(m["month"], s["segment"]): (s["opening"], s["churn"], s["contraction"], s["closing"],
+                                          s["closing_all_converting"])
+             for m in document["months"] for s in m["segments"]}
+    # December: cus_a (basic) cancels 100 on the 20th; cus_b's trial (49) converts only in
+    # the upper bound; cus_c (big, 300) and cus_d (seat, 60) stay.
+    assert shown[("2025-12", "price_basic")] == (100.0, 100.0, 0.0, 0.0, 0.0)
+    assert shown[("2025-12", "price_big")] == (300.0, 0.0, 0.0, 300.0, 300.0)
+    assert shown[("2025-12", "price_seat")] == (60.0, 0.0, 0.0, 60.0, 60.0)
+    assert shown[("2025-12", "price_trial")] == (0.0, 0.0, 0.0, 0.0, 49.0)
+    # January: cus_d's schedule drops 5 seats to 3 (60 -> 36).
+    assert shown[("2026-01", "price_seat")] == (60.0, 0.0, 24.0, 36.0, 36.0)
+    assert shown[("2026-01", "price_big")] == (300.0, 0.0, 0.0, 300.0, 300.0)
+    for month in document["months"]:
+        for key in ("opening", "churn", "contraction", "expansion", "closing",
+                    "closing_all_converting"):
+            assert sum(s[key] for s in month["segments"]) == month[key], (month["month"], key)
+
+
+def test_the_quick_reader_gives_the_same_document(session: Session, db_url: str) -> None:
+    """``nrr outlook``'s plain-SQL reader and ``outlook_report`` read the same stored rows
+    into the same document; without the live run's stored totals it steps aside."""
+    from sqlalchemy import text
+
+    from nrr.services.outlook_read import quick_outlook_report
+
+    w, plan = _world()
+    _store(session, w, plan)
+    cfg = make_settings(db_url)
+    recompute(session, cfg, now=datetime.fromtimestamp(NOW, UTC))
+    for months in (1, 3, 12):
+        quick = quick_outlook_report(session, cfg, months=months)
+        assert quick is not None
+        assert quick == outlook_report(session, cfg, months=months)
+    assert quick["months"][0]["closing"] == 360.0  # the hand-computed December above
+    session.execute(text("DELETE FROM segment_totals_built"))
+    assert quick_outlook_report(session, cfg) is None
+
+
+def test_nrr_outlook_command_whole_account_and_by_plan(session: Session, db_url: str) -> None:
+    """``nrr outlook`` (the plain-SQL reader) prints ``outlook_report``'s document; ``--by``
+    goes through the full reader; a bad ``--months`` is a usage error (exit 2)."""
+    import json
+
+    from tests.recompute.conftest import cli
+
+    w, plan = _world()
+    _store(session, w, plan)
+    cfg = make_settings(db_url)
+    recompute(session, cfg, now=datetime.fromtimestamp(NOW, UTC))
+    session.commit()
+    env = {"DATABASE_URL": db_url}
+    result = cli(["outlook", "--format", "json"], env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == json.loads(json.dumps(outlook_report(session, cfg)))
+    by_plan = cli(["outlook", "--format", "json", "--by", "plan", "--months", "2"], env)
+    assert by_plan.exit_code == 0, by_plan.output
+    segments = {s["segment"]: s["closing"] for s in json.loads(by_plan.stdout)["months"][1]["segments"]}
+    # January: cus_a (basic) has churned in December, so its plan has no row any more.
+    assert segments == {"price_big": 300.0, "price_seat": 36.0, "price_trial": 0.0}
+    assert cli(["outlook", "--months", "13"], env).exit_code == 2
+    assert cli(["outlook", "--by", "colour"], env).exit_code == 2
