@@ -191,7 +191,8 @@ def test_twenty_crashes_at_random_pages_end_in_the_uninterrupted_state(
     rng = random.Random(2026)
     sizes = {"customers": account.customers, "products": account.products,
              "prices": account.prices, "coupons": account.coupons,
-             "subscriptions": account.subscriptions, "invoices": account.invoices}
+             "subscriptions": account.subscriptions, "invoices": account.invoices,
+             "subscription_schedules": account.subscription_schedules}
     crashes = 0
     for _attempt in range(20):
         states = {row["resource"]: row for row in read_sync_state(engine)}
