@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, delete, func, select, tuple_
+from sqlalchemy import ColumnElement, and_, case, delete, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from nrr.domain.months import add_months, month_range
@@ -307,6 +307,11 @@ def apply_change(session: Session, run_id: int, ids: Sequence[str],
         session.execute(delete(T_TOTALS).where(where),
                         execution_options={"synchronize_session": False})
         _insert(session, run_id, sums, dimensions)
+    if touched:
+        # The totals changed: readers that keep pages per data version
+        # (``nrr.services.data_version``) see it here.
+        session.execute(update(T_BUILT).where(T_BUILT.c.run_id == run_id)
+                        .values(built_at=datetime.now(UTC)))
 
 
 def drop_runs_but(session: Session, kept: Sequence[int]) -> None:
