@@ -73,9 +73,9 @@ from typing import TYPE_CHECKING, Any
 from integrations.emulator import shapes
 from integrations.emulator.billing import (
     add_interval,
-    add_taxes,
     amount_for,
-    apply_discounts,
+    discount_and_tax,
+    discount_applications,
     in_no_order,
     proration_amounts,
     total_invoice,
@@ -218,7 +218,6 @@ def invoice_line(lid: str, *, invoice: str, subscription: str | None, subscripti
         invoice_item=invoice_item if proration or subscription_item is None else None,
         discount_amounts=[{"amount": a, "discount": d} for d, a in discount_amounts],
         discounts=[d for d, _ in discount_amounts], taxes=list(taxes))
-    line["discountable"] = True
     return line
 
 
@@ -502,38 +501,10 @@ class SubscriptionLife:
                 found.append(body)
         return found
 
-    def _used_once(self, discount_id: str) -> bool:
-        """Has a ``once`` discount already taken something off an earlier invoice?"""
-        return any(entry["discount"] == discount_id for inv in self.world.invoices
-                   for line in inv["lines"]["data"] for entry in line["discount_amounts"])
-
-    def _discount_applications(self, lines: list[JSON]
-                               ) -> list[tuple[JSON, JSON, list[JSON], bool]]:
-        """Which discounts apply to which of a new invoice's lines, in Stripe's order (each
-        item's own, then the subscription's, then the customer's), each in force at the
-        start of the line's service period. Proration lines are not discounted."""
-        items = {item.id: item for item in (*self.items, *self.removed_items)}
-        customer_discount = (self.world.customers.get(self.customer_id) or {}).get("discount")
-        customer_ids = [customer_discount["id"]] if customer_discount else []
-        levels: list[dict[str, list[JSON]]] = [{}, {}, {}]
-        for line in lines:
-            details = line["parent"]["subscription_item_details"]
-            if details is None or details["proration"]:
-                continue
-            item = items[details["subscription_item"]]
-            at = line["period"]["start"]
-            for level, ids in zip(levels, (item.discount_ids, self.discount_ids, customer_ids),
-                                  strict=True):
-                for body in self._active_discounts(ids, at):
-                    level.setdefault(body["id"], []).append(line)
-        applications = []
-        for depth, level in enumerate(levels):
-            for did, on_lines in level.items():
-                coupon_obj = self.world.coupons[self.world.discounts[did]["source"]["coupon"]]
-                if coupon_obj["duration"] == "once" and self._used_once(did):
-                    continue
-                applications.append((self.world.discounts[did], coupon_obj, on_lines, depth == 0))
-        return applications
+    def _used_once(self) -> set[str]:
+        """The discounts that already took something off an earlier invoice."""
+        return {entry["discount"] for inv in self.world.invoices
+                for line in inv["lines"]["data"] for entry in line["discount_amounts"]}
 
     def _cycle_line(self, item: _ItemState, start: int, end: int, *, amount: int | None = None,
                     quantity: int | None = -1) -> JSON:
@@ -558,9 +529,17 @@ class SubscriptionLife:
             status = {"void": "void", "keep_as_draft": "draft",
                       "mark_uncollectible": "uncollectible"}[self.pause_collection_body["behavior"]]
         lines = in_no_order(lines, self.world.rng)
-        applications = self._discount_applications(lines)
-        apply_discounts(applications, currency=self.currency)
-        add_taxes(lines, self.world.tax_percent, self.world.prices)
+        customer_discount = (self.world.customers.get(self.customer_id) or {}).get("discount")
+        applications = discount_applications(
+            lines, at=at,
+            item_discounts={item.id: item.discount_ids
+                            for item in (*self.items, *self.removed_items)},
+            subscription_discounts=self.discount_ids,
+            customer_discounts=[customer_discount["id"]] if customer_discount else [],
+            discounts=self.world.discounts, coupons=self.world.coupons,
+            used_once=self._used_once())
+        discount_and_tax(lines, applications, currency=self.currency,
+                         tax_percent=self.world.tax_percent, prices=self.world.prices)
         return self.world.add_invoice(invoice(
             self.world.new_id("in"), self.customer_id, lines=lines, subscription=self.id,
             status=status, billing_reason=reason, currency=self.currency, created=at,

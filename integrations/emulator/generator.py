@@ -19,16 +19,19 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from integrations.emulator import shapes
 from integrations.emulator.billing import (
+    Application,
     add_interval,
     amount_for,
-    apply_discounts,
+    discount_and_tax,
+    discount_applications,
     in_no_order,
     prorated,
     total_invoice,
@@ -139,6 +142,9 @@ class EmulatedAccount:
         self.discounts: dict[str, dict[str, Any]] = {}
         self.invoice_lines: dict[str, list[dict[str, Any]]] = {}
         self.deleted_customers: dict[str, dict[str, Any]] = {}
+        # Percent of tax on the lines of a price (per price id), inclusive or exclusive as
+        # the price's ``tax_behavior`` says; none in a generated account.
+        self.tax_percent: dict[str, Decimal] = {}
         self.lock = threading.RLock()
         self.version = 0
         self._rng = random.Random(seed)
@@ -545,6 +551,20 @@ class _Engine:
         self.updated("customer.subscription.updated", sub, t, before)
 
     # -- invoices ----------------------------------------------------------------------
+    def discount_applications(self, state: _SubState, lines: list[dict[str, Any]], t: int,
+                              used_once: Container[str] = ()) -> list[Application]:
+        """The discounts attached to the subscription, its items and its customer that a
+        new invoice of ``lines`` made at ``t`` applies, in Stripe's order."""
+        sub = self.a.subscriptions[state.sub_id]
+        customer = (self.a.customers.get(state.customer_id)
+                    or self.a.deleted_customers.get(state.customer_id) or {})
+        held = customer.get("discount")
+        return discount_applications(
+            lines, at=t, item_discounts={i["id"]: i["discounts"] for i in sub["items"]["data"]},
+            subscription_discounts=sub["discounts"],
+            customer_discounts=[held["id"]] if held else [], discounts=self.a.discounts,
+            coupons=self.a.coupons, used_once=used_once)
+
     def make_invoice(self, state: _SubState, t: int, reason: str, specs: list[dict[str, Any]],
                      *, outcome: str, finalize_delay: int = HOUR,
                      inv_period: tuple[int, int] | None = None) -> dict[str, Any]:
@@ -584,19 +604,13 @@ class _Engine:
             lines.append(line)
             if not spec["proration"]:
                 state.last_lines[item["id"]] = (iid, line["id"])
-        # Line-item discounts (on the subscription item) first, then the subscription's.
-        applications: list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]], bool]]
-        applications = []
-        for item in sub["items"]["data"]:
-            own = [line for line in lines
-                   if line["parent"]["subscription_item_details"]["subscription_item"]
-                   == item["id"]]
-            applications.extend((disc, self.a.coupons[disc["source"]["coupon"]], own, True)
-                                for disc in self.active_discounts(item, t) if own)
-        for disc in self.active_discounts(sub, t):
-            applications.append((disc, self.a.coupons[disc["source"]["coupon"]], lines, False))
-            inv["discounts"].append(disc["id"])
-        totals = apply_discounts(applications, currency=state.currency)
+        # Line-item discounts (on the subscription item) first, then the subscription's,
+        # then the customer's; taxes on what is left.
+        applications = self.discount_applications(state, lines, t)
+        inv["discounts"].extend(disc["id"] for disc, _, _, line_level in applications
+                                if not line_level)
+        totals = discount_and_tax(lines, applications, currency=state.currency,
+                                  tax_percent=self.a.tax_percent, prices=self.a.prices)
         used_once = [disc["id"] for disc, coupon, _, _ in applications
                      if coupon["duration"] == "once"]
         self.a.invoice_lines[iid] = lines
