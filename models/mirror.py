@@ -184,7 +184,8 @@ class StripeEvent(Base):
     """Every event seen, from /v1/events or the webhook; the id makes duplicates no-ops."""
 
     __tablename__ = "stripe_events"
-    __table_args__ = (Index("ix_stripe_events_created", "created"),)
+    __table_args__ = (Index("ix_stripe_events_created", "created"),
+                      Index("ix_stripe_events_customer", "customer_id", "created"))
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     type: Mapped[str] = mapped_column(String(128))
@@ -192,6 +193,8 @@ class StripeEvent(Base):
     api_version: Mapped[str | None] = mapped_column(String(64))
     object_id: Mapped[str | None] = mapped_column(String(255))
     object_type: Mapped[str | None] = mapped_column(String(64))
+    # The customer of the event's object (``data.object.customer``) when it names one.
+    customer_id: Mapped[str | None] = mapped_column(String(255))
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     source: Mapped[str] = mapped_column(String(16), default="events")
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
