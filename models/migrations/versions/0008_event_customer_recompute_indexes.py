@@ -1,4 +1,5 @@
-"""event customer: the customer of an event's object as a column
+"""event customer and recompute indexes: an event's customer as a column; a customer's
+invoices and lines indexed with what the recompute filters and groups them by
 
 The recompute reads the events that date changes exactly per customer. It found an event's
 customer with a JSON path (``data.object.customer``) evaluated on every stored event of
@@ -6,7 +7,12 @@ those types, once per chunk of customers: a whole-table JSON scan per chunk. The
 written with the event (``record_event``) and indexed with the event's time; existing rows
 are filled here by the same reading of the payload.
 
-Revision ID: 0008_event_customer
+The single-column customer indexes of invoices and lines become wider ones that start with
+the customer (so they serve every lookup the old ones did): the recompute's chunk of
+customers filters invoices (unpaid, or paid late) and groups cycle lines from the index
+instead of reading every row (an invoice row with its payload fills about a page).
+
+Revision ID: 0008_event_customer_recompute_indexes
 Revises: 0007_line_discount_order
 Create Date: 2026-12-07 21:00:00.000000
 """
@@ -20,7 +26,7 @@ from alembic import op
 
 from models.base import JSONType
 
-revision = '0008_event_customer'
+revision = '0008_event_customer_recompute_indexes'
 down_revision = '0007_line_discount_order'
 branch_labels = None
 depends_on = None
@@ -42,9 +48,25 @@ def upgrade() -> None:
             bind.execute(sa.update(_EVENTS).where(_EVENTS.c.id == sa.bindparam('b_id'))
                          .values(customer_id=sa.bindparam('b_customer_id')), values)
     op.create_index('ix_stripe_events_customer', 'stripe_events', ['customer_id', 'created'])
+    op.drop_index('ix_stripe_invoices_customer_id', table_name='stripe_invoices')
+    op.create_index('ix_stripe_invoices_customer_status', 'stripe_invoices',
+                    ['customer_id', 'status', 'paid_at', 'finalized_at'])
+    op.drop_index('ix_stripe_invoice_lines_customer_id', table_name='stripe_invoice_lines')
+    op.create_index('ix_stripe_invoice_lines_customer_state', 'stripe_invoice_lines',
+                    _LINE_STATE_COLUMNS)
+
+
+_LINE_STATE_COLUMNS = ['customer_id', 'proration', 'livemode', 'subscription_item_id',
+                       'price_id', 'quantity', 'discount_ids', 'invoice_status',
+                       'period_start', 'period_end']
 
 
 def downgrade() -> None:
+    op.drop_index('ix_stripe_invoice_lines_customer_state', table_name='stripe_invoice_lines')
+    op.create_index('ix_stripe_invoice_lines_customer_id', 'stripe_invoice_lines',
+                    ['customer_id'])
+    op.drop_index('ix_stripe_invoices_customer_status', table_name='stripe_invoices')
+    op.create_index('ix_stripe_invoices_customer_id', 'stripe_invoices', ['customer_id'])
     op.drop_index('ix_stripe_events_customer', table_name='stripe_events')
     with op.batch_alter_table('stripe_events') as batch:
         batch.drop_column('customer_id')
