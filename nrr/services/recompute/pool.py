@@ -19,7 +19,6 @@ from nrr.services.recompute import common
 from nrr.services.recompute.common import RecomputeResult, add_seconds, chunks, timed
 from nrr.services.recompute.compute import compute_batch
 from nrr.services.recompute.load import Catalogue, iter_customer_data
-from nrr.services.recompute.totals import Totals
 from nrr.settings import Settings
 
 log = get_logger(__name__)
@@ -64,14 +63,10 @@ def start_pool(session: Session, workers: int, settings: Settings, catalogue: Ca
         return None
 
 
-Chunk = tuple[RecomputeResult, list[tuple[Any, ...]], list[tuple[Any, ...]],
-              list[tuple[Any, ...]], Totals]
-
-
 def parallel_chunks(pool: Any, ids: Sequence[str], result: RecomputeResult
-                     ) -> Iterator[Chunk]:
-    """The rows of ``ids`` computed by the ``pool``'s processes, chunk by chunk in id order,
-    with the segment totals of each chunk's facts (folded in the worker).
+                     ) -> Iterator[tuple[RecomputeResult, list[tuple[Any, ...]],
+                                         list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
+    """The rows of ``ids`` computed by the ``pool``'s processes, chunk by chunk in id order.
 
     Workers open their own connections and read only the mirror (committed data: on
     SQLite in WAL mode and on PostgreSQL a reader is not blocked by this transaction).
@@ -104,7 +99,8 @@ def _worker_init(url: str, settings: Settings, catalogue: Catalogue, rates: Rate
                        rates.rate, settings.reporting_currency.lower()))
 
 
-def _worker_chunk(ids: list[str]) -> Chunk:
+def _worker_chunk(ids: list[str]) -> tuple[RecomputeResult, list[tuple[Any, ...]],
+                                           list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """One chunk of customers read and computed in a worker (rows in the column orders)."""
     w = _WORKER
     part = RecomputeResult(kind="chunk")
@@ -123,9 +119,5 @@ def _worker_chunk(ids: list[str]) -> Chunk:
         compute_batch(session, batch, w["settings"], w["rates"], w["now_ts"], w["catalogue"],
                        part, timeline, ledger, facts, w["factor"])
         session.rollback()
-    clock = time.perf_counter()
-    chunk_totals = Totals()
-    chunk_totals.fold(facts)  # every fact of the chunk's customers is here
-    add_seconds(part.timings, "totals", clock)
-    return part, timeline, ledger, facts, chunk_totals
+    return part, timeline, ledger, facts
 

@@ -123,11 +123,9 @@ class RowBuffer:
     facts (and at the end)."""
 
     def __init__(self, session: Session, run_id: int, result: RecomputeResult,
-                 flush_rows: int | None = None, fold_into: totals.Totals | None = None) -> None:
+                 flush_rows: int | None = None) -> None:
         self.session, self.run_id, self.result = session, run_id, result
         self.flush_rows = common.FLUSH_ROWS if flush_rows is None else flush_rows
-        # Folded at each flush when given (the flushed facts are whole customers').
-        self.totals = fold_into
         self.timeline: list[tuple[Any, ...]] = []
         self.ledger: list[tuple[Any, ...]] = []
         self.facts: list[tuple[Any, ...]] = []
@@ -136,10 +134,6 @@ class RowBuffer:
         return len(self.facts) >= self.flush_rows
 
     def flush(self) -> None:
-        if self.totals is not None:
-            clock = time.perf_counter()
-            self.totals.fold(self.facts)
-            add_seconds(self.result.timings, "totals", clock)
         clock = time.perf_counter()
         # Rows in primary-key order append to the b-tree instead of splitting pages all over.
         self.facts.sort(key=fact_key)
@@ -253,22 +247,15 @@ def _full(session: Session, settings: Settings, now: datetime | None) -> Recompu
     result.skips.extend(ctx.catalogue.skips)
     ids = customer_ids_of(session, ctx.livemode)
 
-    # The segment totals are folded from the facts as they are computed (in the worker
-    # processes when there are some), not read back after.
-    run_totals = totals.Totals()
+    rows = RowBuffer(session, run.id, result)
     workers = parallel_workers(session, settings, len(ids))
     pool = (start_pool(session, workers, settings, ctx.catalogue, ctx.rates, ctx.livemode,
                        ctx.now_ts) if workers else None)
-    rows = RowBuffer(session, run.id, result,
-                     fold_into=None if pool is not None else run_totals)
     if pool is not None:
         # Worker processes read and compute chunks of customers (in order); this process
         # only writes, so the database work overlaps the domain work.
-        for part, t_rows, l_rows, f_rows, chunk_totals in parallel_chunks(pool, ids, result):
+        for part, t_rows, l_rows, f_rows in parallel_chunks(pool, ids, result):
             result.add(part)
-            clock = time.perf_counter()
-            run_totals.add(chunk_totals)
-            add_seconds(result.timings, "totals", clock)
             rows.timeline.extend(t_rows)
             rows.ledger.extend(l_rows)
             rows.facts.extend(f_rows)
@@ -286,7 +273,7 @@ def _full(session: Session, settings: Settings, now: datetime | None) -> Recompu
 
     analyze_derived(session)
     clock = time.perf_counter()
-    totals.store(session, run.id, run_totals)
+    totals.build(session, run.id)
     add_seconds(result.timings, "totals", clock)
     record_skips(session, result.skips)
     switch_to(session, run)

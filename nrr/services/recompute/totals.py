@@ -31,10 +31,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, delete, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from nrr.domain.months import add_months
+from nrr.domain.months import add_months, month_range
 from nrr.logs import get_logger
-from nrr.services.recompute.common import FACT_COLUMNS, T_FACTS, chunks
+from nrr.services.recompute.common import T_FACTS, chunks
 from nrr.services.segment_totals import (
+    BASE_DIMENSIONS,
     DIMENSIONS,
     FIRST_PAID,
     METADATA,
@@ -96,157 +97,10 @@ def _count(condition: ColumnElement[bool]) -> ColumnElement[Any]:
 def _add(sums: Sums, key: Key, values: Sequence[int], sign: int = 1) -> None:
     found = sums.get(key)
     if found is None:
-        sums[key] = [sign * v for v in values] if sign != 1 else list(values)
-    elif sign == 1:
-        for index, value in enumerate(values):
-            if value:
-                found[index] += value
+        sums[key] = [sign * v for v in values]
     else:
         for index, value in enumerate(values):
-            found[index] -= value
-
-
-class Totals:
-    """Sums of fact rows grouped as the reports group them, folded in Python row by row.
-
-    The one definition of the groups: a full run folds its facts as it computes them (in
-    each worker process, the parts added up after), an incremental run and a shard fold
-    the facts they read back. A metadata dimension with more than
-    ``MAX_METADATA_SEGMENTS`` distinct values is dropped as soon as it is seen (its groups
-    would be about as many as the facts)."""
-
-    def __init__(self) -> None:
-        self.sums: Sums = {}
-        self.metadata_dropped = False
-        self._segments: dict[Any, str | None] = {}  # a metadata value: its segment
-        self._distinct: set[str | None] = set()
-
-    def fold(self, rows: Iterable[Sequence[Any]]) -> None:
-        """Add fact rows (tuples in ``FACT_COLUMNS`` order). Every fact of a customer must
-        come in the same call: a T12M cohort joins a customer's month to 11 months later.
-
-        The rows are first summed by every dimension at once (few groups), then the groups
-        rolled up per dimension."""
-        rows = list(rows)
-        closing_at = {(r[_CUSTOMER], r[_MONTH]): r[_CLOSING] for r in rows}
-        later: dict[str, str] = {}
-        segment = self._segment
-        sums = self.sums
-        keep_metadata = not self.metadata_dropped
-        for row in rows:
-            month, movement = row[_MONTH], row[_MOVEMENT]
-            opening, closing, fx = row[_OPENING] or 0, row[_CLOSING] or 0, row[_FX] or 0
-            paying_at_opening, paying_at_closing = int(opening > 0), int(closing > 0)
-            plan, product, currency, country = row[_PLAN], row[_PRODUCT], row[_CURRENCY], \
-                row[_COUNTRY]
-            metadata = segment(row[_METADATA]) if keep_metadata else None
-            if keep_metadata and self.metadata_dropped:  # this row's segment dropped them
-                keep_metadata, metadata = False, None
-            keys = [("monthly", month, TOTAL, None, movement),
-                    ("monthly", month, "plan", plan, movement),
-                    ("monthly", month, "product", product, movement),
-                    ("monthly", month, "currency", currency, movement),
-                    ("monthly", month, "country", country, movement),
-                    ("monthly", month, FIRST_PAID, row[_FIRST_PAID], movement)]
-            if keep_metadata:
-                keys.append(("monthly", month, METADATA, metadata, movement))
-            for key in keys:
-                group = sums.get(key)
-                if group is None:
-                    sums[key] = [1, opening, closing, fx, paying_at_opening, paying_at_closing,
-                                 0, 0, 0, 0, 0]
-                else:
-                    group[0] += 1
-                    group[1] += opening
-                    group[2] += closing
-                    group[3] += fx
-                    group[4] += paying_at_opening
-                    group[5] += paying_at_closing
-            if opening <= 0:
-                continue
-            # The T12M cohort of the month 11 months later, by the segment at its start.
-            cohort_month = later.get(month)
-            if cohort_month is None:
-                cohort_month = later[month] = add_months(month, 11)
-            start = row[_OPENING_T12M]
-            start = opening if start is None else start
-            end = closing_at.get((row[_CUSTOMER], cohort_month)) or 0
-            values = (start - opening, int(end > 0), min(end, start), max(end - start, 0),
-                      start - end if 0 < end < start else 0, start if end == 0 else 0,
-                      int(end == 0))
-            keys = [("t12m", cohort_month, TOTAL, None, None),
-                    ("t12m", cohort_month, "plan", plan, None),
-                    ("t12m", cohort_month, "product", product, None),
-                    ("t12m", cohort_month, "currency", currency, None),
-                    ("t12m", cohort_month, "country", country, None)]
-            if keep_metadata:
-                keys.append(("t12m", cohort_month, METADATA, metadata, None))
-            for key in keys:
-                group = sums.get(key)
-                if group is None:
-                    sums[key] = [1, start, end, values[0], 0, *values[1:]]
-                else:
-                    group[0] += 1
-                    group[1] += start
-                    group[2] += end
-                    group[3] += values[0]
-                    group[5] += values[1]
-                    group[6] += values[2]
-                    group[7] += values[3]
-                    group[8] += values[4]
-                    group[9] += values[5]
-                    group[10] += values[6]
-
-    def _segment(self, metadata: Any) -> str | None:
-        if self.metadata_dropped:
-            return None
-        key = (metadata if isinstance(metadata, str | None)
-               else json.dumps(metadata, sort_keys=True))
-        cache = self._segments
-        if key in cache:
-            return cache[key]
-        segment = cache[key] = metadata_segment(key)
-        self._count(segment)  # may drop the metadata totals (and this cache)
-        return segment
-
-    def _count(self, segment: str | None) -> None:
-        self._distinct.add(segment)
-        if len(self._distinct) > MAX_METADATA_SEGMENTS:
-            self._drop_metadata()
-
-    def _drop_metadata(self) -> None:
-        if not self.metadata_dropped:
-            log.info("totals.metadata_left_out", segments=len(self._distinct),
-                     reason=f"more than {MAX_METADATA_SEGMENTS} distinct metadata objects")
-        self.metadata_dropped = True
-        self._segments.clear()
-        for key in [key for key in self.sums if key[2] == METADATA]:
-            del self.sums[key]
-
-    def add(self, other: Totals) -> None:
-        """Count in the totals of other customers (a worker's chunk)."""
-        if other.metadata_dropped:
-            self._drop_metadata()
-        for key, values in other.sums.items():
-            if key[2] == METADATA:
-                if self.metadata_dropped:
-                    continue
-                self._count(key[3])
-                if self.metadata_dropped:
-                    continue
-            _add(self.sums, key, values)
-
-    def dimensions(self) -> list[str]:
-        return [d for d in DIMENSIONS if not (d == METADATA and self.metadata_dropped)]
-
-
-_FACT_INDEX = {name: index for index, name in enumerate(FACT_COLUMNS)}
-_MONTH, _CUSTOMER, _OPENING, _CLOSING = (_FACT_INDEX[n] for n in (
-    "month", "customer_id", "opening_mrr_micro", "closing_mrr_micro"))
-_MOVEMENT, _FX, _FIRST_PAID, _OPENING_T12M = (_FACT_INDEX[n] for n in (
-    "movement", "fx_impact_micro", "first_paid_month", "opening_t12m_micro"))
-_PLAN, _PRODUCT, _CURRENCY, _COUNTRY, _METADATA = (_FACT_INDEX[n] for n in (
-    "plan", "product", "currency", "country", "metadata"))
+            found[index] += sign * value
 
 
 def _customer_conditions(session: Session, table: Any, customers: Customers
@@ -266,24 +120,101 @@ def _customer_conditions(session: Session, table: Any, customers: Customers
     return [[table.customer_id.in_(list(chunk))] for chunk in chunks(list(customers), size)]
 
 
-def aggregate(session: Session, run_id: int, customers: Customers = None) -> Totals:
-    """Run ``run_id``'s facts (of ``customers`` only when given) read back and folded."""
-    found = Totals()
-    columns = [T_FACTS.c[name] for name in FACT_COLUMNS]
-    for conditions in _customer_conditions(session, T_FACTS.c, customers):
-        rows = session.execute(select(*columns).where(T_FACTS.c.run_id == run_id, *conditions)
-                               .order_by(T_FACTS.c.customer_id))
-        batch: list[Any] = []
-        for row in rows:
-            if batch and row[_CUSTOMER] != batch[-1][_CUSTOMER] and len(batch) >= 10_000:
-                found.fold(batch)
-                batch = []
-            batch.append(row)
-        found.fold(batch)
-    return found
+def aggregate(session: Session, run_id: int, customers: Customers = None) -> Sums:
+    """Every group of run ``run_id``'s facts (of ``customers`` only when given), per
+    dimension: monthly by movement, and the T12M cohort of every month whose cohort
+    start has facts."""
+    f = T_FACTS.c
+    sums: Sums = {}
+    fine = [f.month, f.movement, f.plan, f.product, f.currency, f.country,
+            f.first_paid_month, f["metadata"]]
+    monthly_sums = [func.count(), func.sum(f.opening_mrr_micro), func.sum(f.closing_mrr_micro),
+                    func.sum(f.fx_impact_micro), _count(f.opening_mrr_micro > 0),
+                    _count(f.closing_mrr_micro > 0)]
+    first_month: str | None = None
+    last_month: str | None = None
+    segments: dict[Any, str | None] = {}
+    for conditions in _customer_conditions(session, f, customers):
+        rows = session.execute(select(*fine, *monthly_sums)
+                               .where(f.run_id == run_id, *conditions).group_by(*fine))
+        for (month, movement, plan, product, currency, country, first_paid, metadata,
+             *values) in rows:
+            numbers = [_int(v) for v in values] + [0] * 5
+            first_month = month if first_month is None else min(first_month, month)
+            last_month = month if last_month is None else max(last_month, month)
+            _add(sums, ("monthly", month, TOTAL, None, movement), numbers)
+            for dimension, value in zip(BASE_DIMENSIONS, (plan, product, currency, country),
+                                        strict=True):
+                _add(sums, ("monthly", month, dimension, value, movement), numbers)
+            _add(sums, ("monthly", month, FIRST_PAID, first_paid, movement), numbers)
+            _add(sums, ("monthly", month, METADATA, _segment_of(segments, metadata),
+                        movement), numbers)
+    if first_month is None or last_month is None:
+        return sums
+    for month in month_range(add_months(first_month, 11), add_months(last_month, 11)):
+        _cohort(session, run_id, month, customers, sums, segments)
+    return sums
+
+
+def _segment_of(cache: dict[Any, str | None], metadata: Any) -> str | None:
+    key = metadata if isinstance(metadata, str | None) else json.dumps(metadata, sort_keys=True)
+    if key not in cache:
+        cache[key] = metadata_segment(metadata)
+    return cache[key]
+
+
+def _cohort(session: Session, run_id: int, month: str, customers: Customers, sums: Sums,
+            segments: dict[Any, str | None]) -> None:
+    """The T12M cohort of ``month`` (the report's ``cohort_totals``, grouped finely)."""
+    start = T_FACTS.alias("cohort_start")
+    end = T_FACTS.alias("cohort_end")
+    own_rate_opening = start.c.opening_mrr_micro
+    opening = func.coalesce(start.c.opening_t12m_micro, own_rate_opening)
+    closing = func.coalesce(end.c.closing_mrr_micro, 0)
+    fine = [start.c.plan, start.c.product, start.c.currency, start.c.country,
+            start.c["metadata"]]
+    columns = [
+        func.count(), func.sum(opening), func.sum(closing), func.sum(opening - own_rate_opening),
+        _count(closing > 0),
+        func.sum(case((closing < opening, closing), else_=opening)),
+        func.sum(case((closing > opening, closing - opening), else_=0)),
+        func.sum(case((and_(closing > 0, closing < opening), opening - closing), else_=0)),
+        func.sum(case((closing == 0, opening), else_=0)),
+        _count(closing == 0),
+    ]
+    for conditions in _customer_conditions(session, start.c, customers):
+        query = (
+            select(*fine, *columns)
+            .select_from(start)
+            .outerjoin(end, and_(end.c.run_id == run_id, end.c.customer_id == start.c.customer_id,
+                                 end.c.month == month))
+            .where(start.c.run_id == run_id, start.c.month == add_months(month, -11),
+                   own_rate_opening > 0, *conditions)
+            .group_by(*fine)
+        )
+        for plan, product, currency, country, metadata, *values in session.execute(query):
+            count, open_, close, fx, paying, kept, expansion, contraction, churn, churned = (
+                _int(v) for v in values)
+            numbers = [count, open_, close, fx, 0, paying, kept, expansion, contraction, churn,
+                       churned]
+            _add(sums, ("t12m", month, TOTAL, None, None), numbers)
+            for dimension, value in zip(BASE_DIMENSIONS, (plan, product, currency, country),
+                                        strict=True):
+                _add(sums, ("t12m", month, dimension, value, None), numbers)
+            _add(sums, ("t12m", month, METADATA, _segment_of(segments, metadata), None),
+                 numbers)
 
 
 # --------------------------------------------------------------------------- storing
+
+
+def _dimensions(sums: Sums) -> list[str]:
+    metadata = {key[3] for key in sums if key[2] == METADATA}
+    if len(metadata) > MAX_METADATA_SEGMENTS:
+        log.info("totals.metadata_left_out", segments=len(metadata),
+                 reason=f"more than {MAX_METADATA_SEGMENTS} distinct metadata objects")
+        return [d for d in DIMENSIONS if d != METADATA]
+    return list(DIMENSIONS)
 
 
 def _insert(session: Session, run_id: int, sums: Sums, dimensions: Iterable[str],
@@ -303,19 +234,15 @@ def _mark_built(session: Session, run_id: int, dimensions: list[str]) -> None:
                                             built_at=datetime.now(UTC)))
 
 
-def store(session: Session, run_id: int, found: Totals) -> int:
-    """(Re)write every total of run ``run_id`` as ``found`` (the fold of all its facts)."""
+def build(session: Session, run_id: int) -> int:
+    """(Re)write every total of run ``run_id`` from its facts; returns the rows written."""
     session.execute(delete(T_TOTALS).where(T_TOTALS.c.run_id == run_id),
                     execution_options={"synchronize_session": False})
-    dimensions = found.dimensions()
-    written = _insert(session, run_id, found.sums, dimensions)
+    sums = aggregate(session, run_id)
+    dimensions = _dimensions(sums)
+    written = _insert(session, run_id, sums, dimensions)
     _mark_built(session, run_id, dimensions)
     return written
-
-
-def build(session: Session, run_id: int) -> int:
-    """(Re)write every total of run ``run_id`` from its stored facts; returns the rows."""
-    return store(session, run_id, aggregate(session, run_id))
 
 
 def write_partial(session: Session, run_id: int, shard: int, ids: Sequence[str], first: str,
@@ -327,7 +254,7 @@ def write_partial(session: Session, run_id: int, shard: int, ids: Sequence[str],
                     execution_options={"synchronize_session": False})
     customers: Customers = (IdRange(first, last) if session.get_bind().dialect.name == "sqlite"
                             else ids)
-    return _insert(session, run_id, aggregate(session, run_id, customers).sums, DIMENSIONS,
+    return _insert(session, run_id, aggregate(session, run_id, customers), DIMENSIONS,
                    shard=shard)
 
 
@@ -341,12 +268,13 @@ def _stored(session: Session, condition: ColumnElement[bool]) -> Sums:
 
 def merge_partials(session: Session, run_id: int) -> int:
     """The final step of a sharded run: add the shards' partial totals up into the run's."""
-    found = Totals()
-    part = Totals()
-    part.sums = _stored(session, and_(T_TOTALS.c.run_id == run_id,
-                                      T_TOTALS.c.shard.is_not(None)))
-    found.add(part)
-    return store(session, run_id, found)
+    sums = _stored(session, and_(T_TOTALS.c.run_id == run_id, T_TOTALS.c.shard.is_not(None)))
+    session.execute(delete(T_TOTALS).where(T_TOTALS.c.run_id == run_id),
+                    execution_options={"synchronize_session": False})
+    dimensions = _dimensions(sums)
+    written = _insert(session, run_id, sums, dimensions)
+    _mark_built(session, run_id, dimensions)
+    return written
 
 
 def before_change(session: Session, run_id: int, ids: Sequence[str]) -> Sums | None:
@@ -354,7 +282,7 @@ def before_change(session: Session, run_id: int, ids: Sequence[str]) -> Sums | N
     totals will be rebuilt instead)."""
     if len(ids) > MAX_CHANGE_CUSTOMERS or built_dimensions(session, run_id) is None:
         return None
-    return aggregate(session, run_id, ids).sums
+    return aggregate(session, run_id, ids)
 
 
 def apply_change(session: Session, run_id: int, ids: Sequence[str],
@@ -367,7 +295,7 @@ def apply_change(session: Session, run_id: int, ids: Sequence[str],
         build(session, run_id)
         return
     change: Sums = {}
-    for key, values in aggregate(session, run_id, ids).sums.items():
+    for key, values in aggregate(session, run_id, ids).items():
         _add(change, key, values)
     for key, values in before.items():
         _add(change, key, values, -1)
