@@ -53,7 +53,8 @@ def watermark(session: Session) -> int | None:
     outlook = OutlookRun.__table__
     query = (select(func.max(outlook.c.taken_at))
              .select_from(outlook.join(runs, runs.c.id == outlook.c.recompute_run_id))
-             .where(or_(runs.c.id == pointer.run_id,
+             .where(runs.c.id >= pointer.run_id,  # started after the live run was created
+                    or_(runs.c.id == pointer.run_id,
                         and_(runs.c.kind == "incremental",
                              runs.c.started_at >= pointer.switched_at))))
     value = session.execute(query).scalar()
@@ -69,8 +70,10 @@ def due_since(session: Session, settings: Settings, now: int) -> Due:
         return Due(watermark=since)
     if month_of(now, settings.tz) != month_of(since, settings.tz):
         return Due(watermark=since, new_month=True)
+    # No DISTINCT: SQLite would rather walk the (run, customer) index in customer order
+    # than the (run, instant) one; the span holds few points.
     ids = set(session.scalars(
-        select(T_TIMELINE.c.customer_id).distinct()
+        select(T_TIMELINE.c.customer_id)
         .where(T_TIMELINE.c.run_id == live_run_id(session),
                T_TIMELINE.c.effective_at > since, T_TIMELINE.c.effective_at <= now)))
     return Due(watermark=since, customer_ids=ids)
