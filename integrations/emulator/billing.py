@@ -12,6 +12,8 @@ tests and the benchmarks) and the tests' scripted world (``tests/stripe_world.py
 - :func:`prorated` and :func:`proration_amounts`: the proration pair of a mid-period
   change (a credit for the unused time on the old state, a charge for the remaining time
   on the new one);
+- :func:`discount_applications`: which attached discounts a new invoice applies to which
+  lines, in Stripe's order;
 - :func:`apply_discounts`: discount amounts on an invoice's lines (item discounts, then the
   subscription's, then the customer's; a percentage of what is left of each line, an
   amount off in the invoice's currency once per invoice, shared among the lines in
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import calendar
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
@@ -181,6 +183,61 @@ def apply_discounts(applications: Iterable[tuple[Mapping[str, Any], Mapping[str,
                 continue
             line["discount_amounts"].append({"amount": off, "discount": disc["id"]})
             totals[disc["id"]] = totals.get(disc["id"], 0) + off
+    return totals
+
+
+Application = tuple[Mapping[str, Any], Mapping[str, Any], list[JSON], bool]
+
+
+def discount_applications(lines: Sequence[JSON], *, at: int,
+                          item_discounts: Mapping[str, Sequence[str]],
+                          subscription_discounts: Sequence[str],
+                          customer_discounts: Sequence[str],
+                          discounts: Mapping[str, Mapping[str, Any]],
+                          coupons: Mapping[str, Mapping[str, Any]],
+                          used_once: Container[str] = ()) -> list[Application]:
+    """Which attached discounts a new invoice made at ``at`` applies to which of its
+    ``lines``, in Stripe's order, for :func:`apply_discounts`: each item's own discounts
+    (``item_discounts`` by subscription item id) on that item's lines, then the
+    subscription's, then the customer's, on every line of the subscription; each list in
+    its attached order. A discount applies while it is in force (``start <= at < end``); a
+    ``once`` discount no more once it has taken something off (``used_once``). Lines that
+    are not discountable (proration lines) are left alone by :func:`apply_discounts`."""
+    def in_force(ids: Sequence[str]) -> list[Mapping[str, Any]]:
+        found = []
+        for did in ids:
+            body = discounts[did]
+            if did in used_once and coupons[body["source"]["coupon"]]["duration"] == "once":
+                continue
+            if body["start"] <= at and (body["end"] is None or at < body["end"]):
+                found.append(body)
+        return found
+
+    item_lines: dict[str, list[JSON]] = {}
+    sub_lines: list[JSON] = []
+    for line in lines:
+        details = (line.get("parent") or {}).get("subscription_item_details")
+        if details is None:
+            continue
+        sub_lines.append(line)
+        item_lines.setdefault(details["subscription_item"], []).append(line)
+    applications: list[Application] = []
+    for item_id, own in item_lines.items():
+        applications.extend((body, coupons[body["source"]["coupon"]], own, True)
+                            for body in in_force(item_discounts.get(item_id, ())))
+    for ids in (subscription_discounts, customer_discounts):
+        applications.extend((body, coupons[body["source"]["coupon"]], sub_lines, False)
+                            for body in in_force(ids))
+    return applications
+
+
+def discount_and_tax(lines: Sequence[JSON], applications: Iterable[Application], *,
+                     currency: str, tax_percent: Mapping[str, Decimal],
+                     prices: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+    """A new invoice's lines discounted (:func:`apply_discounts`) then taxed
+    (:func:`add_taxes`); returns the total taken off per discount id."""
+    totals = apply_discounts(applications, currency=currency)
+    add_taxes(lines, tax_percent, prices)
     return totals
 
 

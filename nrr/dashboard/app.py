@@ -37,14 +37,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from models.derived import CustomerMonthFact, RecomputeRun
 from nrr.html_report.collect import collect_report, report_months
 from nrr.html_report.format import money, readable_causes
 from nrr.html_report.page import Links, render_document
 from nrr.logs import get_logger
+from nrr.services.data_version import data_version
 from nrr.settings import Settings
 
 log = get_logger(__name__)
@@ -184,59 +184,50 @@ class DashboardLinks(Links):
 
 
 class Dashboard:
-    """Renders the pages; the overview is kept per filters and data version (the latest
-    recompute run and the newest fact month), so only the first view after a change pays
-    for the whole report."""
+    """Renders the pages; the overview is kept per filters and data version
+    (``nrr.services.data_version``: every recompute, full, incremental or sharded, and
+    every writer of the segment totals changes it), and served only for the version it was
+    made from."""
 
     def __init__(self, settings: Settings, engine: Engine, *, cache_size: int = 32) -> None:
         self.settings = settings
         self.engine = engine
         self._cache: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], str]] = OrderedDict()
-        self._refreshing: set[tuple[Any, ...]] = set()
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------- pages
 
     def overview(self, filters: Filters, now: datetime | None = None) -> str:
-        """The overview page. Collecting every number of a large account takes seconds, so
-        pages are kept per filters: a page of the current data version is served as it
-        is; after a recompute the kept page is served while a fresh one is made in the
-        background (its header says when it was generated); only a view never seen before
-        is made while the browser waits."""
+        """The overview page: the kept page when the data did not change since it was made,
+        else a fresh one (after a recompute the first view makes it: a kept page of older
+        data is never served)."""
         now = now or datetime.now(UTC)
         key = (filters.first, filters.last, filters.segment, now.strftime("%Y-%m"))
         with Session(self.engine) as session:
-            version = self._data_version(session)
+            version = data_version(session)
         with self._lock:
             kept = self._cache.get(key)
-            if kept is not None:
+            if kept is not None and kept[0] == version:
                 self._cache.move_to_end(key)
-                kept_version, page = kept
-                if kept_version != version and key not in self._refreshing:
-                    self._refreshing.add(key)
-                    threading.Thread(target=self._refresh, args=(filters, now, key, version),
-                                     daemon=True).start()
-                return page
-        return self._make(filters, now, key, version)
+                return kept[1]
+        return self._make(filters, now, key)
 
     def warm(self) -> None:
         """Make the unfiltered overview in the background (called when the server starts)."""
-        threading.Thread(target=self.overview, args=(Filters({}),), daemon=True).start()
+        threading.Thread(target=self._warm, daemon=True).start()
 
-    def _refresh(self, filters: Filters, now: datetime, key: tuple[Any, ...],
-                 version: tuple[Any, ...]) -> None:
+    def _warm(self) -> None:
         try:
-            self._make(filters, now, key, version)
-        except Exception:  # noqa: BLE001 - the kept page stays; the next view tries again
-            log.exception("dashboard.refresh_failed")
-        finally:
-            with self._lock:
-                self._refreshing.discard(key)
+            self.overview(Filters({}))
+        except Exception:  # noqa: BLE001 - the first view tries again and shows the error
+            log.exception("dashboard.warm_failed")
 
-    def _make(self, filters: Filters, now: datetime, key: tuple[Any, ...],
-              version: tuple[Any, ...]) -> str:
+    def _make(self, filters: Filters, now: datetime, key: tuple[Any, ...]) -> str:
         with Session(self.engine) as session:
+            # Read first, in the session the numbers are read in: the page is labelled with
+            # a version no newer than its data (a write in between makes one more page).
+            version = data_version(session)
             months = self._months(session, filters, now)
             doc = collect_report(session, self.settings, months=months, now=now,
                                  segment=filters.segment)
@@ -289,15 +280,6 @@ class Dashboard:
             raise LookupError(str(exc)) from None
 
     # ----------------------------------------------------------------- helpers
-
-    def _data_version(self, session: Session) -> tuple[Any, ...]:
-        from models.outlook import OutlookRun
-
-        # A new outlook (stored by each recompute) changes the overview's outlook section.
-        return (session.scalar(select(func.max(OutlookRun.id))),
-                session.scalar(select(func.max(RecomputeRun.id))),
-                session.scalar(select(func.max(CustomerMonthFact.month))),
-                session.scalar(select(func.count()).select_from(RecomputeRun)))
 
     def _months(self, session: Session, filters: Filters, now: datetime) -> list[str]:
         from nrr.domain.months import month_range

@@ -32,7 +32,9 @@ Sources and which one wins where they disagree
 4. **Discount objects** win over invoice periods for their ``start`` and ``end``. A
    discount no longer attached, with no ``end`` and no removal event, stops where the last
    cycle line carrying it ends (the first cycle invoice without it); one never seen on
-   any line and not attached had no effect.
+   any line and not attached had no effect. Stacked discounts apply in Stripe's order:
+   the order they are attached in and the order each line's ``discount_amounts`` lists
+   them (the only word left on discounts removed since), never the order of their ids.
 
 State-line selection (the contract the recompute SQL follows)
 -------------------------------------------------------------
@@ -44,7 +46,7 @@ these lines:
     proration line. Order the cycle lines by (period_start, period_end, status_rank, id)
     where status_rank is 0 for draft/void and 1 otherwise. Keep a cycle line when it is
     the first or the last of its item, or when its key (price_id, quantity,
-    discount_ids sorted, status class) differs from the key of the previous or of the
+    discount_ids in Stripe's order, status class) differs from the key of the previous or of the
     next cycle line of its item, or when its period_start differs from the previous
     cycle line's period_end, or its period_end differs from the next cycle line's
     period_start. Status classes: ``paid``; ``unpaid`` (open, uncollectible);
@@ -81,6 +83,7 @@ lines only for a price with no other line.
 from __future__ import annotations
 
 import calendar
+import heapq
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -138,7 +141,9 @@ def _cycle_order(line: InvoiceLine) -> tuple[int, int, int, str]:
 
 
 def _key(line: InvoiceLine) -> tuple[Any, ...]:
-    return (line.price_id, line.quantity, tuple(sorted(line.discount_ids)), status_class(line.invoice_status))
+    # The discounts in Stripe's order: a line that applied them in another order is kept,
+    # so the order every kept line gives is the order all lines give (:func:`_discount_order`).
+    return (line.price_id, line.quantity, tuple(line.discount_ids), status_class(line.invoice_status))
 
 
 def select_state_lines(lines: Iterable[InvoiceLine]) -> list[InvoiceLine]:
@@ -358,15 +363,22 @@ def _credit_lines(cycle: Sequence[InvoiceLine], prorations: Sequence[InvoiceLine
             found = None
             for invoice_id in sorted(pending):  # sorted for determinism only: the state decides
                 decided = _credits_by_state(pending[invoice_id], before, in_cycle or len(pending) > 1)
-                if decided is not None:
-                    found = invoice_id, decided
+                if decided is None:
+                    continue
+                # Of several changes whose credits are known, the one crediting the state in
+                # force comes first.
+                credits_before = any((ln.price_id, ln.quantity) == before
+                                     for ln in pending[invoice_id] if ln.id in decided)
+                if found is None or (credits_before and not found[2]):
+                    found = invoice_id, decided, credits_before
+                if credits_before or len(pending) == 1:
                     break
             if found is None:
                 for group in pending.values():  # the states cannot tell: the amounts do
                     credits.update(ln.id for ln in group if ln.credited or ln.amount < 0)
                     chained.extend(ln for ln in group if ln.id not in credits)
                 break
-            invoice_id, decided = found
+            invoice_id, decided, _credits_before = found
             credits.update(decided)
             fresh = [ln for ln in pending.pop(invoice_id) if ln.id not in decided]
             chained.extend(fresh)
@@ -462,6 +474,56 @@ def _discount_windows(discounts: Iterable[Discount], coupons: Mapping[str, Coupo
         if end > start:
             result.append((disc, coupon, start, end))
     return result
+
+
+def _discount_order(discounts: Sequence[Discount], attached: Sequence[Sequence[str]],
+                    applied: Iterable[Sequence[str]]) -> dict[str, int]:
+    """The order in which Stripe applies ``discounts`` (rank by id), as the data says it.
+
+    Stripe says it twice: the discounts still attached are listed in order (the
+    subscription's ``discounts``, each item's, the customer's: ``attached``), and each
+    invoice line lists the discounts it applied in order (``discount_amounts``:
+    ``applied``), which is the only word left on a discount removed since. Every list puts
+    each of its discounts before the next one; the discounts are ranked in an order that
+    keeps all of these (where the lists contradict each other, the first discount by the
+    fallback goes first). Discounts that no list relates (never applied together) fall back
+    to their place in ``attached``, then their start, then their id.
+    """
+    wanted = {disc.id: disc for disc in discounts}
+    position: dict[str, int] = {}
+    for ids in attached:
+        for did in ids:
+            position.setdefault(did, len(position))
+    after: dict[str, set[str]] = {did: set() for did in wanted}
+    for ids in (*attached, *applied):
+        known = [did for did in dict.fromkeys(ids) if did in wanted]
+        for first, second in zip(known, known[1:], strict=False):
+            after[first].add(second)
+
+    def fallback(did: str) -> tuple[int, int, str]:
+        start = wanted[did].start
+        return (position.get(did, len(position)), start if start is not None else -FOREVER, did)
+
+    waiting = {did: 0 for did in wanted}
+    for followers in after.values():
+        for did in followers:
+            waiting[did] += 1
+    ready = [(fallback(did), did) for did, count in waiting.items() if count == 0]
+    heapq.heapify(ready)
+    rank: dict[str, int] = {}
+    while len(rank) < len(wanted):
+        if not ready:  # the lists contradict each other: break the cycle by the fallback
+            did = min((d for d in wanted if d not in rank), key=fallback)
+        else:
+            did = heapq.heappop(ready)[1]
+            if did in rank:
+                continue
+        rank[did] = len(rank)
+        for follower in sorted(after[did]):
+            waiting[follower] -= 1
+            if waiting[follower] == 0 and follower not in rank:
+                heapq.heappush(ready, (fallback(follower), follower))
+    return rank
 
 
 # --------------------------------------------------------------------------- per subscription
@@ -674,9 +736,11 @@ def _subscription_history(sub: Subscription, sub_lines: Sequence[InvoiceLine], d
                 or (d.subscription_item_id is not None and d.subscription_item_id in {v.item_id for v in views})
                 or (d.subscription_id is None and d.subscription_item_id is None and d.invoice_id is None)]
     discount_windows = _discount_windows(relevant, data.coupons, attached, sub_lines, policies.discounts)
-    order = {did: i for i, did in enumerate([*sub.discount_ids, *(d for it in sub.items for d in it.discount_ids),
-                                             *data.customer.discount_ids])}
-    discount_windows.sort(key=lambda w: (order.get(w[0].id, len(order)), w[2], w[0].id))
+    order = _discount_order([disc for disc, _coupon, _start, _end in discount_windows],
+                            [sub.discount_ids, *(it.discount_ids for it in sub.items),
+                             data.customer.discount_ids],
+                            [line.discount_ids for line in sub_lines])
+    discount_windows.sort(key=lambda w: (order[w[0].id], w[2]))
 
     net_shares = _net_shares(sub_lines)
     rate_shares = _rate_shares(sub)

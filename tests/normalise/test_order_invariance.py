@@ -120,11 +120,6 @@ def test_figures_do_not_depend_on_ids_or_line_order(scenario: Any, policies: dic
         assert _figures(world, policies) == expected, f"seed {seed} differs from seed 0"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Known bug (reported to the lead): discounts no longer attached to the subscription are "
-    "applied in the order of their start, then their random ids, not in the order Stripe "
-    "applied them (the lines' discount_amounts); the mirror and the recompute's loader sort "
-    "a line's discount ids, so that order is lost before the domain sees it"))
 def test_removed_discounts_apply_in_stripes_order_whatever_their_ids() -> None:
     """Both coupons from January 1st, 10.00 off then 50 % off (the subscription's
     ``discounts`` order), both removed on March 5th: (100.00 - 10.00) x 50 % = 45.00 while

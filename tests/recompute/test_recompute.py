@@ -319,3 +319,36 @@ def test_a_change_seen_as_an_event_is_dated_by_the_event(db_url: str, db_engine:
     with session_scope(db_engine) as session:
         recompute(session, make_settings(db_url), now=NOW)
     assert seat_change_instant() == ts(2025, 2, 20)  # the event's instant
+
+
+def test_removed_discounts_keep_stripes_order_through_the_mirror(db_url: str,
+                                                                  db_engine: Engine) -> None:
+    """10.00 off then 50 % off (Stripe's order) on 100.00 from January 1st, both removed on
+    March 5th without an event: (100.00 - 10.00) x 50 % = 45.00 until the first cycle invoice
+    without them (April 1st), then 100.00; whatever the discounts' ids, which sort either
+    way round across the seeds."""
+    sorted_either_way = set()
+    with session_scope(db_engine) as session:
+        for seed in range(6):
+            world = World(seed=seed)
+            world.add_customer(f"cus_{seed}")
+            world.add_price("price_1", unit_amount=10_000)
+            world.add_coupon("co_amt", amount_off=1_000, currency="usd", duration="forever")
+            world.add_coupon("co_pct", percent_off=50, duration="forever")
+            sub = world.subscribe(f"cus_{seed}", [("price_1", 1)], at=ts(2025, 1, 1),
+                                  coupons=["co_amt", "co_pct"])
+            amount_off_id, percent_off_id = sub.discount_ids
+            sorted_either_way.add(amount_off_id < percent_off_id)
+            for did in list(sub.discount_ids):
+                sub.remove_discount(did, at=ts(2025, 3, 5))
+            world.advance(ts(2025, 5, 1))
+            store_world(session, world)
+    assert sorted_either_way == {True, False}
+    with session_scope(db_engine) as session:
+        recompute(session, make_settings(db_url), now=NOW)
+    with Session(db_engine) as session:
+        steps: dict[str, list[tuple[int, int]]] = {}
+        for p in session.scalars(select(MrrTimelinePoint).order_by(MrrTimelinePoint.effective_at)):
+            steps.setdefault(p.customer_id, []).append((p.effective_at, p.mrr_micro))
+    assert steps == {f"cus_{seed}": [(ts(2025, 1, 1), 45 * USD), (ts(2025, 4, 1), 100 * USD)]
+                     for seed in range(6)}

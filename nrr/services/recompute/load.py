@@ -241,7 +241,7 @@ def _customer_data(cid: str, streams: Mapping[str, _Stream], catalogue: Catalogu
             quantity=row.quantity, period_start=row.period_start, period_end=row.period_end,
             amount=row.amount or 0, currency=(row.currency or "").lower(),
             proration=bool(row.proration),
-            discount_ids=tuple(sorted(_ids(row.discount_ids))),
+            discount_ids=_ids(row.discount_ids),
             discount_amount=row.discount_amount or 0,
             tax_inclusive_amount=row.tax_inclusive_amount or 0, livemode=livemode,
             follows_gap=None if row.proration else False,

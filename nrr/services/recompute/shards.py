@@ -129,7 +129,7 @@ def run_shard(session: Session, settings: Settings, run_id: int, shard: int,
     rows.flush()
     # The shard's part of the run's segment totals (added up by the final step).
     clock = time.perf_counter()
-    totals.write_partial(session, run_id, shard, first, last)
+    totals.write_partial(session, run_id, shard, ids, first, last)
     result.timings["totals"] = time.perf_counter() - clock
     result.seconds = time.perf_counter() - started
     figures = {**result.as_dict(),

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, delete, func, select, tuple_
+from sqlalchemy import ColumnElement, and_, case, delete, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from nrr.domain.months import add_months, month_range
@@ -68,14 +68,22 @@ Sums = dict[Key, list[int]]
 @dataclass(frozen=True)
 class IdRange:
     """Customer ids from ``first`` (inclusive) to ``last`` (exclusive; None: no end), in
-    Python's order (a shard's customers)."""
+    Python's order (a shard's customers). Read as a range on SQLite only, whose binary
+    collation is that order and whose index serves the range; on PostgreSQL a range in
+    Python's order needs ``COLLATE "C"``, which the index (in the database's collation)
+    cannot serve: the shard's ids are listed there instead."""
 
     first: str
     last: str | None
 
 
-# A customer filter: None (every customer of the run), a list of ids, or a range.
+# A customer filter: None (every customer of the run), a list of ids, or a range (SQLite).
 Customers = Sequence[str] | IdRange | None
+
+# Ids per statement; PostgreSQL binds up to 65,535 parameters, so there a shard's ids
+# (5,000 by default) go in one statement.
+IDS_PER_STATEMENT = 2_000
+POSTGRESQL_IDS_PER_STATEMENT = 10_000
 
 
 def _int(value: Any) -> int:
@@ -101,15 +109,15 @@ def _customer_conditions(session: Session, table: Any, customers: Customers
     if customers is None:
         return [[]]
     if isinstance(customers, IdRange):
-        first, last = customers.first, customers.last
-        column: Any = table.customer_id
-        if session.get_bind().dialect.name == "postgresql":
-            column = column.collate("C")  # Python's (code point) order, as the shards cut
-        conditions = [column >= first] if first else []
-        if last is not None:
-            conditions.append(column < last)
+        if session.get_bind().dialect.name != "sqlite":
+            raise ValueError("an id range is read on SQLite only: list the ids")
+        conditions = [table.customer_id >= customers.first] if customers.first else []
+        if customers.last is not None:
+            conditions.append(table.customer_id < customers.last)
         return [conditions]
-    return [[table.customer_id.in_(list(chunk))] for chunk in chunks(list(customers), 2000)]
+    size = (POSTGRESQL_IDS_PER_STATEMENT if session.get_bind().dialect.name == "postgresql"
+            else IDS_PER_STATEMENT)
+    return [[table.customer_id.in_(list(chunk))] for chunk in chunks(list(customers), size)]
 
 
 def aggregate(session: Session, run_id: int, customers: Customers = None) -> Sums:
@@ -237,13 +245,16 @@ def build(session: Session, run_id: int) -> int:
     return written
 
 
-def write_partial(session: Session, run_id: int, shard: int, first: str,
+def write_partial(session: Session, run_id: int, shard: int, ids: Sequence[str], first: str,
                   last: str | None) -> int:
-    """A shard's totals (its customers from ``first`` to ``last``), tagged with the shard."""
+    """A shard's totals, tagged with the shard: its customers ``ids`` (those from ``first``
+    to ``last``; read as that range on SQLite, as the id list elsewhere)."""
     session.execute(delete(T_TOTALS).where(T_TOTALS.c.run_id == run_id,
                                            T_TOTALS.c.shard == shard),
                     execution_options={"synchronize_session": False})
-    return _insert(session, run_id, aggregate(session, run_id, IdRange(first, last)), DIMENSIONS,
+    customers: Customers = (IdRange(first, last) if session.get_bind().dialect.name == "sqlite"
+                            else ids)
+    return _insert(session, run_id, aggregate(session, run_id, customers), DIMENSIONS,
                    shard=shard)
 
 
@@ -307,6 +318,11 @@ def apply_change(session: Session, run_id: int, ids: Sequence[str],
         session.execute(delete(T_TOTALS).where(where),
                         execution_options={"synchronize_session": False})
         _insert(session, run_id, sums, dimensions)
+    if touched:
+        # The totals changed: readers that keep pages per data version
+        # (``nrr.services.data_version``) see it here.
+        session.execute(update(T_BUILT).where(T_BUILT.c.run_id == run_id)
+                        .values(built_at=datetime.now(UTC)))
 
 
 def drop_runs_but(session: Session, kept: Sequence[int]) -> None:
