@@ -5,16 +5,16 @@ recompute asks which customers of the live run have a timeline point between the
 rows' instant and now (``nrr.services.recompute.due``); without it that reads every point
 of the run.
 
-Revision ID: 0007_timeline_effective_at
-Revises: 0006_mirror_record_columns
+Revision ID: 0008_timeline_effective_at
+Revises: 0007_line_discount_order
 Create Date: 2026-12-07 20:05:00.000000
 """
 from __future__ import annotations
 
 from alembic import op
 
-revision = '0007_timeline_effective_at'
-down_revision = '0006_mirror_record_columns'
+revision = '0008_timeline_effective_at'
+down_revision = '0007_line_discount_order'
 branch_labels = None
 depends_on = None
 
