@@ -51,12 +51,18 @@ Two layers:
    :meth:`World.customer_data` turns one customer's objects into the domain's
    :class:`nrr.domain.records.CustomerData` through :mod:`nrr.domain.stripe_shapes`.
 
-The world decides what happens to a subscription and when; how Stripe bills it (period
-boundaries, amounts of tiers and currency options, proration pairs, discount amounts on
-lines, inclusive taxes, line order, invoice totals) is the emulator's billing rules
-(:mod:`integrations.emulator.billing`), the same the generated accounts of the demo, the
-sync tests and the benchmarks are billed by. Line amounts are what Stripe would invoice
-(used only where invoiced amounts matter, such as the ``metered=invoiced`` policy).
+The world decides what happens to a subscription and when; the emulator's engine
+(:mod:`integrations.emulator.generator`, in process, no HTTP) does it and bills it, the
+same engine that generates the demo account, the sync tests' and the benchmarks' accounts:
+subscriptions, period boundaries, renewals, trials, proration pairs (with the credited
+cycle line named), items added and removed, discounts attached, dropped when used or
+ended, or removed, cancellations, pauses, collection pauses, failed payments and unpaid
+subscriptions, invoice assembly (lines in no fixed order, discount amounts, inclusive and
+exclusive taxes, totals, finalisation and collection). The world keeps only its test-side
+choices: the instants of the operations, which events the worker saw (``seen=True``), and
+the views the tests read (``item_ids``, ``discount_ids``, ``to_stripe``). Line amounts
+are what Stripe would invoice (used only where invoiced amounts matter, such as the
+``metered=invoiced`` policy).
 """
 
 from __future__ import annotations
@@ -64,23 +70,13 @@ from __future__ import annotations
 import copy
 import os
 import random
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from integrations.emulator import shapes
-from integrations.emulator.billing import (
-    add_interval,
-    amount_for,
-    discount_and_tax,
-    discount_applications,
-    in_no_order,
-    proration_amounts,
-    total_invoice,
-)
-from integrations.emulator.generator import StripeIds
+from integrations.emulator import EmulatedAccount, shapes
+from integrations.emulator.billing import add_interval, total_invoice
+from integrations.emulator.generator import StripeIds, _SubState
 
 if TYPE_CHECKING:
     from nrr.domain.records import CustomerData
@@ -260,20 +256,9 @@ class SubscriptionEnded(RuntimeError):
     """An operation was asked of a subscription that had already ended."""
 
 
-@dataclass
-class _ItemState:
-    id: str
-    price_id: str
-    quantity: int | None
-    period_start: int
-    period_end: int
-    created: int
-    discount_ids: list[str] = field(default_factory=list)
-    usage: int = 0
-
-
 class World:
-    """A registry of Stripe objects plus subscriptions simulated over time. See module doc."""
+    """A registry of Stripe objects plus subscriptions simulated over time by the emulator's
+    engine. See module doc."""
 
     def __init__(self, *, livemode: bool = False, seed: int | None = None) -> None:
         self.livemode = livemode
@@ -283,23 +268,35 @@ class World:
         if seed is None:
             seed = int(os.environ.get("TEST_STRIPE_WORLD_SEED", "0"))
         self.rng = random.Random(seed)
-        self._ids = StripeIds(random.Random(self.rng.random()))
-        self.customers: dict[str, JSON] = {}
-        self.products: dict[str, JSON] = {}
-        self.prices: dict[str, JSON] = {}
-        self.coupons: dict[str, JSON] = {}
-        self.discounts: dict[str, JSON] = {}
+        # The emulator's account and engine (in process): every subscription, invoice and
+        # discount is made and billed by the engine, whose clock is the world's "now". The
+        # engine records no events: the world records the ones a test says the worker saw.
+        self.account = EmulatedAccount(now=0, livemode=livemode, seed=seed)
+        self.engine = self.account.engine
+        self.engine.silent = True
+        self.engine.rng = self.rng
+        self.engine.ids = StripeIds(random.Random(self.rng.random()))
+        self.customers = self.account.customers
+        self.products = self.account.products
+        self.prices = self.account.prices
+        self.coupons = self.account.coupons
+        self.discounts = self.account.discounts
         self.lives: dict[str, SubscriptionLife] = {}
-        self.invoices: list[JSON] = []
         self.now = 0
         self.events: list[JSON] = []
-        # Percent of tax included in the amounts of tax-inclusive prices (per price id).
-        self.tax_percent: dict[str, Decimal] = {}
+        # Percent of tax on the lines of a price (per price id), inclusive or exclusive as
+        # its ``tax_behavior`` says.
+        self.tax_percent = self.account.tax_percent
         # The name the tests knew first; one map for both behaviours.
         self.inclusive_tax_percent = self.tax_percent
 
     def new_id(self, prefix: str) -> str:
-        return self._ids.new(prefix)
+        return self.engine.ids.new(prefix)
+
+    @property
+    def invoices(self) -> list[JSON]:
+        """Every invoice, in the order the engine made them (the live objects)."""
+        return list(self.account.invoices.values())
 
     # objects ---------------------------------------------------------------
     def add_customer(self, cid: str, **kwargs: Any) -> JSON:
@@ -357,29 +354,45 @@ class World:
         trial ``[at, trial_end)``; ``trial_outcome``: ``convert`` (active, first invoice at
         ``trial_end``), ``paused`` (no payment method: paused at ``trial_end``) or
         ``incomplete`` (first invoice stays open). ``first_invoice_status='open'`` creates an
-        ``incomplete`` subscription. ``coupons`` become subscription-level discounts.
+        ``incomplete`` subscription (expired after 23 hours, its invoice voided).
+        ``coupons`` become subscription-level discounts. The periods are those of the
+        first price's ``recurring`` interval.
         """
         self.advance(at)
-        life = SubscriptionLife(self, sid or self.new_id("sub"), customer_id, at=at,
-                                items=items, currency=currency, trial_end=trial_end,
-                                trial_outcome=trial_outcome, start_date=start_date,
-                                coupons=coupons, first_invoice_status=first_invoice_status)
+        first_price = self.prices[items[0][0]]
+        recurring = first_price["recurring"]
+        state = self.engine.subscribe(
+            self.customers[customer_id], at, list(items), months=recurring["interval_count"],
+            unit=recurring["interval"], trial_end=trial_end,
+            trial_outcome="pause" if trial_outcome == "paused" else trial_outcome,
+            coupons=coupons, currency=currency or first_price["currency"],
+            start_date=start_date, sid=sid, fail_first=first_invoice_status == "open",
+            random_usage=False, finalize_delay=0)
+        life = SubscriptionLife(self, state, trial_outcome)
         self.lives[life.id] = life
         return life
 
     def advance(self, to: int) -> None:
         """Bill every period that starts on or before ``to``; ``to`` becomes "now"."""
+        self.now = max(self.now, to)
+        self.account.now = self.now
+        self.engine.run_agenda(to)
         for life in self.lives.values():
             life.advance(to)
-        self.now = max(self.now, to)
-
-    def add_invoice(self, body: JSON) -> JSON:
-        self.invoices.append(body)
-        return body
 
     # output ------------------------------------------------------------------
     def subscriptions(self) -> list[JSON]:
         return [life.to_stripe() for life in self.lives.values()]
+
+    def _invoice_objects(self) -> list[JSON]:
+        """The invoices as a backfill reads them: every line embedded."""
+        out = []
+        for inv in self.account.invoices.values():
+            body = copy.deepcopy(inv)
+            body["lines"]["data"] = copy.deepcopy(self.account.lines_of(inv["id"]))
+            body["lines"]["has_more"] = False
+            out.append(body)
+        return out
 
     def objects(self) -> dict[str, list[JSON]]:
         return {
@@ -389,7 +402,7 @@ class World:
             "coupons": [copy.deepcopy(c) for c in self.coupons.values()],
             "discounts": [copy.deepcopy(d) for d in self.discounts.values()],
             "subscriptions": self.subscriptions(),
-            "invoices": copy.deepcopy(self.invoices),
+            "invoices": self._invoice_objects(),
             "events": [{k: v for k, v in e.items() if k != "_customer"} for e in self.events],
         }
 
@@ -418,207 +431,128 @@ class World:
         return data
 
 
+class ItemView:
+    """One item of a subscription as the engine holds it now (its price can be edited
+    behind the engine's back, as a test of an account changed by hand does)."""
+
+    def __init__(self, body: JSON, prices: dict[str, JSON]) -> None:
+        self._body = body
+        self._prices = prices
+
+    @property
+    def id(self) -> str:
+        return str(self._body["id"])
+
+    @property
+    def price_id(self) -> str:
+        return str(self._body["price"]["id"])
+
+    @price_id.setter
+    def price_id(self, price_id: str) -> None:
+        self._body["price"] = copy.deepcopy(self._prices[price_id])
+
+    @property
+    def quantity(self) -> int | None:
+        quantity: int | None = self._body["quantity"]
+        return quantity
+
+    @property
+    def period_start(self) -> int:
+        return int(self._body["current_period_start"])
+
+    @property
+    def period_end(self) -> int:
+        return int(self._body["current_period_end"])
+
+
 class SubscriptionLife:
-    """One simulated subscription. Call operations in chronological order."""
+    """One subscription of the world, billed by the emulator's engine. Call operations in
+    chronological order. The world says what happens and when; the engine does it."""
 
-    def __init__(self, world: World, sid: str, customer_id: str, *, at: int,
-                 items: Sequence[tuple[str, int | None]], currency: str | None,
-                 trial_end: int | None, trial_outcome: str, start_date: int | None,
-                 coupons: Sequence[str], first_invoice_status: str) -> None:
+    def __init__(self, world: World, state: _SubState, trial_outcome: str) -> None:
         self.world = world
-        self.id = sid
-        self.customer_id = customer_id
-        first_price = world.prices[items[0][0]]
-        self.currency = currency or first_price["currency"]
-        self.created = at
-        self.start_date = start_date if start_date is not None else at
-        self.anchor = trial_end if trial_end is not None else at
-        self.anchor_day = datetime.fromtimestamp(self.anchor, tz=UTC).day
-        self.trial_start = at if trial_end is not None else None
-        self.trial_end = trial_end
+        self.state = state
+        self.id = state.sub_id
+        self.customer_id = state.customer_id
+        self.currency = state.currency
         self.trial_outcome = trial_outcome
-        self.status = "trialing" if trial_end is not None else (
-            "incomplete" if first_invoice_status == "open" else "active")
-        self.cancel_at: int | None = None
-        self.cancel_at_period_end_flag = False
-        self.canceled_at: int | None = None
-        self.ended_at: int | None = None
-        self.paused_at: int | None = None
-        self.pause_collection_body: JSON | None = None
-        self.invoice_status = "paid"
-        self.discount_ids: list[str] = []
-        self.items: list[_ItemState] = []
-        self.removed_items: list[_ItemState] = []
-        period_end = trial_end if trial_end is not None else self._next_end(at)
-        for price_id, quantity in items:
-            self.items.append(_ItemState(world.new_id("si"), price_id, self._qty(price_id, quantity),
-                                         at, period_end, at))
-        for coupon_id in coupons:
-            self.add_discount(coupon_id, at=at, _advance=False)
-        # First invoice: zero for a trial, the first period otherwise.
-        if trial_end is not None:
-            self._invoice(at, "subscription_create", [
-                self._cycle_line(item, at, trial_end, amount=0) for item in self.items],
-                status="paid")
-        else:
-            # Metered usage is billed in arrears: nothing for it on the first invoice.
-            self._invoice(at, "subscription_create", [
-                self._cycle_line(item, at, period_end) for item in self.items
-                if item.quantity is not None or not self._metered(item.price_id)],
-                status=first_invoice_status)
 
-    # helpers -----------------------------------------------------------------
+    # the subscription now ------------------------------------------------------
+    @property
+    def body(self) -> JSON:
+        body: JSON = self.world.account.subscriptions[self.id]
+        return body
+
+    @property
+    def items(self) -> list[ItemView]:
+        return [ItemView(item, self.world.prices) for item in self.body["items"]["data"]]
+
     @property
     def item_ids(self) -> list[str]:
-        return [item.id for item in self.items]
+        return [item["id"] for item in self.body["items"]["data"]]
 
-    def _metered(self, price_id: str) -> bool:
-        recurring = self.world.prices[price_id].get("recurring") or {}
-        return bool(recurring.get("usage_type") == "metered")
+    @property
+    def discount_ids(self) -> list[str]:
+        return list(self.body["discounts"])
 
-    def _qty(self, price_id: str, quantity: int | None) -> int | None:
-        return None if self._metered(price_id) else quantity
+    @property
+    def status(self) -> str:
+        return str(self.body["status"])
 
-    def _interval(self) -> tuple[str, int]:
-        recurring = self.world.prices[self.items[0].price_id]["recurring"]
-        return recurring["interval"], recurring["interval_count"]
+    @property
+    def cancel_at(self) -> int | None:
+        value: int | None = self.body["cancel_at"]
+        return value
 
-    def _next_end(self, start: int) -> int:
-        interval, count = self._interval() if self.items else ("month", 1)
-        return add_interval(start, interval, count, anchor_day=self.anchor_day)
+    @property
+    def cancel_at_period_end_flag(self) -> bool:
+        return bool(self.body["cancel_at_period_end"])
 
-    def _item(self, item_id: str) -> _ItemState:
-        for item in self.items:
-            if item.id == item_id:
-                return item
+    @property
+    def ended_at(self) -> int | None:
+        value: int | None = self.body["ended_at"]
+        return value
+
+    def _item(self, item_id: str) -> JSON:
+        for item in self.body["items"]["data"]:
+            if item["id"] == item_id:
+                found: JSON = item
+                return found
         raise KeyError(item_id)
-
-    def _active_discounts(self, ids: Iterable[str], at: int) -> list[JSON]:
-        found = []
-        for did in ids:
-            body = self.world.discounts[did]
-            if body["start"] <= at and (body["end"] is None or at < body["end"]):
-                found.append(body)
-        return found
-
-    def _used_once(self) -> set[str]:
-        """The discounts that already took something off an earlier invoice."""
-        return {entry["discount"] for inv in self.world.invoices
-                for line in inv["lines"]["data"] for entry in line["discount_amounts"]}
-
-    def _cycle_line(self, item: _ItemState, start: int, end: int, *, amount: int | None = None,
-                    quantity: int | None = -1) -> JSON:
-        price_obj = self.world.prices[item.price_id]
-        qty = item.quantity if quantity == -1 else quantity
-        if amount is None:
-            billed_qty = item.usage if qty is None else qty
-            amount = amount_for(price_obj, billed_qty, self.currency)
-        return invoice_line(
-            self.world.new_id("il"), invoice="", subscription=self.id, subscription_item=item.id,
-            price_id=item.price_id, product_id=price_obj["product"],
-            quantity=qty if qty is not None else item.usage,
-            period_start=start, period_end=end, amount=amount, currency=self.currency,
-            unit_amount_decimal=price_obj.get("unit_amount_decimal"),
-            livemode=self.world.livemode)
-
-    def _invoice(self, at: int, reason: str, lines: list[JSON], *, status: str | None = None) -> JSON:
-        """A new invoice of ``lines`` (in no fixed order), discounted and taxed by the
-        emulator's billing rules."""
-        status = status or self.invoice_status
-        if self.pause_collection_body is not None and reason == "subscription_cycle":
-            status = {"void": "void", "keep_as_draft": "draft",
-                      "mark_uncollectible": "uncollectible"}[self.pause_collection_body["behavior"]]
-        lines = in_no_order(lines, self.world.rng)
-        customer_discount = (self.world.customers.get(self.customer_id) or {}).get("discount")
-        applications = discount_applications(
-            lines, at=at,
-            item_discounts={item.id: item.discount_ids
-                            for item in (*self.items, *self.removed_items)},
-            subscription_discounts=self.discount_ids,
-            customer_discounts=[customer_discount["id"]] if customer_discount else [],
-            discounts=self.world.discounts, coupons=self.world.coupons,
-            used_once=self._used_once())
-        discount_and_tax(lines, applications, currency=self.currency,
-                         tax_percent=self.world.tax_percent, prices=self.world.prices)
-        return self.world.add_invoice(invoice(
-            self.world.new_id("in"), self.customer_id, lines=lines, subscription=self.id,
-            status=status, billing_reason=reason, currency=self.currency, created=at,
-            discounts=[disc["id"] for disc, _, _, line_level in applications if not line_level],
-            livemode=self.world.livemode))
-
-    def _proration_lines(self, item: _ItemState, at: int, *, old: tuple[str, int | None] | None,
-                         new: tuple[str, int | None] | None) -> list[JSON]:
-        """Stripe's pair: a negative line for the unused old state, a positive one for the new."""
-        prices = self.world.prices
-        amounts = proration_amounts(
-            None if old is None else (prices[old[0]], old[1] or 0),
-            None if new is None else (prices[new[0]], new[1] or 0),
-            currency=self.currency, period=(item.period_start, item.period_end), at=at)
-        lines = []
-        for state, amount in zip((old, new), amounts, strict=True):
-            if state is None or amount is None:
-                continue
-            price_id, qty = state
-            lines.append(invoice_line(
-                self.world.new_id("il"), invoice="", subscription=self.id, subscription_item=item.id,
-                price_id=price_id, product_id=prices[price_id]["product"], quantity=qty,
-                period_start=at, period_end=item.period_end, amount=amount, currency=self.currency,
-                proration=True, invoice_item=self.world.new_id("ii"), livemode=self.world.livemode))
-        return lines
 
     # time ----------------------------------------------------------------------
     def advance(self, to: int) -> None:
         """Renew (or end) every period whose end is on or before ``to``."""
-        if self.status == "incomplete":
-            # The first invoice was never paid: Stripe expires the subscription after 23 hours.
-            if self.trial_end is None and to >= self.created + 23 * 3_600:
-                self.status = "incomplete_expired"
-            return
-        while self.items and self.ended_at is None and self.status not in {"paused", "incomplete_expired"}:
-            boundary = min(item.period_end for item in self.items)
-            if self.cancel_at is not None and self.cancel_at <= to and self.cancel_at <= boundary:
-                self._end(self.cancel_at)
+        engine, state, sub = self.world.engine, self.state, self.body
+        while not state.done and sub["items"]["data"] and sub["status"] not in {
+                "paused", "incomplete", "incomplete_expired", "canceled"}:
+            boundary = state.period_end
+            cancel_at = sub["cancel_at"]
+            if cancel_at is not None and cancel_at <= to and cancel_at <= boundary:
+                engine.end_at_period_end(state, cancel_at)
                 return
             if boundary > to:
                 return
-            if self.status == "trialing" and self.trial_end is not None and boundary >= self.trial_end:
+            if sub["status"] == "trialing" and sub["trial_end"] is not None \
+                    and boundary >= sub["trial_end"]:
                 if self.trial_outcome == "paused":
-                    self.status = "paused"
-                    self.paused_at = self.trial_end
+                    engine.pause_after_trial(state, boundary)
                     return
-                self.status = "incomplete" if self.trial_outcome == "incomplete" else "active"
-                status = "open" if self.trial_outcome == "incomplete" else None
-            else:
-                status = None
-            new_end = self._next_end(boundary)
-            lines = []
-            for item in self.items:
-                recurring = self.world.prices[item.price_id]["recurring"]
-                if item.quantity is None and recurring.get("usage_type") == "metered":
-                    # Usage is billed in arrears for the period that just closed.
-                    lines.append(self._cycle_line(item, item.period_start, item.period_end))
-                    item.usage = 0
-                item.period_start, item.period_end = boundary, new_end
-                if not (item.quantity is None and recurring.get("usage_type") == "metered"):
-                    lines.append(self._cycle_line(item, boundary, new_end))
-            self._invoice(boundary, "subscription_cycle", lines, status=status)
-            if self.invoice_status == "open" and self.status == "active":
-                self.status = "past_due"
-            if status == "open":
-                return
-
-    def _end(self, at: int) -> None:
-        self.status = "canceled"
-        self.ended_at = at
-        if self.canceled_at is None:
-            self.canceled_at = at
+                if self.trial_outcome == "incomplete":
+                    engine.renew(state, boundary, outcome="fail")
+                    sub["status"] = "incomplete"
+                    return
+            engine.renew(state, boundary, outcome=state.outcome)
+            if state.outcome == "fail" and sub["status"] == "active":
+                sub["status"] = "past_due"
 
     # operations ----------------------------------------------------------------
     def _prepare(self, at: int) -> None:
         """Bill up to ``at``; an operation on a subscription that has ended by then is an error."""
         self.world.advance(at)
-        if self.ended_at is not None:
-            raise SubscriptionEnded(f"{self.id} ended at {self.ended_at}; nothing can change at {at}")
+        if self.state.done or self.body["ended_at"] is not None:
+            raise SubscriptionEnded(f"{self.id} ended at {self.body['ended_at']}; "
+                                    f"nothing can change at {at}")
 
     def _seen_update(self, at: int, before: JSON) -> None:
         """Record ``customer.subscription.updated`` with the old items in previous_attributes."""
@@ -631,12 +565,9 @@ class SubscriptionLife:
         ``prorate=False`` makes no lines (the next cycle invoice shows it); ``seen=True`` records
         the ``customer.subscription.updated`` event."""
         self._prepare(at)
-        item = self._item(item_id)
         before = self.to_stripe() if seen else None
-        if prorate:
-            self._invoice(at, "subscription_update", self._proration_lines(
-                item, at, old=(item.price_id, item.quantity), new=(item.price_id, quantity)))
-        item.quantity = quantity
+        self.world.engine.change_item(self.state, self._item(item_id), at, quantity=quantity,
+                                      prorate=prorate)
         if before is not None:
             self._seen_update(at, before)
 
@@ -644,60 +575,31 @@ class SubscriptionLife:
                      prorate: bool = True, seen: bool = False) -> None:
         """Plan or price change of one item at ``at`` (same billing interval)."""
         self._prepare(at)
-        item = self._item(item_id)
         before = self.to_stripe() if seen else None
-        new_qty = item.quantity if quantity is None else quantity
-        if prorate:
-            self._invoice(at, "subscription_update", self._proration_lines(
-                item, at, old=(item.price_id, item.quantity), new=(price_id, new_qty)))
-        item.price_id = price_id
-        item.quantity = self._qty(price_id, new_qty)
+        self.world.engine.change_item(self.state, self._item(item_id), at, quantity=quantity,
+                                      price_id=price_id, prorate=prorate)
         if before is not None:
             self._seen_update(at, before)
 
     def add_item(self, price_id: str, quantity: int | None = 1, *, at: int, prorate: bool = True) -> str:
         self._prepare(at)
-        ref = self.items[0]
-        item = _ItemState(self.world.new_id("si"), price_id, self._qty(price_id, quantity),
-                          ref.period_start, ref.period_end, at)
-        self.items.append(item)
-        if prorate:
-            self._invoice(at, "subscription_update",
-                          self._proration_lines(item, at, old=None, new=(price_id, item.quantity)))
-        return item.id
+        item = self.world.engine.add_item(self.state, price_id, quantity, at, prorate=prorate)
+        return str(item["id"])
 
     def remove_item(self, item_id: str, *, at: int, prorate: bool = True) -> None:
         self._prepare(at)
-        item = self._item(item_id)
-        if prorate:
-            self._invoice(at, "subscription_update",
-                          self._proration_lines(item, at, old=(item.price_id, item.quantity), new=None))
-        self.items.remove(item)
-        self.removed_items.append(item)
+        self.world.engine.remove_item(self.state, self._item(item_id), at, prorate=prorate)
 
     def record_usage(self, item_id: str, quantity: int, *, at: int) -> None:
         """Metered usage within the current period (billed at the next renewal)."""
         self._prepare(at)
-        self._item(item_id).usage += quantity
+        self.world.engine.record_usage(self.state, item_id, quantity)
 
-    def add_discount(self, coupon_id: str, *, at: int, item_id: str | None = None,
-                     _advance: bool = True) -> str:
+    def add_discount(self, coupon_id: str, *, at: int, item_id: str | None = None) -> str:
         """Attach a coupon from ``at`` (to the subscription, or to ``item_id``)."""
-        if _advance:
-            self._prepare(at)
-        coupon_obj = self.world.coupons[coupon_id]
-        end = None
-        if coupon_obj["duration"] == "repeating":
-            end = add_interval(at, "month", coupon_obj["duration_in_months"])
-        did = self.world.new_id("di")
-        self.world.discounts[did] = discount(
-            did, coupon_id, customer=self.customer_id, start=at, end=end,
-            subscription=self.id if item_id is None else None, subscription_item=item_id)
-        if item_id is None:
-            self.discount_ids.append(did)
-        else:
-            self._item(item_id).discount_ids.append(did)
-        return did
+        self._prepare(at)
+        return self.world.engine.attach_discount(
+            self.state, coupon_id, at, item=None if item_id is None else self._item(item_id))
 
     def remove_discount(self, discount_id: str, *, at: int, seen: bool = False) -> None:
         """Remove a discount before its end; ``seen=True`` records the ``customer.discount.deleted``
@@ -706,89 +608,68 @@ class SubscriptionLife:
         if seen:
             self.world.add_event("customer.discount.deleted", self.world.discounts[discount_id], at=at,
                                  customer_id=self.customer_id)
-        if discount_id in self.discount_ids:
-            self.discount_ids.remove(discount_id)
-        for item in self.items:
-            if discount_id in item.discount_ids:
-                item.discount_ids.remove(discount_id)
+        self.world.engine.remove_discount(self.state, discount_id, at)
 
     def cancel_at_period_end(self, *, at: int) -> None:
         """Ask to cancel at the end of the current period (Stripe also sets ``cancel_at``)."""
         self._prepare(at)
-        self.cancel_at_period_end_flag = True
-        self.canceled_at = at
-        self.cancel_at = min(item.period_end for item in self.items)
+        self.world.engine.schedule_cancel(self.state, at)
 
     def schedule_cancel(self, cancel_at: int, *, at: int) -> None:
         """Ask at ``at`` to cancel at ``cancel_at``."""
         self._prepare(at)
-        self.cancel_at = cancel_at
-        self.canceled_at = at
+        self.world.engine.set_cancel_at(self.state, cancel_at, at)
 
     def undo_cancel(self, *, at: int) -> None:
         """Take back a scheduled cancellation before it takes effect."""
         self._prepare(at)
-        self.cancel_at = None
-        self.cancel_at_period_end_flag = False
-        self.canceled_at = None
+        self.world.engine.undo_cancel(self.state, at)
 
     def cancel_now(self, *, at: int) -> None:
         self._prepare(at)
-        self._end(at)
+        self.world.engine.cancel_now(self.state, at)
 
     def pause(self, *, at: int) -> None:
         """Status ``paused`` (no invoices, no new periods) from ``at``."""
         self._prepare(at)
-        self.status = "paused"
-        self.paused_at = at
+        self.world.engine.pause(self.state, at)
 
     def resume(self, *, at: int) -> None:
         """Resume a paused subscription: a new period starts at ``at`` (new anchor)."""
         self.world.advance(at)
-        self.status = "active"
-        self.paused_at = None
-        self.anchor_day = datetime.fromtimestamp(at, tz=UTC).day
-        end = self._next_end(at)
-        for item in self.items:
-            item.period_start, item.period_end = at, end
-        self._invoice(at, "subscription_cycle", [self._cycle_line(i, at, end) for i in self.items])
+        self.world.engine.resume(self.state, at)
 
     def pause_collection(self, *, at: int, behavior: str = "void", resumes_at: int | None = None) -> None:
         """``pause_collection``: status unchanged, cycle invoices void / draft / uncollectible."""
         self._prepare(at)
-        self.pause_collection_body = {"behavior": behavior, "resumes_at": resumes_at}
+        self.world.engine.set_pause_collection(
+            self.state, at, {"behavior": behavior, "resumes_at": resumes_at})
 
     def resume_collection(self, *, at: int) -> None:
         self._prepare(at)
-        self.pause_collection_body = None
+        self.world.engine.set_pause_collection(self.state, at, None)
 
     def fail_payments(self, *, at: int) -> None:
-        """From ``at`` cycle invoices stay ``open``; the subscription turns ``past_due``."""
+        """From ``at`` invoices stay ``open``; the subscription turns ``past_due``."""
         self._prepare(at)
-        self.invoice_status = "open"
+        self.state.outcome = "fail"
 
     def mark_unpaid(self, *, at: int) -> None:
-        """Dunning gave up: status ``unpaid`` (invoices stay open)."""
+        """Dunning gave up: status ``unpaid`` (later invoices stay drafts)."""
         self._prepare(at)
-        self.status = "unpaid"
+        self.world.engine.mark_unpaid(self.state, at)
 
     def to_stripe(self) -> JSON:
-        """The subscription as ``GET /v1/subscriptions/{id}`` would show it now."""
+        """The subscription as ``GET /v1/subscriptions/{id}`` would show it now (discounts
+        that have ended by now are gone)."""
+        body = copy.deepcopy(self.body)
         now = self.world.now
-        items = [
-            subscription_item(
-                item.id, self.world.prices[item.price_id], subscription=self.id,
-                quantity=item.quantity, current_period_start=item.period_start,
-                current_period_end=item.period_end, created=item.created,
-                discounts=[d["id"] for d in self._active_discounts(item.discount_ids, now)])
-            for item in self.items
-        ]
-        return subscription(
-            self.id, self.customer_id, items, status=self.status, currency=self.currency,
-            start_date=self.start_date, created=self.created, billing_cycle_anchor=self.anchor,
-            trial_start=self.trial_start, trial_end=self.trial_end, cancel_at=self.cancel_at,
-            cancel_at_period_end=self.cancel_at_period_end_flag, canceled_at=self.canceled_at,
-            ended_at=self.ended_at, paused_at=self.paused_at if self.status == "paused" else None,
-            pause_collection=copy.deepcopy(self.pause_collection_body),
-            discounts=[d["id"] for d in self._active_discounts(self.discount_ids, now)],
-            livemode=self.world.livemode)
+
+        def in_force(ids: list[str]) -> list[str]:
+            return [did for did in ids if self.world.discounts[did]["end"] is None
+                    or now < self.world.discounts[did]["end"]]
+
+        body["discounts"] = in_force(body["discounts"])
+        for item in body["items"]["data"]:
+            item["discounts"] = in_force(item["discounts"])
+        return body

@@ -363,15 +363,22 @@ def _credit_lines(cycle: Sequence[InvoiceLine], prorations: Sequence[InvoiceLine
             found = None
             for invoice_id in sorted(pending):  # sorted for determinism only: the state decides
                 decided = _credits_by_state(pending[invoice_id], before, in_cycle or len(pending) > 1)
-                if decided is not None:
-                    found = invoice_id, decided
+                if decided is None:
+                    continue
+                # Of several changes whose credits are known, the one crediting the state in
+                # force comes first.
+                credits_before = any((ln.price_id, ln.quantity) == before
+                                     for ln in pending[invoice_id] if ln.id in decided)
+                if found is None or (credits_before and not found[2]):
+                    found = invoice_id, decided, credits_before
+                if credits_before or len(pending) == 1:
                     break
             if found is None:
                 for group in pending.values():  # the states cannot tell: the amounts do
                     credits.update(ln.id for ln in group if ln.credited or ln.amount < 0)
                     chained.extend(ln for ln in group if ln.id not in credits)
                 break
-            invoice_id, decided = found
+            invoice_id, decided, _credits_before = found
             credits.update(decided)
             fresh = [ln for ln in pending.pop(invoice_id) if ln.id not in decided]
             chained.extend(fresh)
