@@ -1,4 +1,4 @@
-"""An event's customer is a column (``record_event`` writes it; migration 0008 fills the
+"""An event's customer is a column (``record_event`` writes it; migration 0009 fills the
 events stored before it by the same reading): the recompute reads events by that column."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def test_the_event_customer_is_written_and_filled_by_the_migration(db_engine: En
     config = alembic_config()
     with db_engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.downgrade(config, "0007_line_discount_order")
+        command.downgrade(config, "0008_timeline_effective_at")
         command.upgrade(config, "head")
     with Session(db_engine) as session:
         assert _customers(session) == written

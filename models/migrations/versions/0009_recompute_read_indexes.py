@@ -12,8 +12,8 @@ the customer (so they serve every lookup the old ones did): the recompute's chun
 customers filters invoices (unpaid, or paid late) and groups cycle lines from the index
 instead of reading every row (an invoice row with its payload fills about a page).
 
-Revision ID: 0008_event_customer_recompute_indexes
-Revises: 0007_line_discount_order
+Revision ID: 0009_recompute_read_indexes
+Revises: 0008_timeline_effective_at
 Create Date: 2026-12-07 21:00:00.000000
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ from alembic import op
 
 from models.base import JSONType
 
-revision = '0008_event_customer_recompute_indexes'
-down_revision = '0007_line_discount_order'
+revision = '0009_recompute_read_indexes'
+down_revision = '0008_timeline_effective_at'
 branch_labels = None
 depends_on = None
 
