@@ -322,11 +322,19 @@ def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
         last = current_month(ZoneInfo("UTC"))
         first = add_months(last, -12)
         after_webhooks = report_document(env, first, last)
+        (folder / "report_after_webhooks.json").write_text(json.dumps(after_webhooks, indent=1))
         for process in processes:
             stop_process_group(process)
         processes.clear()
+        if args.keep:  # the database as the webhooks left it, before the full recompute
+            import sqlite3
+
+            with sqlite3.connect(folder / "soak.db") as source, \
+                    sqlite3.connect(folder / "after_webhooks.db") as copy:
+                source.backup(copy)
         nrr(env, "recompute")
         after_recompute = report_document(env, first, last)
+        (folder / "report_after_recompute.json").write_text(json.dumps(after_recompute, indent=1))
 
         closed = [c for c in staller.closed_after if c is not None]
         limit = args.read_timeout + 2.0  # the read timeout is checked once a second
@@ -402,10 +410,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="inprocess,celery",
                         help="comma-separated: inprocess (no Redis), celery (Redis)")
     parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--keep", action="store_true",
+                        help="keep each mode's folder (database, logs, both reports) and "
+                             "print its path")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     results = []
-    with tempfile.TemporaryDirectory(prefix="nrr-soak-") as folder:
+    with tempfile.TemporaryDirectory(prefix="nrr-soak-") as temporary:
+        folder = tempfile.mkdtemp(prefix="nrr-soak-") if args.keep else temporary
+        if args.keep:
+            print(f"keeping {folder}")
         for mode in args.modes.split(","):
             result = run_mode(mode.strip(), args, Path(folder))
             results.append(result)

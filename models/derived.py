@@ -22,6 +22,8 @@ class MrrTimelinePoint(Base):
     __tablename__ = "mrr_timeline"
     __table_args__ = (
         UniqueConstraint("run_id", "customer_id", "currency", "effective_at"),
+        # The customers with a point in a span of time (``nrr.services.recompute.due``).
+        Index("ix_mrr_timeline_run_effective_at", "run_id", "effective_at", "customer_id"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)

@@ -132,8 +132,15 @@ class StripeDiscount(StripeObjectMixin, Base):
 
 class StripeInvoice(StripeObjectMixin, Base):
     __tablename__ = "stripe_invoices"
+    # A customer's invoices, with what the recompute filters them by (unpaid, or paid
+    # late): a chunk of customers reads only the matching rows (an invoice row with its
+    # raw payload fills about a page).
+    __table_args__ = (
+        Index("ix_stripe_invoices_customer_status", "customer_id", "status", "paid_at",
+              "finalized_at"),
+    )
 
-    customer_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    customer_id: Mapped[str | None] = mapped_column(String(255))
     subscription_id: Mapped[str | None] = mapped_column(String(255), index=True)
     status: Mapped[str | None] = mapped_column(String(32))
     billing_reason: Mapped[str | None] = mapped_column(String(64))
@@ -152,11 +159,16 @@ class StripeInvoiceLine(Base):
     __tablename__ = "stripe_invoice_lines"
     __table_args__ = (
         Index("ix_stripe_invoice_lines_item_period", "subscription_item_id", "period_start"),
+        # A customer's lines with every column the recompute groups its cycle lines by
+        # (``state_lines_query``): the grouping reads the index, not the rows.
+        Index("ix_stripe_invoice_lines_customer_state", "customer_id", "proration",
+              "livemode", "subscription_item_id", "price_id", "quantity", "discount_ids",
+              "invoice_status", "period_start", "period_end"),
     )
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     invoice_id: Mapped[str] = mapped_column(String(255), index=True)
-    customer_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    customer_id: Mapped[str | None] = mapped_column(String(255))
     subscription_id: Mapped[str | None] = mapped_column(String(255))
     subscription_item_id: Mapped[str | None] = mapped_column(String(255))
     price_id: Mapped[str | None] = mapped_column(String(255))
@@ -184,7 +196,8 @@ class StripeEvent(Base):
     """Every event seen, from /v1/events or the webhook; the id makes duplicates no-ops."""
 
     __tablename__ = "stripe_events"
-    __table_args__ = (Index("ix_stripe_events_created", "created"),)
+    __table_args__ = (Index("ix_stripe_events_created", "created"),
+                      Index("ix_stripe_events_customer", "customer_id", "created"))
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     type: Mapped[str] = mapped_column(String(128))
@@ -192,6 +205,8 @@ class StripeEvent(Base):
     api_version: Mapped[str | None] = mapped_column(String(64))
     object_id: Mapped[str | None] = mapped_column(String(255))
     object_type: Mapped[str | None] = mapped_column(String(64))
+    # The customer of the event's object (``data.object.customer``) when it names one.
+    customer_id: Mapped[str | None] = mapped_column(String(255))
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     source: Mapped[str] = mapped_column(String(16), default="events")
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -75,7 +75,9 @@ def _sync(full: bool, reason: str) -> dict[str, Any] | None:
         return None
     # run_sync committed each page itself; only now queue the follow-up. Customers left
     # dirty by anything earlier (an event whose recompute was deferred) are drained too.
-    if result.customer_ids or result.mode != "events" or pipeline.dirty_customers(engine):
+    # So are the customers due (a scheduled change took effect since their recompute).
+    if (result.customer_ids or result.mode != "events" or pipeline.dirty_customers(engine)
+            or pipeline.anything_due(engine, settings)):
         recompute.apply_async(kwargs={"scope": "dirty", "reason": f"after {result.mode} sync"})
     return result.as_dict()
 

@@ -96,6 +96,7 @@ def record_event(session: Session, event: Mapping[str, Any], *, source: str) -> 
         raise ValueError("event has no id")
     table: Table = StripeEvent.__table__  # type: ignore[assignment]
     obj = (event.get("data") or {}).get("object") or {}
+    customer = obj.get("customer") if isinstance(obj, Mapping) else None
     row = {
         "id": event_id,
         "type": str(event.get("type") or ""),
@@ -103,6 +104,8 @@ def record_event(session: Session, event: Mapping[str, Any], *, source: str) -> 
         "api_version": event.get("api_version"),
         "object_id": obj.get("id") if isinstance(obj, Mapping) else None,
         "object_type": obj.get("object") if isinstance(obj, Mapping) else None,
+        # The recompute reads an event's customer by this column (not a JSON path).
+        "customer_id": customer if isinstance(customer, str) and customer else None,
         "livemode": bool(event.get("livemode", False)),
         "source": source,
         "received_at": utcnow(),

@@ -1,13 +1,16 @@
 """After new Stripe data: one pipeline, whoever noticed the change.
 
-    mirror ──► dirty customers ──► recompute of every dirty customer, under the
-    account's recompute lock ──► retention snapshot of the last closed month ──► alerts
+    mirror ──► dirty customers ──► recompute of every dirty customer (and every due one),
+    under the account's recompute lock ──► retention snapshot of the last closed month
+    ──► alerts
 
 The mirror step is a sync (:func:`sync_mirror`, under the account's sync lock) or one
 recorded event (:func:`apply_event`); the mirror store marks the customers whose data
 changed in ``dirty_customers``. :func:`refresh` then drains *every* dirty customer,
 whoever marked it and whenever (plus the customers the caller has just touched, so a
-change committed while another recompute was reading is never lost), and follows a
+change committed while another recompute was reading is never lost, and the customers
+*due*: a change their subscriptions scheduled took effect since their rows were computed,
+``nrr.services.recompute.due``), and follows a
 recompute with the snapshot (a no-op unless the closed month's numbers changed) and the
 alert evaluation (exactly once per rule, month, segment and snapshot version). Nothing
 here asks which event came last or whether more work is queued: whichever entry point
@@ -28,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -42,6 +46,7 @@ from nrr.logs import get_logger
 from nrr.services import recompute as recompute_service
 from nrr.services.alerts import Printer
 from nrr.services.alerts import evaluate_alerts as evaluate
+from nrr.services.recompute.due import due_since
 from nrr.services.snapshots import SnapshotError, last_closed_month, take_snapshots
 from nrr.settings import Settings
 
@@ -102,6 +107,15 @@ def apply_event(engine: Engine, settings: Settings, event_id: str, *,
 def dirty_customers(engine: Engine) -> list[str]:
     with session_scope(engine) as session:
         return sorted(session.scalars(select(DirtyCustomer.customer_id)))
+
+
+def anything_due(engine: Engine, settings: Settings) -> bool:
+    """A scheduled change took effect since the live rows were computed (a cancellation
+    at ``cancel_at``, a trial ending...), or a month closed: a recompute has work although
+    nothing is dirty (``nrr.services.recompute.due``)."""
+    with session_scope(engine) as session:
+        stale = due_since(session, settings, int(datetime.now(UTC).timestamp()))
+    return stale.new_month or bool(stale.customer_ids)
 
 
 def mark_dirty(engine: Engine, customer_ids: Iterable[str]) -> None:
@@ -195,10 +209,12 @@ def refresh(engine: Engine, settings: Settings, *, reason: str,
             printer: Printer | None = None, then_follow_up: bool = True) -> Refreshed | None:
     """Recompute every dirty customer (and ``touched``) under the recompute lock, then the
     snapshot and the alerts (unless ``then_follow_up`` is False: the caller runs
-    :func:`follow_up` itself). With nothing dirty nothing runs, unless ``always``. None
-    when the lock stayed busy for ``wait`` seconds: the marks stay for whoever runs next."""
+    :func:`follow_up` itself). With nothing dirty and nothing due (no scheduled change
+    took effect since the last recompute) nothing runs, unless ``always``. None when the
+    lock stayed busy for ``wait`` seconds: the marks stay for whoever runs next."""
     touched = set(touched)
-    if not always and not touched and not dirty_customers(engine):
+    if (not always and not touched and not dirty_customers(engine)
+            and not anything_due(engine, settings)):
         return Refreshed()
     result = recompute(engine, settings, scope="dirty", customer_ids=touched, wait=wait,
                        on_wait=on_wait)

@@ -161,3 +161,42 @@ def test_a_run_without_totals_is_reported_from_its_facts(db_url: str,
     with session_scope(db_engine) as session:
         recompute(session, settings, customer_ids=one, now=MOMENT)
     _assert_totals_equal_facts(db_engine, settings)
+
+
+def test_totals_folded_in_worker_processes_give_the_documents_of_the_facts(
+        db_url: str, db_engine: Engine) -> None:
+    """A full recompute whose chunks are computed in worker processes (each folds its own
+    customers' facts; this process adds the parts up) stores the totals of all the facts."""
+    settings = make_settings(db_url).model_copy(update={"recompute_workers": 2})
+    with session_scope(db_engine) as session:
+        generate(session, 30, seed=11, now=NOW)
+        _segments(session, shift=2)
+    with session_scope(db_engine) as session:
+        result = recompute(session, settings, now=MOMENT)
+    if db_url.startswith("sqlite") and ":memory:" not in db_url:
+        assert result.timings.get("wait") is not None  # the chunks came from the workers
+    _assert_totals_equal_facts(db_engine, settings)
+
+
+def test_too_many_metadata_values_leave_the_metadata_totals_out(
+        db_url: str, db_engine: Engine, monkeypatch: Any) -> None:
+    """Above the cap of distinct metadata objects the totals keep every other dimension
+    and ``--by metadata:KEY`` is answered from the facts, with the same document."""
+    from nrr.services.recompute import totals
+
+    monkeypatch.setattr(totals, "MAX_METADATA_SEGMENTS", 3)  # the account has 5
+    settings = make_settings(db_url).model_copy(update={"recompute_workers": 0})
+    with session_scope(db_engine) as session:
+        generate(session, 20, seed=4, now=NOW)
+        _segments(session)
+    with session_scope(db_engine) as session:
+        recompute(session, settings, now=MOMENT)
+    with Session(db_engine) as session:
+        assert segment_totals.readable_run(session, "metadata:tier") is None
+        assert segment_totals.readable_run(session, "country") is not None
+        assert not session.scalar(select(func.count()).select_from(SegmentMonthTotal).where(
+            SegmentMonthTotal.dimension == segment_totals.METADATA))
+        from_totals = _documents(session, settings)
+    with Session(db_engine) as session:
+        session.info[segment_totals.READ_FACTS] = True
+        assert _documents(session, settings) == from_totals

@@ -22,12 +22,15 @@ Nothing here calls Stripe: a policy change is a recompute. The work is set-based
   the same as a single-process run. ``NRR_RECOMPUTE_WORKERS`` sets the number of workers
   (0 or 1: none).
 * An incremental recompute rebuilds the given customers' timeline and ledger rows and
-  compares their facts with the stored ones: only facts that changed are rewritten.
+  compares their facts with the stored ones: only facts that changed are rewritten. It
+  also takes the customers *due* (``due``): a change their subscriptions scheduled took
+  effect since the live rows were computed; after a month closed it is a full recompute.
 
 The package, by job: ``queries`` (the SQL and the named rows it returns), ``load`` (rows
 into the domain's records), ``compute`` (records into timeline, ledger and fact rows),
-``write`` (rows into the derived tables), ``pool`` (worker processes), ``service`` (the
-two entry points). The service never commits: the caller's ``nrr.db.session_scope`` does.
+``write`` (rows into the derived tables), ``pool`` (worker processes), ``due`` (what
+passing time made stale), ``service`` (the two entry points). The service never commits:
+the caller's ``nrr.db.session_scope`` does.
 """
 
 from nrr.services.recompute.common import (

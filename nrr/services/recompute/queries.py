@@ -174,11 +174,6 @@ class Query:
             return f" AND {column} BETWEEN {self.p(ids.first)} AND {self.p(ids.last)}"
         return f" AND {column} IN ({', '.join(self.p(i) for i in ids)})"
 
-    def json_text(self, column: str, *path: str) -> str:
-        if self.dialect == "postgresql":
-            inner = "".join(f"->'{key}'" for key in path[:-1])
-            return f"({column}{inner}->>'{path[-1]}')"
-        return f"json_extract({column}, '$.{'.'.join(path)}')"
 
 
 # The stored columns: every field but the two the query computes.
@@ -305,12 +300,10 @@ def stream_queries(dialect: str, livemode: bool,
     q = Query(dialect)
     queries["lines"] = (state_lines_query(q, livemode, ids), q.params)
     q = Query(dialect)
-    customer = q.json_text("e.raw", "data", "object", "customer")
     kinds = ", ".join(f"'{k}'" for k in OBSERVED_EVENT_TYPES)
     queries["events"] = (
-        f"SELECT {_select(EventRow, 'ev')} FROM (SELECT {customer} AS customer_id, e.created, "
-        f"e.id, e.raw FROM stripe_events e "
-        f"WHERE e.type IN ({kinds}) AND e.livemode = {q.p(livemode)}) ev "
-        f"WHERE ev.customer_id IS NOT NULL{q.in_ids('ev.customer_id', ids)} "
-        f"ORDER BY ev.customer_id{q.collate}, ev.created, ev.id", q.params)
+        f"SELECT {_select(EventRow, 'e')} FROM stripe_events e "
+        f"WHERE e.type IN ({kinds}) AND e.livemode = {q.p(livemode)} "
+        f"AND e.customer_id IS NOT NULL{q.in_ids('e.customer_id', ids)} "
+        f"ORDER BY e.customer_id{q.collate}, e.created, e.id", q.params)
     return queries

@@ -21,7 +21,7 @@ from nrr.domain.records import CustomerData
 from nrr.logs import get_logger
 from nrr.services.fx import RateBook, load_rate_book
 from nrr.services.isolation import LeftOut, record_left_out
-from nrr.services.recompute import common, totals
+from nrr.services.recompute import common, due, totals
 from nrr.services.recompute.common import (
     FACT_COLUMNS,
     LEDGER_COLUMNS,
@@ -191,10 +191,22 @@ def recompute(session: Session, settings: Settings, *, customer_ids: Iterable[st
     """Rebuild derived rows for all customers (``customer_ids`` None) or the given ones.
 
     A full recompute writes a new run beside the live one and switches readers to it
-    (``runs``); an incremental one rewrites the given customers' rows of the live run."""
+    (``runs``); an incremental one rewrites the given customers' rows of the live run,
+    and those of the customers whose rows passing time made stale (``due``: a scheduled
+    change that took effect since the live rows' instant). When a month closed since
+    that instant, every customer is due: the recompute is a full one."""
     if customer_ids is None:
         return _full(session, settings, now)
-    return _incremental(session, settings, sorted({c for c in customer_ids if c}), now)
+    now = now or datetime.now(UTC)
+    stale = due.due_since(session, settings, int(now.timestamp()))
+    if stale.new_month:
+        log.info("recompute.new_month", since=stale.watermark,
+                 detail="a month closed since the live rows were computed: full recompute")
+        return _full(session, settings, now)
+    ids = {c for c in customer_ids if c} | stale.customer_ids
+    if stale.customer_ids:
+        log.info("recompute.due", customers=len(stale.customer_ids), since=stale.watermark)
+    return _incremental(session, settings, sorted(ids), now)
 
 
 def _incremental(session: Session, settings: Settings, ids: list[str],
