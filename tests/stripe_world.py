@@ -59,8 +59,10 @@ cycle line named), items added and removed, discounts attached, dropped when use
 ended, or removed, cancellations, pauses, collection pauses, failed payments and unpaid
 subscriptions, invoice assembly (lines in no fixed order, discount amounts, inclusive and
 exclusive taxes, totals, finalisation and collection). The world keeps only its test-side
-choices: the instants of the operations, which events the worker saw (``seen=True``), and
-the views the tests read (``item_ids``, ``discount_ids``, ``to_stripe``). Line amounts
+choices: the instants of the operations (its ``advance`` walks the period boundaries up to
+an instant and asks the engine to end, end a trial or renew at each), which events the
+worker saw (``seen=True``), and the views the tests read (``item_ids``, ``discount_ids``,
+``items``, ``to_stripe``). Line amounts
 are what Stripe would invoice (used only where invoiced amounts matter, such as the
 ``metered=invoiced`` policy).
 """
@@ -75,7 +77,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from integrations.emulator import EmulatedAccount, shapes
-from integrations.emulator.billing import add_interval, total_invoice
+from integrations.emulator.billing import total_invoice
 from integrations.emulator.generator import StripeIds, _SubState
 
 if TYPE_CHECKING:
@@ -323,15 +325,7 @@ class World:
     def add_customer_discount(self, customer_id: str, coupon_id: str, *, at: int) -> str:
         """A customer-level discount (``customer.discount``), applied after subscription ones."""
         self.advance(at)
-        coupon_obj = self.coupons[coupon_id]
-        end = None
-        if coupon_obj["duration"] == "repeating":
-            end = add_interval(at, "month", coupon_obj["duration_in_months"])
-        did = self.new_id("di")
-        body = discount(did, coupon_id, customer=customer_id, start=at, end=end)
-        self.discounts[did] = body
-        self.customers[customer_id]["discount"] = copy.deepcopy(body)
-        return did
+        return self.engine.attach_customer_discount(customer_id, coupon_id, at)
 
     def add_event(self, event_type: str, obj: JSON, *, at: int, customer_id: str,
                   previous_attributes: JSON | None = None) -> JSON:
@@ -368,7 +362,7 @@ class World:
             coupons=coupons, currency=currency or first_price["currency"],
             start_date=start_date, sid=sid, fail_first=first_invoice_status == "open",
             random_usage=False, finalize_delay=0)
-        life = SubscriptionLife(self, state, trial_outcome)
+        life = SubscriptionLife(self, state)
         self.lives[life.id] = life
         return life
 
@@ -469,13 +463,12 @@ class SubscriptionLife:
     """One subscription of the world, billed by the emulator's engine. Call operations in
     chronological order. The world says what happens and when; the engine does it."""
 
-    def __init__(self, world: World, state: _SubState, trial_outcome: str) -> None:
+    def __init__(self, world: World, state: _SubState) -> None:
         self.world = world
         self.state = state
         self.id = state.sub_id
         self.customer_id = state.customer_id
         self.currency = state.currency
-        self.trial_outcome = trial_outcome
 
     # the subscription now ------------------------------------------------------
     @property
@@ -534,14 +527,8 @@ class SubscriptionLife:
             if boundary > to:
                 return
             if sub["status"] == "trialing" and sub["trial_end"] is not None \
-                    and boundary >= sub["trial_end"]:
-                if self.trial_outcome == "paused":
-                    engine.pause_after_trial(state, boundary)
-                    return
-                if self.trial_outcome == "incomplete":
-                    engine.renew(state, boundary, outcome="fail")
-                    sub["status"] = "incomplete"
-                    return
+                    and boundary >= sub["trial_end"] and engine.end_trial(state, boundary):
+                return
             engine.renew(state, boundary, outcome=state.outcome)
             if state.outcome == "fail" and sub["status"] == "active":
                 sub["status"] = "past_due"

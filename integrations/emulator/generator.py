@@ -12,8 +12,9 @@ Everything is deterministic for a ``seed`` and ``now``.
 The engine (:class:`_Engine`, :attr:`EmulatedAccount.engine`) is the one simulator of
 Stripe billing in the project: the random histories above choose what happens and when,
 and the tests' scripted world (``tests/stripe_world.py``) drives the same operations
-(``subscribe``, ``renew``, ``change_item``, ``add_item``, ``remove_item``,
-``attach_discount``, ``remove_discount``, ``schedule_cancel``, ``set_cancel_at``,
+(``subscribe``, ``renew``, ``end_trial``, ``change_item``, ``add_item``, ``remove_item``,
+``attach_discount``, ``attach_customer_discount``, ``remove_discount``,
+``schedule_cancel``, ``set_cancel_at``,
 ``undo_cancel``, ``cancel_now``, ``end_at_period_end``, ``pause``, ``resume``,
 ``set_pause_collection``, ``mark_unpaid``, ``record_usage``) at the instants a test says.
 """
@@ -571,6 +572,26 @@ class _Engine:
         self.updated("customer.subscription.updated", sub, t, before)
         return did
 
+    def attach_customer_discount(self, customer_id: str, coupon_id: str, t: int) -> str:
+        """A coupon on the customer from ``t`` (``customer.discount``): applied to every
+        subscription's invoices after the subscription's own discounts."""
+        coupon = self.a.coupons[coupon_id]
+        end = (add_months(t, coupon["duration_in_months"])
+               if coupon["duration"] == "repeating" else None)
+        did = self.ids.new("di")
+        disc = shapes.discount(id=did, coupon_id=coupon_id, customer=customer_id, start=t,
+                               end=end, subscription=None)
+        self.a.discounts[did] = disc
+        cust = self.a.customers[customer_id]
+        before = self.before(cust, t)
+        cust["discount"] = copy.deepcopy(disc)
+        before_coupon = self.before(coupon, t)
+        coupon["times_redeemed"] += 1
+        self.updated("coupon.updated", coupon, t, before_coupon)
+        self.emit("customer.discount.created", disc, t)
+        self.updated("customer.updated", cust, t, before)
+        return did
+
     def remove_discount(self, state: _SubState, discount_id: str, t: int) -> None:
         """Take a discount off the subscription (or its item) at ``t``, before its end."""
         sub = self.a.subscriptions[state.sub_id]
@@ -832,6 +853,26 @@ class _Engine:
         sub["ended_at"] = t
         state.done = True
         self.emit("customer.subscription.deleted", sub, t)
+
+    def end_trial(self, state: _SubState, t: int) -> bool:
+        """At the trial's end ``t``, what ``state.trial_outcome`` says: ``cancel``
+        (cancelled), ``pause`` (no payment method: paused), ``incomplete`` (the first
+        invoice is not paid: the subscription stays incomplete); True for these, False when
+        the subscription goes on to be billed (``convert``)."""
+        if state.trial_outcome == "cancel":
+            self.cancel_now(state, t, reason="cancellation_requested")
+            return True
+        if state.trial_outcome == "pause":
+            self.pause_after_trial(state, t)
+            return True
+        if state.trial_outcome == "incomplete":
+            self.renew(state, t, outcome="fail")
+            sub = self.a.subscriptions[state.sub_id]
+            before = self.before(sub, t)
+            sub["status"] = "incomplete"
+            self.updated("customer.subscription.updated", sub, t, before)
+            return True
+        return False
 
     def pause_after_trial(self, state: _SubState, t: int) -> None:
         self.pause(state, t, reason="trial_end_without_payment_method")
@@ -1260,18 +1301,13 @@ class _Engine:
                 self.complete_schedule(sub, pe)
                 self.end_at_period_end(state, pe)
                 return
-            if sub["status"] == "trialing":
-                if state.trial_outcome == "cancel":
-                    self.cancel_now(state, pe, reason="cancellation_requested")
-                    return
-                if state.trial_outcome == "pause":
-                    self.pause_after_trial(state, pe)
-                    if rng.random() < 0.4:
-                        back = pe + rng.randint(5, 60) * DAY
-                        if back <= until:
-                            self.resume(state, back)
-                            continue
-                    return
+            if sub["status"] == "trialing" and self.end_trial(state, pe):
+                if state.trial_outcome == "pause" and rng.random() < 0.4:
+                    back = pe + rng.randint(5, 60) * DAY
+                    if back <= until:
+                        self.resume(state, back)
+                        continue
+                return
             if state.unpaid:
                 self.renew(state, pe)
                 continue
