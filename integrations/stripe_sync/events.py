@@ -30,6 +30,7 @@ from integrations.stripe_sync.state import (
 from models.mirror import QuarantinedObject, StripeEvent
 from nrr.db import session_scope
 from nrr.db.statements import dialect_insert
+from nrr.domain import stripe_shapes
 from nrr.logs import get_logger
 from nrr.settings import Settings
 
@@ -96,7 +97,6 @@ def record_event(session: Session, event: Mapping[str, Any], *, source: str) -> 
         raise ValueError("event has no id")
     table: Table = StripeEvent.__table__  # type: ignore[assignment]
     obj = (event.get("data") or {}).get("object") or {}
-    customer = obj.get("customer") if isinstance(obj, Mapping) else None
     row = {
         "id": event_id,
         "type": str(event.get("type") or ""),
@@ -105,7 +105,7 @@ def record_event(session: Session, event: Mapping[str, Any], *, source: str) -> 
         "object_id": obj.get("id") if isinstance(obj, Mapping) else None,
         "object_type": obj.get("object") if isinstance(obj, Mapping) else None,
         # The recompute reads an event's customer by this column (not a JSON path).
-        "customer_id": customer if isinstance(customer, str) and customer else None,
+        "customer_id": stripe_shapes.event_customer_id(event),
         "livemode": bool(event.get("livemode", False)),
         "source": source,
         "received_at": utcnow(),

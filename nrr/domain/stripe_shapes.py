@@ -610,6 +610,24 @@ def parse_invoice(obj: Any, found_discounts: dict[str, Any] | None = None, *,
 # --------------------------------------------------------------------------- events
 
 
+# Objects of events that name a customer (``customer`` is a field of theirs).
+_OBJECTS_WITH_A_CUSTOMER = frozenset({"subscription", "discount", "invoice",
+                                      "subscription_schedule", "invoiceitem"})
+
+
+def event_customer_id(event: Any) -> str | None:
+    """The customer an event is about, as an id: ``data.object.customer`` of an object that
+    has one (an expanded customer counts as no id); None otherwise or on a malformed event."""
+    if type(event) is not dict and not isinstance(event, Mapping):
+        return None
+    data = _dict(event, "data") or {}
+    obj = _dict(data, "object") or {}
+    if obj.get("object") not in _OBJECTS_WITH_A_CUSTOMER:
+        return None
+    customer = obj.get("customer")
+    return customer if isinstance(customer, str) and customer else None
+
+
 def observed_changes(event: Any) -> list[ObservedChange] | Skip:
     """Changes an event dates exactly (used to refine the recent past).
 

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from models.base import JSONType
+from nrr.domain import stripe_shapes
 
 revision = '0009_recompute_read_indexes'
 down_revision = '0008_timeline_effective_at'
@@ -73,11 +74,8 @@ def downgrade() -> None:
 
 
 def _customer_of(raw: Any) -> str | None:
-    """``data.object.customer`` when it is an id (as ``record_event`` reads it)."""
-    data = raw.get('data') if isinstance(raw, dict) else None
-    obj = data.get('object') if isinstance(data, dict) else None
-    customer = obj.get('customer') if isinstance(obj, dict) else None
-    return customer if isinstance(customer, str) and customer else None
+    """The event's customer as ``record_event`` reads it."""
+    return stripe_shapes.event_customer_id(raw)
 
 
 def _chunks(bind: sa.Connection) -> Iterator[list[Any]]:

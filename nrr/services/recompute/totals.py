@@ -28,7 +28,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, delete, func, select, tuple_, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    String,
+    and_,
+    case,
+    column,
+    delete,
+    func,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy import values as values_table
 from sqlalchemy.orm import Session
 
 from nrr.domain.months import add_months, month_range
@@ -103,21 +116,35 @@ def _add(sums: Sums, key: Key, values: Sequence[int], sign: int = 1) -> None:
             found[index] += sign * value
 
 
-def _customer_conditions(session: Session, table: Any, customers: Customers
-                         ) -> list[list[ColumnElement[bool]]]:
-    """One list of conditions per statement to run (id lists go in chunks)."""
+def _for_customers(session: Session, query: Any, table: Any, run_id: int,
+                   customers: Customers) -> list[Any]:
+    """``query`` over the facts ``table`` limited to run ``run_id`` and ``customers``: one
+    statement per chunk of listed ids.
+
+    Listed ids are joined as a small table of (customer, run) values and the run is not
+    compared with a constant: the facts are then read by customer. (Given a constant run
+    and an ``IN`` list, or a join, SQLite reads every fact of the run instead.)"""
     if customers is None:
-        return [[]]
+        return [query.where(table.c.run_id == run_id)]
     if isinstance(customers, IdRange):
         if session.get_bind().dialect.name != "sqlite":
             raise ValueError("an id range is read on SQLite only: list the ids")
-        conditions = [table.customer_id >= customers.first] if customers.first else []
+        conditions = [table.c.run_id == run_id]
+        if customers.first:
+            conditions.append(table.c.customer_id >= customers.first)
         if customers.last is not None:
-            conditions.append(table.customer_id < customers.last)
-        return [conditions]
+            conditions.append(table.c.customer_id < customers.last)
+        return [query.where(*conditions)]
     size = (POSTGRESQL_IDS_PER_STATEMENT if session.get_bind().dialect.name == "postgresql"
             else IDS_PER_STATEMENT)
-    return [[table.customer_id.in_(list(chunk))] for chunk in chunks(list(customers), size)]
+    limited = []
+    for chunk in chunks(list(customers), size):
+        listed = values_table(column("customer_id", String), column("run_id", BigInteger),
+                              name="listed_customers").data(
+            [(cid, run_id) for cid in chunk]).cte("listed_customers")
+        limited.append(query.join(listed, and_(listed.c.customer_id == table.c.customer_id,
+                                               listed.c.run_id == table.c.run_id)))
+    return limited
 
 
 def aggregate(session: Session, run_id: int, customers: Customers = None) -> Sums:
@@ -134,9 +161,9 @@ def aggregate(session: Session, run_id: int, customers: Customers = None) -> Sum
     first_month: str | None = None
     last_month: str | None = None
     segments: dict[Any, str | None] = {}
-    for conditions in _customer_conditions(session, f, customers):
-        rows = session.execute(select(*fine, *monthly_sums)
-                               .where(f.run_id == run_id, *conditions).group_by(*fine))
+    monthly = select(*fine, *monthly_sums)
+    for query in _for_customers(session, monthly, T_FACTS, run_id, customers):
+        rows = session.execute(query.group_by(*fine))
         for (month, movement, plan, product, currency, country, first_paid, metadata,
              *values) in rows:
             numbers = [_int(v) for v in values] + [0] * 5
@@ -151,8 +178,12 @@ def aggregate(session: Session, run_id: int, customers: Customers = None) -> Sum
                         movement), numbers)
     if first_month is None or last_month is None:
         return sums
-    for month in month_range(add_months(first_month, 11), add_months(last_month, 11)):
-        _cohort(session, run_id, month, customers, sums, segments)
+    months = month_range(add_months(first_month, 11), add_months(last_month, 11))
+    # The whole run (or a range of it): a month's cohort per statement (smaller sorts);
+    # listed customers: every month in one statement, read by customer.
+    whole = customers is None or isinstance(customers, IdRange)
+    for group in ([month] for month in months) if whole else [months]:
+        _cohorts(session, run_id, group, customers, sums, segments)
     return sums
 
 
@@ -163,16 +194,22 @@ def _segment_of(cache: dict[Any, str | None], metadata: Any) -> str | None:
     return cache[key]
 
 
-def _cohort(session: Session, run_id: int, month: str, customers: Customers, sums: Sums,
-            segments: dict[Any, str | None]) -> None:
-    """The T12M cohort of ``month`` (the report's ``cohort_totals``, grouped finely)."""
+def _cohorts(session: Session, run_id: int, months: Sequence[str], customers: Customers,
+             sums: Sums, segments: dict[Any, str | None]) -> None:
+    """The T12M cohorts of ``months`` (the report's ``cohort_totals``, grouped finely), in
+    one statement: each month's cohort start is joined through a small table of (start
+    month, cohort month) pairs, so a few customers' cohorts are read by their ids rather
+    than month by month across the run."""
+    shift = values_table(column("start_month", String), column("cohort_month", String),
+                   name="cohort_shift").data([(add_months(m, -11), m) for m in months]
+                                         ).cte("cohort_shift")
     start = T_FACTS.alias("cohort_start")
     end = T_FACTS.alias("cohort_end")
     own_rate_opening = start.c.opening_mrr_micro
     opening = func.coalesce(start.c.opening_t12m_micro, own_rate_opening)
     closing = func.coalesce(end.c.closing_mrr_micro, 0)
-    fine = [start.c.plan, start.c.product, start.c.currency, start.c.country,
-            start.c["metadata"]]
+    fine = [shift.c.cohort_month, start.c.plan, start.c.product, start.c.currency,
+            start.c.country, start.c["metadata"]]
     columns = [
         func.count(), func.sum(opening), func.sum(closing), func.sum(opening - own_rate_opening),
         _count(closing > 0),
@@ -182,19 +219,16 @@ def _cohort(session: Session, run_id: int, month: str, customers: Customers, sum
         func.sum(case((closing == 0, opening), else_=0)),
         _count(closing == 0),
     ]
-    for conditions in _customer_conditions(session, start.c, customers):
-        query = (
-            select(*fine, *columns)
-            .select_from(start)
-            .outerjoin(end, and_(end.c.run_id == run_id, end.c.customer_id == start.c.customer_id,
-                                 end.c.month == month))
-            .where(start.c.run_id == run_id, start.c.month == add_months(month, -11),
-                   own_rate_opening > 0, *conditions)
-            .group_by(*fine)
-        )
-        for plan, product, currency, country, metadata, *values in session.execute(query):
+    cohorts = (
+        select(*fine, *columns)
+        .select_from(start.join(shift, shift.c.start_month == start.c.month))
+        .outerjoin(end, and_(end.c.run_id == run_id, end.c.customer_id == start.c.customer_id,
+                             end.c.month == shift.c.cohort_month))
+        .where(own_rate_opening > 0))
+    for query in _for_customers(session, cohorts, start, run_id, customers):
+        for month, plan, product, currency, country, metadata, *found in session.execute(query.group_by(*fine)):
             count, open_, close, fx, paying, kept, expansion, contraction, churn, churned = (
-                _int(v) for v in values)
+                _int(v) for v in found)
             numbers = [count, open_, close, fx, 0, paying, kept, expansion, contraction, churn,
                        churned]
             _add(sums, ("t12m", month, TOTAL, None, None), numbers)
