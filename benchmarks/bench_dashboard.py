@@ -28,7 +28,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -40,6 +39,7 @@ if __package__ in (None, ""):
 from sqlalchemy import func, select
 
 from benchmarks.bench_report import insert_facts
+from benchmarks.databases import bench_database
 from models.derived import CustomerMonthFact
 from nrr.dashboard.app import make_server
 from nrr.db import make_engine, session_scope, upgrade
@@ -68,6 +68,7 @@ def repeated(url: str, repeat: int) -> tuple[float, float, int]:
     return statistics.median(samples), min(samples), size
 
 
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--customers", type=int, default=100_000)
@@ -83,25 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
 
-    server = None
-    if args.postgres:
-        from sqlalchemy import text
-
-        from tests.support.servers import start_postgres
-
-        server = start_postgres()
-        admin = make_engine(server.admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text("CREATE DATABASE nrr_bench"))
-        admin.dispose()
-        db_url = server.url("nrr_bench")
-    else:
-        db_url = args.db or f"sqlite:///{tempfile.mkdtemp(prefix='nrr-bench-')}/dashboard.db"
-    try:
+    with bench_database(postgres=args.postgres, url=args.db, name="dashboard") as db_url:
         return run(args, db_url)
-    finally:
-        if server is not None:
-            server.stop()
 
 
 def run(args: argparse.Namespace, db_url: str) -> int:

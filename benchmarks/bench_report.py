@@ -29,7 +29,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +40,7 @@ if __package__ in (None, ""):
 from sqlalchemy import Table, delete, func, select
 from sqlalchemy.orm import Session
 
+from benchmarks.databases import bench_database
 from models.derived import CustomerMonthFact
 from nrr.db import make_engine, upgrade
 from nrr.domain.money import MICRO
@@ -171,6 +171,7 @@ def command_times(db_url: str, month: str, repeat: int) -> tuple[float, float, f
     return statistics.median(samples), min(samples), statistics.median(cpu)
 
 
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--customers", type=int, default=100_000)
@@ -189,25 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
 
-    server = None
-    if args.postgres:
-        from sqlalchemy import text
-
-        from tests.support.servers import start_postgres
-
-        server = start_postgres()
-        admin = make_engine(server.admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text("CREATE DATABASE nrr_bench"))
-        admin.dispose()
-        db_url = server.url("nrr_bench")
-    else:
-        db_url = args.db or f"sqlite:///{tempfile.mkdtemp(prefix='nrr-bench-')}/report.db"
-    try:
+    with bench_database(postgres=args.postgres, url=args.db, name="report") as db_url:
         return run(args, db_url)
-    finally:
-        if server is not None:
-            server.stop()
 
 
 def run(args: argparse.Namespace, db_url: str) -> int:
