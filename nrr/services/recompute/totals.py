@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session
 
 from nrr.domain.months import add_months, month_range
 from nrr.logs import get_logger
-from nrr.services.recompute.common import T_FACTS, chunks
+from nrr.services.recompute.common import FACT_COLUMNS, T_FACTS, chunks
 from nrr.services.segment_totals import (
     BASE_DIMENSIONS,
     DIMENSIONS,
@@ -148,6 +148,105 @@ def _for_customers(session: Session, query: Any, table: Any, run_id: int,
         limited.append(query.join(listed, and_(listed.c.customer_id == table.c.customer_id,
                                                listed.c.run_id == table.c.run_id)))
     return limited
+
+
+class Totals:
+    """A shard's part of the totals, folded in Python from the fact rows it has just
+    computed: the groups of :func:`aggregate`'s SQL (the totals' tests compare the
+    documents of both with the facts' own). Every metadata group is kept: the final step
+    applies the cap of distinct values to the whole run."""
+
+    def __init__(self) -> None:
+        self.sums: Sums = {}
+        self._segments: dict[Any, str | None] = {}  # a metadata value: its segment
+
+    def fold(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Add fact rows (tuples in ``FACT_COLUMNS`` order). Every fact of a customer must
+        come in the same call: a T12M cohort joins a customer's month to 11 months later.
+
+        The rows are first summed by every dimension at once (few groups), then the groups
+        rolled up per dimension."""
+        rows = list(rows)
+        closing_at = {(r[_CUSTOMER], r[_MONTH]): r[_CLOSING] for r in rows}
+        later: dict[str, str] = {}
+        segment = self._segment
+        sums = self.sums
+        for row in rows:
+            month, movement = row[_MONTH], row[_MOVEMENT]
+            opening, closing, fx = row[_OPENING] or 0, row[_CLOSING] or 0, row[_FX] or 0
+            paying_at_opening, paying_at_closing = int(opening > 0), int(closing > 0)
+            plan, product, currency, country = row[_PLAN], row[_PRODUCT], row[_CURRENCY], \
+                row[_COUNTRY]
+            metadata = segment(row[_METADATA])
+            keys = [("monthly", month, TOTAL, None, movement),
+                    ("monthly", month, "plan", plan, movement),
+                    ("monthly", month, "product", product, movement),
+                    ("monthly", month, "currency", currency, movement),
+                    ("monthly", month, "country", country, movement),
+                    ("monthly", month, FIRST_PAID, row[_FIRST_PAID], movement),
+                    ("monthly", month, METADATA, metadata, movement)]
+            for key in keys:
+                group = sums.get(key)
+                if group is None:
+                    sums[key] = [1, opening, closing, fx, paying_at_opening, paying_at_closing,
+                                 0, 0, 0, 0, 0]
+                else:
+                    group[0] += 1
+                    group[1] += opening
+                    group[2] += closing
+                    group[3] += fx
+                    group[4] += paying_at_opening
+                    group[5] += paying_at_closing
+            if opening <= 0:
+                continue
+            # The T12M cohort of the month 11 months later, by the segment at its start.
+            cohort_month = later.get(month)
+            if cohort_month is None:
+                cohort_month = later[month] = add_months(month, 11)
+            start = row[_OPENING_T12M]
+            start = opening if start is None else start
+            end = closing_at.get((row[_CUSTOMER], cohort_month)) or 0
+            values = (start - opening, int(end > 0), min(end, start), max(end - start, 0),
+                      start - end if 0 < end < start else 0, start if end == 0 else 0,
+                      int(end == 0))
+            keys = [("t12m", cohort_month, TOTAL, None, None),
+                    ("t12m", cohort_month, "plan", plan, None),
+                    ("t12m", cohort_month, "product", product, None),
+                    ("t12m", cohort_month, "currency", currency, None),
+                    ("t12m", cohort_month, "country", country, None),
+                    ("t12m", cohort_month, METADATA, metadata, None)]
+            for key in keys:
+                group = sums.get(key)
+                if group is None:
+                    sums[key] = [1, start, end, values[0], 0, *values[1:]]
+                else:
+                    group[0] += 1
+                    group[1] += start
+                    group[2] += end
+                    group[3] += values[0]
+                    group[5] += values[1]
+                    group[6] += values[2]
+                    group[7] += values[3]
+                    group[8] += values[4]
+                    group[9] += values[5]
+                    group[10] += values[6]
+
+    def _segment(self, metadata: Any) -> str | None:
+        key = (metadata if isinstance(metadata, str | None)
+               else json.dumps(metadata, sort_keys=True))
+        found = self._segments.get(key, self)
+        if found is self:
+            found = self._segments[key] = metadata_segment(key)
+        return found  # type: ignore[return-value]
+
+
+_FACT_INDEX = {name: index for index, name in enumerate(FACT_COLUMNS)}
+_MONTH, _CUSTOMER, _OPENING, _CLOSING = (_FACT_INDEX[n] for n in (
+    "month", "customer_id", "opening_mrr_micro", "closing_mrr_micro"))
+_MOVEMENT, _FX, _FIRST_PAID, _OPENING_T12M = (_FACT_INDEX[n] for n in (
+    "movement", "fx_impact_micro", "first_paid_month", "opening_t12m_micro"))
+_PLAN, _PRODUCT, _CURRENCY, _COUNTRY, _METADATA = (_FACT_INDEX[n] for n in (
+    "plan", "product", "currency", "country", "metadata"))
 
 
 def aggregate(session: Session, run_id: int, customers: Customers = None) -> Sums:
@@ -284,17 +383,13 @@ def build(session: Session, run_id: int) -> int:
     return written
 
 
-def write_partial(session: Session, run_id: int, shard: int, ids: Sequence[str], first: str,
-                  last: str | None) -> int:
-    """A shard's totals, tagged with the shard: its customers ``ids`` (those from ``first``
-    to ``last``; read as that range on SQLite, as the id list elsewhere)."""
+def write_partial_from(session: Session, run_id: int, shard: int, found: Totals) -> int:
+    """A shard's totals folded from the facts it has just computed, tagged with the shard
+    (no read back: on PostgreSQL a shard's aggregation of its new facts dominated it)."""
     session.execute(delete(T_TOTALS).where(T_TOTALS.c.run_id == run_id,
                                            T_TOTALS.c.shard == shard),
                     execution_options={"synchronize_session": False})
-    customers: Customers = (IdRange(first, last) if session.get_bind().dialect.name == "sqlite"
-                            else ids)
-    return _insert(session, run_id, aggregate(session, run_id, customers), DIMENSIONS,
-                   shard=shard)
+    return _insert(session, run_id, found.sums, DIMENSIONS, shard=shard)
 
 
 def _stored(session: Session, condition: ColumnElement[bool]) -> Sums:
