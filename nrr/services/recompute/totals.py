@@ -8,8 +8,9 @@ folds the same sums whichever it reads and its numbers are identical.
 Each recompute kind keeps them whole:
 
 * a full run aggregates its facts once before the switch (:func:`build`);
-* a shard aggregates its own customers' facts into partial rows tagged with the shard, in
-  the transaction of its facts; the final step adds the partials up (:func:`merge_partials`);
+* a shard folds its own customers' facts, as it has just computed them, into partial rows
+  tagged with the shard (:class:`Totals`), in the transaction of its facts; the final step
+  adds the partials up (:func:`merge_partials`);
 * an incremental run aggregates its customers' facts before and after the rewrite and
   applies the difference to the stored rows of the months it touched
   (:func:`apply_change`): sums and counts are additive, so the result is what a full
@@ -162,10 +163,7 @@ class Totals:
 
     def fold(self, rows: Iterable[Sequence[Any]]) -> None:
         """Add fact rows (tuples in ``FACT_COLUMNS`` order). Every fact of a customer must
-        come in the same call: a T12M cohort joins a customer's month to 11 months later.
-
-        The rows are first summed by every dimension at once (few groups), then the groups
-        rolled up per dimension."""
+        come in the same call: a T12M cohort joins a customer's month to 11 months later."""
         rows = list(rows)
         closing_at = {(r[_CUSTOMER], r[_MONTH]): r[_CLOSING] for r in rows}
         later: dict[str, str] = {}
