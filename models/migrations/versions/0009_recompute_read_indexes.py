@@ -44,7 +44,7 @@ def upgrade() -> None:
     bind = op.get_bind()
     for rows in _chunks(bind):
         values = [{'b_id': row.id, 'b_customer_id': found} for row in rows
-                  if (found := _customer_of(row.raw)) is not None]
+                  if (found := stripe_shapes.event_customer_id(row.raw)) is not None]
         if values:
             bind.execute(sa.update(_EVENTS).where(_EVENTS.c.id == sa.bindparam('b_id'))
                          .values(customer_id=sa.bindparam('b_customer_id')), values)
@@ -71,11 +71,6 @@ def downgrade() -> None:
     op.drop_index('ix_stripe_events_customer', table_name='stripe_events')
     with op.batch_alter_table('stripe_events') as batch:
         batch.drop_column('customer_id')
-
-
-def _customer_of(raw: Any) -> str | None:
-    """The event's customer as ``record_event`` reads it."""
-    return stripe_shapes.event_customer_id(raw)
 
 
 def _chunks(bind: sa.Connection) -> Iterator[list[Any]]:

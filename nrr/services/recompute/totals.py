@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,20 +78,8 @@ Sums = dict[Key, list[int]]
 
 
 
-@dataclass(frozen=True)
-class IdRange:
-    """Customer ids from ``first`` (inclusive) to ``last`` (exclusive; None: no end), in
-    Python's order (a shard's customers). Read as a range on SQLite only, whose binary
-    collation is that order and whose index serves the range; on PostgreSQL a range in
-    Python's order needs ``COLLATE "C"``, which the index (in the database's collation)
-    cannot serve: the shard's ids are listed there instead."""
-
-    first: str
-    last: str | None
-
-
-# A customer filter: None (every customer of the run), a list of ids, or a range (SQLite).
-Customers = Sequence[str] | IdRange | None
+# A customer filter: None (every customer of the run) or a list of ids.
+Customers = Sequence[str] | None
 
 # Ids per statement; PostgreSQL binds up to 65,535 parameters, so there a shard's ids
 # (5,000 by default) go in one statement.
@@ -129,15 +116,6 @@ def _for_customers(session: Session, query: Any, table: Any, run_id: int,
     while shards write it, before any statistics)."""
     if customers is None:
         return [query.where(table.c.run_id == run_id)]
-    if isinstance(customers, IdRange):
-        if session.get_bind().dialect.name != "sqlite":
-            raise ValueError("an id range is read on SQLite only: list the ids")
-        conditions = [table.c.run_id == run_id]
-        if customers.first:
-            conditions.append(table.c.customer_id >= customers.first)
-        if customers.last is not None:
-            conditions.append(table.c.customer_id < customers.last)
-        return [query.where(*conditions)]
     if session.get_bind().dialect.name == "postgresql":  # its planner reads an IN list by index
         return [query.where(table.c.run_id == run_id, table.c.customer_id.in_(list(chunk)))
                 for chunk in chunks(list(customers), POSTGRESQL_IDS_PER_STATEMENT)]
@@ -232,10 +210,9 @@ class Totals:
     def _segment(self, metadata: Any) -> str | None:
         key = (metadata if isinstance(metadata, str | None)
                else json.dumps(metadata, sort_keys=True))
-        found = self._segments.get(key, self)
-        if found is self:
-            found = self._segments[key] = metadata_segment(key)
-        return found  # type: ignore[return-value]
+        if key not in self._segments:
+            self._segments[key] = metadata_segment(key)
+        return self._segments[key]
 
 
 _FACT_INDEX = {name: index for index, name in enumerate(FACT_COLUMNS)}
@@ -282,8 +259,7 @@ def aggregate(session: Session, run_id: int, customers: Customers = None) -> Sum
     # Listed customers on SQLite: every month in one statement, read by customer. Else a
     # month's cohort per statement (smaller sorts; PostgreSQL's planner, given every month
     # and a list of ids at once, joined them without its indexes: minutes for a shard).
-    at_once = (customers is not None and not isinstance(customers, IdRange)
-               and session.get_bind().dialect.name == "sqlite")
+    at_once = customers is not None and session.get_bind().dialect.name == "sqlite"
     for group in [months] if at_once else ([month] for month in months):
         _cohorts(session, run_id, group, customers, sums, segments)
     return sums
@@ -299,9 +275,8 @@ def _segment_of(cache: dict[Any, str | None], metadata: Any) -> str | None:
 def _cohorts(session: Session, run_id: int, months: Sequence[str], customers: Customers,
              sums: Sums, segments: dict[Any, str | None]) -> None:
     """The T12M cohorts of ``months`` (the report's ``cohort_totals``, grouped finely), in
-    one statement: each month's cohort start is joined through a small table of (start
-    month, cohort month) pairs, so a few customers' cohorts are read by their ids rather
-    than month by month across the run."""
+    one statement per chunk of customers: each month's cohort start is joined through a
+    small table of (start month, cohort month) pairs."""
     shift = values_table(column("start_month", String), column("cohort_month", String),
                    name="cohort_shift").data([(add_months(m, -11), m) for m in months]
                                          ).cte("cohort_shift")
