@@ -50,12 +50,10 @@ from nrr.services.recompute.runs import (
 from nrr.services.recompute.write import (
     analyze_derived,
     delete_customers,
-    drop_secondary_indexes,
     fact_key,
     insert_rows,
     keep_changed_facts,
     record_skips,
-    restore_indexes,
     sqlite_bulk_pragmas,
     sqlite_pragma,
 )
@@ -152,12 +150,13 @@ class RowBuffer:
 def compute_customers(session: Session, ctx: Context, ids: Sequence[str],
                       result: RecomputeResult, rows: RowBuffer, *,
                       every_customer: bool = False, span: bool = False,
-                      on_chunk: Any = None) -> None:
+                      on_chunk: Any = None, folded: totals.Totals | None = None) -> None:
     """Load and compute the customers ``ids`` (sorted) chunk by chunk into ``rows``.
 
     ``every_customer``: the queries stream whole tables (``ids`` is every customer);
     ``span``: each chunk reads one id range (SQLite); otherwise each chunk lists its ids.
-    ``on_chunk(ids, first_fact)`` runs after each chunk is computed (before a flush)."""
+    ``on_chunk(ids, first_fact)`` runs after each chunk is computed (before a flush).
+    ``folded`` gets the segment totals of the facts computed."""
     groups = [ids] if every_customer else list(chunks(ids, common.CHUNK))
     for group in groups:
         first_fact = len(rows.facts)
@@ -169,11 +168,11 @@ def compute_customers(session: Session, ctx: Context, ids: Sequence[str],
             result.lines_read += lines_read
             batch[cid] = data
             if len(batch) >= common.CHUNK:
-                _compute(session, ctx, batch, result, rows)
+                _compute(session, ctx, batch, result, rows, folded)
                 batch = {}
                 if every_customer and rows.full():
                     rows.flush()
-        _compute(session, ctx, batch, result, rows)
+        _compute(session, ctx, batch, result, rows, folded)
         if on_chunk is not None:
             on_chunk(group, first_fact)
         if rows.full():
@@ -181,9 +180,15 @@ def compute_customers(session: Session, ctx: Context, ids: Sequence[str],
 
 
 def _compute(session: Session, ctx: Context, batch: dict[str, CustomerData | LeftOut],
-             result: RecomputeResult, rows: RowBuffer) -> None:
+             result: RecomputeResult, rows: RowBuffer,
+             folded: totals.Totals | None = None) -> None:
+    first_fact = len(rows.facts)
     compute_batch(session, batch, ctx.settings, ctx.rates, ctx.now_ts, ctx.catalogue, result,
                   rows.timeline, rows.ledger, rows.facts, ctx.factor)
+    if folded is not None:
+        clock = time.perf_counter()
+        folded.fold(rows.facts[first_fact:])  # every fact of the batch's customers
+        add_seconds(result.timings, "totals", clock)
 
 
 def recompute(session: Session, settings: Settings, *, customer_ids: Iterable[str] | None = None,
@@ -248,9 +253,6 @@ def _full(session: Session, settings: Settings, now: datetime | None) -> Recompu
     started = time.perf_counter()
     result = RecomputeResult(kind="full")
     restore_pragmas = sqlite_bulk_pragmas(session)
-    dropped_indexes = drop_secondary_indexes(session)
-    # After the indexes went (SQLite): the rows of the runs before the live one go with
-    # fewer index updates.
     drop_other_runs(session, keep=live_run(session).run_id)
     run = new_run(session, settings, "full")
     result.run_id = run.id
@@ -259,15 +261,19 @@ def _full(session: Session, settings: Settings, now: datetime | None) -> Recompu
     result.skips.extend(ctx.catalogue.skips)
     ids = customer_ids_of(session, ctx.livemode)
 
-    rows = RowBuffer(session, run.id, result)
     workers = parallel_workers(session, settings, len(ids))
     pool = (start_pool(session, workers, settings, ctx.catalogue, ctx.rates, ctx.livemode,
                        ctx.now_ts) if workers else None)
+    rows = RowBuffer(session, run.id, result)
+    # The segment totals, folded from the facts as they are computed (``totals``).
+    folded = totals.Totals()
     if pool is not None:
-        # Worker processes read and compute chunks of customers (in order); this process
-        # only writes, so the database work overlaps the domain work.
-        for part, t_rows, l_rows, f_rows in parallel_chunks(pool, ids, result):
+        # Worker processes read and compute chunks of customers (in order) and fold their
+        # segment totals; this process only writes, so the database work overlaps the
+        # domain work.
+        for part, t_rows, l_rows, f_rows, found in parallel_chunks(pool, ids, result):
             result.add(part)
+            folded.merge(found)
             rows.timeline.extend(t_rows)
             rows.ledger.extend(l_rows)
             rows.facts.extend(f_rows)
@@ -275,17 +281,14 @@ def _full(session: Session, settings: Settings, now: datetime | None) -> Recompu
                 rows.flush()
     else:
         # One pass over whole tables, streamed in customer order.
-        compute_customers(session, ctx, ids, result, rows, every_customer=True)
+        compute_customers(session, ctx, ids, result, rows, every_customer=True,
+                          folded=folded)
     rows.flush()
-    clock = time.perf_counter()
-    restore_indexes(session, dropped_indexes)
     for statement in restore_pragmas:
         sqlite_pragma(session, statement)
-    add_seconds(result.timings, "write", clock)
-
     analyze_derived(session)
     clock = time.perf_counter()
-    totals.build(session, run.id)
+    totals.build(session, run.id, folded)
     add_seconds(result.timings, "totals", clock)
     record_skips(session, result.skips)
     switch_to(session, run)

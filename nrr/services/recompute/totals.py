@@ -7,7 +7,9 @@ folds the same sums whichever it reads and its numbers are identical.
 
 Each recompute kind keeps them whole:
 
-* a full run aggregates its facts once before the switch (:func:`build`);
+* a full run folds its facts as they are computed, chunk by chunk (in the worker
+  processes when it has them), into one :class:`Totals` written before the switch
+  (:func:`build`; with no fold in hand, :func:`build` aggregates the stored facts in SQL);
 * a shard folds its own customers' facts, as it has just computed them, into partial rows
   tagged with the shard (:class:`Totals`), in the transaction of its facts; the final step
   adds the partials up (:func:`merge_partials`);
@@ -130,49 +132,44 @@ def _for_customers(session: Session, query: Any, table: Any, run_id: int,
 
 
 class Totals:
-    """A shard's part of the totals, folded in Python from the fact rows it has just
-    computed: the groups of :func:`aggregate`'s SQL (the totals' tests compare the
-    documents of both with the facts' own). Every metadata group is kept: the final step
-    applies the cap of distinct values to the whole run."""
+    """Segment totals folded in Python from fact rows in hand: the groups of
+    :func:`aggregate`'s SQL (the totals' tests compare the documents of both with the
+    facts' own). Rows are first summed by their finest key (every dimension at once: one
+    dictionary update per fact) and rolled up per dimension once, in :attr:`sums`. Parts
+    folded apart (a full run's chunks in worker processes) are added up with
+    :meth:`merge`. Every metadata group is kept: the cap of distinct values applies when
+    the run's totals are stored."""
 
     def __init__(self) -> None:
-        self.sums: Sums = {}
-        self._segments: dict[Any, str | None] = {}  # a metadata value: its segment
+        # (month, movement, first paid, currency, plan, product, country, metadata):
+        # [count, opening, closing, fx, paying at opening, paying at closing]
+        self.monthly: dict[tuple[Any, ...], list[int]] = {}
+        # (cohort month, currency, plan, product, country, metadata): [count, start, end,
+        # fx, paying at the end, kept, expansion, contraction, churn, churned]
+        self.cohorts: dict[tuple[Any, ...], list[int]] = {}
 
     def fold(self, rows: Iterable[Sequence[Any]]) -> None:
         """Add fact rows (tuples in ``FACT_COLUMNS`` order). Every fact of a customer must
         come in the same call: a T12M cohort joins a customer's month to 11 months later."""
-        rows = list(rows)
+        rows = [_metadata_as_text(row) for row in rows]
         closing_at = {(r[_CUSTOMER], r[_MONTH]): r[_CLOSING] for r in rows}
         later: dict[str, str] = {}
-        segment = self._segment
-        sums = self.sums
+        monthly, cohorts = self.monthly, self.cohorts
         for row in rows:
-            month, movement = row[_MONTH], row[_MOVEMENT]
+            month = row[_MONTH]
             opening, closing, fx = row[_OPENING] or 0, row[_CLOSING] or 0, row[_FX] or 0
-            paying_at_opening, paying_at_closing = int(opening > 0), int(closing > 0)
-            plan, product, currency, country = row[_PLAN], row[_PRODUCT], row[_CURRENCY], \
-                row[_COUNTRY]
-            metadata = segment(row[_METADATA])
-            keys = [("monthly", month, TOTAL, None, movement),
-                    ("monthly", month, "plan", plan, movement),
-                    ("monthly", month, "product", product, movement),
-                    ("monthly", month, "currency", currency, movement),
-                    ("monthly", month, "country", country, movement),
-                    ("monthly", month, FIRST_PAID, row[_FIRST_PAID], movement),
-                    ("monthly", month, METADATA, metadata, movement)]
-            for key in keys:
-                group = sums.get(key)
-                if group is None:
-                    sums[key] = [1, opening, closing, fx, paying_at_opening, paying_at_closing,
-                                 0, 0, 0, 0, 0]
-                else:
-                    group[0] += 1
-                    group[1] += opening
-                    group[2] += closing
-                    group[3] += fx
-                    group[4] += paying_at_opening
-                    group[5] += paying_at_closing
+            segment = row[_SEGMENT]
+            key = (month, row[_MOVEMENT], *segment)
+            group = monthly.get(key)
+            if group is None:
+                monthly[key] = [1, opening, closing, fx, int(opening > 0), int(closing > 0)]
+            else:
+                group[0] += 1
+                group[1] += opening
+                group[2] += closing
+                group[3] += fx
+                group[4] += opening > 0
+                group[5] += closing > 0
             if opening <= 0:
                 continue
             # The T12M cohort of the month 11 months later, by the segment at its start.
@@ -182,37 +179,64 @@ class Totals:
             start = row[_OPENING_T12M]
             start = opening if start is None else start
             end = closing_at.get((row[_CUSTOMER], cohort_month)) or 0
-            values = (start - opening, int(end > 0), min(end, start), max(end - start, 0),
-                      start - end if 0 < end < start else 0, start if end == 0 else 0,
-                      int(end == 0))
-            keys = [("t12m", cohort_month, TOTAL, None, None),
-                    ("t12m", cohort_month, "plan", plan, None),
-                    ("t12m", cohort_month, "product", product, None),
-                    ("t12m", cohort_month, "currency", currency, None),
-                    ("t12m", cohort_month, "country", country, None),
-                    ("t12m", cohort_month, METADATA, metadata, None)]
-            for key in keys:
-                group = sums.get(key)
-                if group is None:
-                    sums[key] = [1, start, end, values[0], 0, *values[1:]]
+            key = (cohort_month, *segment[1:])
+            group = cohorts.get(key)
+            if group is None:
+                group = cohorts[key] = [0] * 10
+            group[0] += 1
+            group[1] += start
+            group[2] += end
+            group[3] += start - opening
+            if end > 0:
+                group[4] += 1
+                if end < start:
+                    group[5] += end
+                    group[7] += start - end
                 else:
-                    group[0] += 1
-                    group[1] += start
-                    group[2] += end
-                    group[3] += values[0]
-                    group[5] += values[1]
-                    group[6] += values[2]
-                    group[7] += values[3]
-                    group[8] += values[4]
-                    group[9] += values[5]
-                    group[10] += values[6]
+                    group[5] += start
+                    group[6] += end - start
+            else:
+                group[5] += min(end, start)
+                if end == 0:
+                    group[8] += start
+                    group[9] += 1
 
-    def _segment(self, metadata: Any) -> str | None:
-        key = (metadata if isinstance(metadata, str | None)
-               else json.dumps(metadata, sort_keys=True))
-        if key not in self._segments:
-            self._segments[key] = metadata_segment(key)
-        return self._segments[key]
+    def merge(self, other: Totals) -> None:
+        """Add a part folded apart (of other customers)."""
+        for mine, theirs in ((self.monthly, other.monthly), (self.cohorts, other.cohorts)):
+            for key, values in theirs.items():
+                found = mine.get(key)
+                if found is None:
+                    mine[key] = list(values)
+                else:
+                    for index, value in enumerate(values):
+                        found[index] += value
+
+    @property
+    def sums(self) -> Sums:
+        """The groups per dimension (the keys and values of :func:`aggregate`)."""
+        sums: Sums = {}
+        segments: dict[Any, str | None] = {}
+        for (month, movement, first_paid, currency, plan, product, country,
+             metadata), values in self.monthly.items():
+            numbers = [*values, 0, 0, 0, 0, 0]
+            _add(sums, ("monthly", month, TOTAL, None, movement), numbers)
+            for dimension, value in zip(BASE_DIMENSIONS, (plan, product, currency, country),
+                                        strict=True):
+                _add(sums, ("monthly", month, dimension, value, movement), numbers)
+            _add(sums, ("monthly", month, FIRST_PAID, first_paid, movement), numbers)
+            _add(sums, ("monthly", month, METADATA, _segment_of(segments, metadata),
+                        movement), numbers)
+        for (month, currency, plan, product, country, metadata), values in self.cohorts.items():
+            count, start, end, fx, paying, *rest = values
+            numbers = [count, start, end, fx, 0, paying, *rest]
+            _add(sums, ("t12m", month, TOTAL, None, None), numbers)
+            for dimension, value in zip(BASE_DIMENSIONS, (plan, product, currency, country),
+                                        strict=True):
+                _add(sums, ("t12m", month, dimension, value, None), numbers)
+            _add(sums, ("t12m", month, METADATA, _segment_of(segments, metadata), None),
+                 numbers)
+        return sums
 
 
 _FACT_INDEX = {name: index for index, name in enumerate(FACT_COLUMNS)}
@@ -220,8 +244,20 @@ _MONTH, _CUSTOMER, _OPENING, _CLOSING = (_FACT_INDEX[n] for n in (
     "month", "customer_id", "opening_mrr_micro", "closing_mrr_micro"))
 _MOVEMENT, _FX, _FIRST_PAID, _OPENING_T12M = (_FACT_INDEX[n] for n in (
     "movement", "fx_impact_micro", "first_paid_month", "opening_t12m_micro"))
-_PLAN, _PRODUCT, _CURRENCY, _COUNTRY, _METADATA = (_FACT_INDEX[n] for n in (
-    "plan", "product", "currency", "country", "metadata"))
+_METADATA = _FACT_INDEX["metadata"]
+# A fact's segment columns, side by side: first paid month, currency, plan, product,
+# country, metadata (a cohort's segment is the same without the first paid month).
+_SEGMENT = slice(_FACT_INDEX["first_paid_month"], _METADATA + 1)
+assert FACT_COLUMNS[_SEGMENT] == ["first_paid_month", "currency", "plan", "product", "country",
+                                  "metadata"]
+
+
+def _metadata_as_text(row: Sequence[Any]) -> Sequence[Any]:
+    """A fact row whose metadata is JSON text (or None), as the totals group it."""
+    metadata = row[_METADATA]
+    if metadata is None or isinstance(metadata, str):
+        return row
+    return (*row[:_METADATA], json.dumps(metadata, sort_keys=True), *row[_METADATA + 1:])
 
 
 def aggregate(session: Session, run_id: int, customers: Customers = None) -> Sums:
@@ -345,11 +381,12 @@ def _mark_built(session: Session, run_id: int, dimensions: list[str]) -> None:
                                             built_at=datetime.now(UTC)))
 
 
-def build(session: Session, run_id: int) -> int:
-    """(Re)write every total of run ``run_id`` from its facts; returns the rows written."""
+def build(session: Session, run_id: int, folded: Totals | None = None) -> int:
+    """(Re)write every total of run ``run_id`` from its facts, aggregated in SQL or
+    ``folded`` from every one of them in hand; returns the rows written."""
     session.execute(delete(T_TOTALS).where(T_TOTALS.c.run_id == run_id),
                     execution_options={"synchronize_session": False})
-    sums = aggregate(session, run_id)
+    sums = aggregate(session, run_id) if folded is None else folded.sums
     dimensions = _dimensions(sums)
     written = _insert(session, run_id, sums, dimensions)
     _mark_built(session, run_id, dimensions)

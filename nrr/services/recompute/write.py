@@ -103,7 +103,8 @@ fact_key = itemgetter(0, 1)  # (month, customer_id): the facts' primary key
 
 def sqlite_bulk_pragmas(session: Session) -> list[str]:
     """A bigger page cache and in-memory temp b-trees for a full rebuild on SQLite (the
-    GROUP BY of the line selection, the index builds); returns the statements that put the
+    GROUP BY of the line selection; the new run's index pages stay cached as its rows
+    append to every index, all of which lead with the run id); returns the statements that put the
     connection back as it was. Both are only speed: a setting SQLite refuses (``temp_store``
     cannot change inside a transaction once the connection has temp storage) is left."""
     if session.get_bind().dialect.name != "sqlite":
@@ -130,38 +131,11 @@ def sqlite_pragma(session: Session, statement: str) -> bool:
     return True
 
 
-def drop_secondary_indexes(session: Session) -> list[Any]:
-    """SQLite, full rebuild: drop the derived tables' secondary indexes (rebuilt by
-    :func:`restore_indexes` after the bulk load: one sorted build beats millions of
-    scattered index inserts; SQLite readers keep their snapshot meanwhile). Returns the
-    dropped indexes. PostgreSQL keeps them: dropping one locks its table against readers."""
-    from sqlalchemy import inspect
-
-    if session.get_bind().dialect.name != "sqlite":
-        return []
-    connection = session.connection()
-    inspector = inspect(connection)
-    dropped = []
-    for table in (T_TIMELINE, T_LEDGER, T_FACTS):
-        present = {ix["name"] for ix in inspector.get_indexes(table.name)}
-        for index in sorted(table.indexes, key=lambda i: str(i.name)):
-            if index.name in present:
-                index.drop(connection)
-                dropped.append(index)
-    return dropped
-
-
 def analyze_derived(session: Session) -> None:
     """PostgreSQL, after a full run's rows were written: fresh planner statistics (the
     tables changed wholesale). ``ANALYZE`` takes no lock that readers or writers wait for."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("ANALYZE mrr_timeline, mrr_ledger, customer_month_facts"))
-
-
-def restore_indexes(session: Session, indexes: Sequence[Any]) -> None:
-    connection = session.connection()
-    for index in indexes:
-        index.create(connection)
 
 
 def record_skips(session: Session, skips: Sequence[Skip]) -> None:
