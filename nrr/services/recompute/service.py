@@ -224,8 +224,10 @@ def _incremental(session: Session, settings: Settings, ids: list[str],
     result.livemode = ctx.livemode
     result.skips.extend(ctx.catalogue.skips)
     live = live_run_id(session)
-    # The segment totals get the difference of these customers' groups (``totals``).
-    totals_before = totals.before_change(session, live, ids)
+    # The segment totals get the difference of these customers' groups (``totals``),
+    # folded from their stored facts as the diff reads them and from their new ones.
+    before, after = ((totals.Totals(), totals.Totals())
+                     if totals.change_applies(session, live, ids) else (None, None))
     # Facts are diffed against the stored ones per chunk (``keep_changed_facts``): a change
     # rewrites a few recent months, not a customer's whole history.
     delete_customers(session, live, ids, tables=(T_TIMELINE, T_LEDGER))
@@ -233,7 +235,10 @@ def _incremental(session: Session, settings: Settings, ids: list[str],
 
     def keep_changed(group: Sequence[str], first_fact: int) -> None:
         clock = time.perf_counter()
-        fresh = keep_changed_facts(session, live, group, rows.facts[first_fact:])
+        if after is not None:
+            after.fold(rows.facts[first_fact:])  # every new fact of the chunk's customers
+        fresh = keep_changed_facts(session, live, group, rows.facts[first_fact:],
+                                   stored_into=before)
         result.facts += len(rows.facts) - first_fact - len(fresh)  # stored, unchanged
         rows.facts[first_fact:] = fresh
         add_seconds(result.timings, "write", clock)
@@ -241,7 +246,7 @@ def _incremental(session: Session, settings: Settings, ids: list[str],
     compute_customers(session, ctx, ids, result, rows, on_chunk=keep_changed)
     rows.flush()
     clock = time.perf_counter()
-    totals.apply_change(session, live, ids, totals_before)
+    totals.apply_change(session, live, before, after)
     add_seconds(result.timings, "totals", clock)
     refresh_outlook_after(session, ctx, run, result, ids)
     finish_run(session, run, result, started, customer_ids=ids)

@@ -31,24 +31,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
-    String,
     and_,
     case,
-    column,
     delete,
     func,
     select,
     tuple_,
     update,
 )
-from sqlalchemy import values as values_table
 from sqlalchemy.orm import Session
 
 from nrr.domain.months import add_months, month_range
 from nrr.logs import get_logger
-from nrr.services.recompute.common import FACT_COLUMNS, T_FACTS, chunks
+from nrr.services.recompute.common import FACT_COLUMNS, T_FACTS
 from nrr.services.segment_totals import (
     BASE_DIMENSIONS,
     DIMENSIONS,
@@ -80,15 +76,6 @@ Sums = dict[Key, list[int]]
 
 
 
-# A customer filter: None (every customer of the run) or a list of ids.
-Customers = Sequence[str] | None
-
-# Ids per statement; PostgreSQL binds up to 65,535 parameters, so there a shard's ids
-# (5,000 by default) go in one statement.
-IDS_PER_STATEMENT = 2_000
-POSTGRESQL_IDS_PER_STATEMENT = 10_000
-
-
 def _int(value: Any) -> int:
     return 0 if value is None else int(value)
 
@@ -104,31 +91,6 @@ def _add(sums: Sums, key: Key, values: Sequence[int], sign: int = 1) -> None:
     else:
         for index, value in enumerate(values):
             found[index] += sign * value
-
-
-def _for_customers(session: Session, query: Any, table: Any, run_id: int,
-                   customers: Customers) -> list[Any]:
-    """``query`` over the facts ``table`` limited to run ``run_id`` and ``customers``: one
-    statement per chunk of listed ids.
-
-    On SQLite listed ids are joined as a small table of (customer, run) values and the run
-    is not compared with a constant: the facts are then read by customer (given a constant
-    run and an ``IN`` list, or a join, SQLite reads every fact of the run instead). On
-    PostgreSQL an ``IN`` list (a join of values there can turn into a scan of the table
-    while shards write it, before any statistics)."""
-    if customers is None:
-        return [query.where(table.c.run_id == run_id)]
-    if session.get_bind().dialect.name == "postgresql":  # its planner reads an IN list by index
-        return [query.where(table.c.run_id == run_id, table.c.customer_id.in_(list(chunk)))
-                for chunk in chunks(list(customers), POSTGRESQL_IDS_PER_STATEMENT)]
-    limited = []
-    for chunk in chunks(list(customers), IDS_PER_STATEMENT):
-        listed = values_table(column("customer_id", String), column("run_id", BigInteger),
-                              name="listed_customers").data(
-            [(cid, run_id) for cid in chunk]).cte("listed_customers")
-        limited.append(query.join(listed, and_(listed.c.customer_id == table.c.customer_id,
-                                               listed.c.run_id == table.c.run_id)))
-    return limited
 
 
 class Totals:
@@ -260,10 +222,9 @@ def _metadata_as_text(row: Sequence[Any]) -> Sequence[Any]:
     return (*row[:_METADATA], json.dumps(metadata, sort_keys=True), *row[_METADATA + 1:])
 
 
-def aggregate(session: Session, run_id: int, customers: Customers = None) -> Sums:
-    """Every group of run ``run_id``'s facts (of ``customers`` only when given), per
-    dimension: monthly by movement, and the T12M cohort of every month whose cohort
-    start has facts."""
+def aggregate(session: Session, run_id: int) -> Sums:
+    """Every group of run ``run_id``'s stored facts, per dimension: monthly by movement,
+    and the T12M cohort of every month whose cohort start has facts."""
     f = T_FACTS.c
     sums: Sums = {}
     fine = [f.month, f.movement, f.plan, f.product, f.currency, f.country,
@@ -274,30 +235,23 @@ def aggregate(session: Session, run_id: int, customers: Customers = None) -> Sum
     first_month: str | None = None
     last_month: str | None = None
     segments: dict[Any, str | None] = {}
-    monthly = select(*fine, *monthly_sums)
-    for query in _for_customers(session, monthly, T_FACTS, run_id, customers):
-        rows = session.execute(query.group_by(*fine))
-        for (month, movement, plan, product, currency, country, first_paid, metadata,
-             *values) in rows:
-            numbers = [_int(v) for v in values] + [0] * 5
-            first_month = month if first_month is None else min(first_month, month)
-            last_month = month if last_month is None else max(last_month, month)
-            _add(sums, ("monthly", month, TOTAL, None, movement), numbers)
-            for dimension, value in zip(BASE_DIMENSIONS, (plan, product, currency, country),
-                                        strict=True):
-                _add(sums, ("monthly", month, dimension, value, movement), numbers)
-            _add(sums, ("monthly", month, FIRST_PAID, first_paid, movement), numbers)
-            _add(sums, ("monthly", month, METADATA, _segment_of(segments, metadata),
-                        movement), numbers)
+    monthly = select(*fine, *monthly_sums).where(f.run_id == run_id).group_by(*fine)
+    for (month, movement, plan, product, currency, country, first_paid, metadata,
+         *values) in session.execute(monthly):
+        numbers = [_int(v) for v in values] + [0] * 5
+        first_month = month if first_month is None else min(first_month, month)
+        last_month = month if last_month is None else max(last_month, month)
+        _add(sums, ("monthly", month, TOTAL, None, movement), numbers)
+        for dimension, value in zip(BASE_DIMENSIONS, (plan, product, currency, country),
+                                    strict=True):
+            _add(sums, ("monthly", month, dimension, value, movement), numbers)
+        _add(sums, ("monthly", month, FIRST_PAID, first_paid, movement), numbers)
+        _add(sums, ("monthly", month, METADATA, _segment_of(segments, metadata),
+                    movement), numbers)
     if first_month is None or last_month is None:
         return sums
-    months = month_range(add_months(first_month, 11), add_months(last_month, 11))
-    # Listed customers on SQLite: every month in one statement, read by customer. Else a
-    # month's cohort per statement (smaller sorts; PostgreSQL's planner, given every month
-    # and a list of ids at once, joined them without its indexes: minutes for a shard).
-    at_once = customers is not None and session.get_bind().dialect.name == "sqlite"
-    for group in [months] if at_once else ([month] for month in months):
-        _cohorts(session, run_id, group, customers, sums, segments)
+    for month in month_range(add_months(first_month, 11), add_months(last_month, 11)):
+        _cohorts(session, run_id, month, sums, segments)
     return sums
 
 
@@ -308,21 +262,17 @@ def _segment_of(cache: dict[Any, str | None], metadata: Any) -> str | None:
     return cache[key]
 
 
-def _cohorts(session: Session, run_id: int, months: Sequence[str], customers: Customers,
-             sums: Sums, segments: dict[Any, str | None]) -> None:
-    """The T12M cohorts of ``months`` (the report's ``cohort_totals``, grouped finely), in
-    one statement per chunk of customers: each month's cohort start is joined through a
-    small table of (start month, cohort month) pairs."""
-    shift = values_table(column("start_month", String), column("cohort_month", String),
-                   name="cohort_shift").data([(add_months(m, -11), m) for m in months]
-                                         ).cte("cohort_shift")
+def _cohorts(session: Session, run_id: int, month: str, sums: Sums,
+             segments: dict[Any, str | None]) -> None:
+    """The T12M cohort of ``month`` (the report's ``cohort_totals``, grouped finely)."""
+    start_month = add_months(month, -11)
     start = T_FACTS.alias("cohort_start")
     end = T_FACTS.alias("cohort_end")
     own_rate_opening = start.c.opening_mrr_micro
     opening = func.coalesce(start.c.opening_t12m_micro, own_rate_opening)
     closing = func.coalesce(end.c.closing_mrr_micro, 0)
-    fine = [shift.c.cohort_month, start.c.plan, start.c.product, start.c.currency,
-            start.c.country, start.c["metadata"]]
+    fine = [start.c.plan, start.c.product, start.c.currency, start.c.country,
+            start.c["metadata"]]
     columns = [
         func.count(), func.sum(opening), func.sum(closing), func.sum(opening - own_rate_opening),
         _count(closing > 0),
@@ -334,22 +284,22 @@ def _cohorts(session: Session, run_id: int, months: Sequence[str], customers: Cu
     ]
     cohorts = (
         select(*fine, *columns)
-        .select_from(start.join(shift, shift.c.start_month == start.c.month))
-        .outerjoin(end, and_(end.c.run_id == run_id, end.c.customer_id == start.c.customer_id,
-                             end.c.month == shift.c.cohort_month))
-        .where(own_rate_opening > 0))
-    for query in _for_customers(session, cohorts, start, run_id, customers):
-        for month, plan, product, currency, country, metadata, *found in session.execute(query.group_by(*fine)):
-            count, open_, close, fx, paying, kept, expansion, contraction, churn, churned = (
-                _int(v) for v in found)
-            numbers = [count, open_, close, fx, 0, paying, kept, expansion, contraction, churn,
-                       churned]
-            _add(sums, ("t12m", month, TOTAL, None, None), numbers)
-            for dimension, value in zip(BASE_DIMENSIONS, (plan, product, currency, country),
-                                        strict=True):
-                _add(sums, ("t12m", month, dimension, value, None), numbers)
-            _add(sums, ("t12m", month, METADATA, _segment_of(segments, metadata), None),
-                 numbers)
+        .select_from(start.outerjoin(end, and_(end.c.run_id == run_id,
+                                               end.c.customer_id == start.c.customer_id,
+                                               end.c.month == month)))
+        .where(start.c.run_id == run_id, start.c.month == start_month, own_rate_opening > 0)
+        .group_by(*fine))
+    for plan, product, currency, country, metadata, *found in session.execute(cohorts):
+        count, open_, close, fx, paying, kept, expansion, contraction, churn, churned = (
+            _int(v) for v in found)
+        numbers = [count, open_, close, fx, 0, paying, kept, expansion, contraction, churn,
+                   churned]
+        _add(sums, ("t12m", month, TOTAL, None, None), numbers)
+        for dimension, value in zip(BASE_DIMENSIONS, (plan, product, currency, country),
+                                    strict=True):
+            _add(sums, ("t12m", month, dimension, value, None), numbers)
+        _add(sums, ("t12m", month, METADATA, _segment_of(segments, metadata), None),
+             numbers)
 
 
 # --------------------------------------------------------------------------- storing
@@ -421,27 +371,27 @@ def merge_partials(session: Session, run_id: int) -> int:
     return written
 
 
-def before_change(session: Session, run_id: int, ids: Sequence[str]) -> Sums | None:
-    """An incremental run's customers' groups before it rewrites their facts (None: the
-    totals will be rebuilt instead)."""
-    if len(ids) > MAX_CHANGE_CUSTOMERS or built_dimensions(session, run_id) is None:
-        return None
-    return aggregate(session, run_id, ids)
+def change_applies(session: Session, run_id: int, ids: Sequence[str]) -> bool:
+    """Can an incremental run of ``ids`` apply a difference to the stored totals (else
+    they are rebuilt: too many customers, or totals never built for this run)?"""
+    return (len(ids) <= MAX_CHANGE_CUSTOMERS
+            and built_dimensions(session, run_id) is not None)
 
 
-def apply_change(session: Session, run_id: int, ids: Sequence[str],
-                 before: Sums | None) -> None:
-    """After an incremental run rewrote the facts of ``ids``: the stored totals of the
-    months whose groups changed get the difference (or everything is rebuilt when
-    ``before`` is None: too many customers, or totals never built for this run)."""
+def apply_change(session: Session, run_id: int, before: Totals | None,
+                 after: Totals | None) -> None:
+    """After an incremental run rewrote some customers' facts: the stored totals of the
+    months whose groups changed get the difference between their facts ``after`` and
+    ``before`` (folded from every fact of those customers), or everything is rebuilt when
+    there is no difference to apply (:func:`change_applies`)."""
     dimensions = built_dimensions(session, run_id)
-    if before is None or dimensions is None:
+    if before is None or after is None or dimensions is None:
         build(session, run_id)
         return
     change: Sums = {}
-    for key, values in aggregate(session, run_id, ids).items():
+    for key, values in after.sums.items():
         _add(change, key, values)
-    for key, values in before.items():
+    for key, values in before.sums.items():
         _add(change, key, values, -1)
     touched = sorted({(key[0], key[1]) for key, values in change.items()
                       if key[2] in dimensions and any(values)})

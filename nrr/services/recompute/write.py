@@ -68,10 +68,12 @@ def delete_customers(session: Session, run_id: int, ids: Sequence[str],
 
 
 def keep_changed_facts(session: Session, run_id: int, ids: Sequence[str],
-                       rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+                       rows: list[tuple[Any, ...]], stored_into: Any = None
+                       ) -> list[tuple[Any, ...]]:
     """Of the new fact ``rows`` of customers ``ids``, the ones to insert; stored facts of
     these customers (in run ``run_id``) that are gone or differ are deleted. The table ends
-    up exactly as if every fact of ``ids`` had been deleted and ``rows`` inserted."""
+    up exactly as if every fact of ``ids`` had been deleted and ``rows`` inserted.
+    ``stored_into`` (a ``totals.Totals``) gets the stored facts folded in, as read."""
     stored: dict[tuple[str, str], tuple[Any, ...]] = {}
     columns = [T_FACTS.c[name] for name in FACT_COLUMNS]
     metadata_at = FACT_COLUMNS.index("metadata")
@@ -84,6 +86,8 @@ def keep_changed_facts(session: Session, run_id: int, ids: Sequence[str],
                 values = (*values[:metadata_at], json.dumps(metadata, sort_keys=True),
                           *values[metadata_at + 1:])
             stored[(values[0], values[1])] = values
+    if stored_into is not None:
+        stored_into.fold(stored.values())
     fresh: list[tuple[Any, ...]] = []
     for row in rows:
         if stored.pop((row[0], row[1]), None) != tuple(row):
