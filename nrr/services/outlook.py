@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Table, case, delete, func, insert, select, text
 from sqlalchemy.orm import Session
 
-from models.derived import CustomerMonthFact
+from models.derived import CustomerMonthFact, MrrTimelinePoint
 from models.live_rows import live_run_id
 from models.mirror import StripeSubscription
 from models.outlook import (
@@ -63,6 +63,7 @@ T_CHANGES: Table = OutlookChange.__table__  # type: ignore[assignment]
 T_SCHEDULES: Table = StripeSubscriptionSchedule.__table__  # type: ignore[assignment]
 T_SUBS: Table = StripeSubscription.__table__  # type: ignore[assignment]
 T_FACTS: Table = CustomerMonthFact.__table__  # type: ignore[assignment]
+T_TIMELINE: Table = MrrTimelinePoint.__table__  # type: ignore[assignment]
 T_DROPS: Table = OutlookOpeningDrop.__table__  # type: ignore[assignment]
 
 COUNTED_SCHEDULE_STATUSES = tuple(sorted(domain_outlook.COUNTED_SCHEDULE_STATUSES))
@@ -92,22 +93,33 @@ def horizon(first_month: str, tz: Any, count: int = STORED_MONTHS) -> list[tuple
 # --------------------------------------------------------------------------- computing
 
 
-def _candidates(session: Session, now: int, livemode: bool, horizon_end: int) -> list[str]:
-    """Customers with something scheduled after ``now`` (module docstring)."""
-    ids: set[str] = set(session.scalars(text(
-        "SELECT DISTINCT customer_id FROM mrr_timeline WHERE effective_at > :now "
-        "AND effective_at < :end"), {"now": now, "end": horizon_end}))
-    ids.update(c for c in session.scalars(
-        select(T_SCHEDULES.c.customer_id).where(T_SCHEDULES.c.status.in_(COUNTED_SCHEDULE_STATUSES),
-                                                T_SCHEDULES.c.livemode == livemode)) if c)
-    ids.update(session.scalars(select(T_SUBS.c.customer_id).where(
-        T_SUBS.c.livemode == livemode,
-        (T_SUBS.c.trial_end > now) | T_SUBS.c.pause_collection.isnot(None))))
+def _candidates(session: Session, now: int, livemode: bool, horizon_end: int,
+                listed: Sequence[str] | None = None) -> list[str]:
+    """Customers with something scheduled after ``now`` (module docstring); of the
+    ``listed`` ones only, when given (an incremental refresh: the same customers a full
+    one would compute among them, read by customer)."""
     dialect = session.connection().dialect.name
     pending = ("raw->'pending_update' IS NOT NULL AND jsonb_typeof(raw->'pending_update') = 'object'"
                if dialect == "postgresql" else "json_type(raw, '$.pending_update') = 'object'")
-    ids.update(session.scalars(text(
-        f"SELECT customer_id FROM stripe_subscriptions WHERE {pending}")))  # noqa: S608
+    timeline = select(T_TIMELINE.c.customer_id).where(
+        T_TIMELINE.c.run_id == live_run_id(session), T_TIMELINE.c.effective_at > now,
+        T_TIMELINE.c.effective_at < horizon_end).distinct()
+    schedules = select(T_SCHEDULES.c.customer_id).where(
+        T_SCHEDULES.c.status.in_(COUNTED_SCHEDULE_STATUSES), T_SCHEDULES.c.livemode == livemode)
+    trials_and_pauses = select(T_SUBS.c.customer_id).where(
+        T_SUBS.c.livemode == livemode,
+        (T_SUBS.c.trial_end > now) | T_SUBS.c.pause_collection.isnot(None))
+    pending_updates = select(T_SUBS.c.customer_id).where(text(pending))
+    queries = [(timeline, T_TIMELINE), (schedules, T_SCHEDULES), (trials_and_pauses, T_SUBS),
+               (pending_updates, T_SUBS)]
+    ids: set[str] = set()
+    for query, table in queries:
+        if listed is None:
+            ids.update(c for c in session.scalars(query) if c)
+            continue
+        for chunk in _chunks(listed, 500):
+            ids.update(c for c in session.scalars(query.where(table.c.customer_id.in_(chunk)))
+                       if c)
     return sorted(ids)
 
 
@@ -156,12 +168,15 @@ class _Context:
 
 
 def _compute_chunk(session: Session, ctx: _Context, chunk: list[str],
-                   segments: Mapping[str, tuple[Any, ...]]
+                   segments: Mapping[str, tuple[Any, ...]],
+                   loaded: Mapping[str, CustomerData] | None = None
                    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int, list[Skip]]:
     """(month rows, change rows, customers with something scheduled, skips) of ``chunk``.
 
     Reads only the mirror (``segments`` come from the caller: the facts of this recompute
-    are not committed yet), so it runs in this process or in a worker process alike."""
+    are not committed yet), so it runs in this process or in a worker process alike.
+    ``loaded``: the customers' records as the recompute of this transaction read them
+    (a customer it left out is missing there as it would be here)."""
     from nrr.services.recompute.load import load_chunk  # the recompute's own reader
 
     settings = ctx.settings
@@ -175,7 +190,10 @@ def _compute_chunk(session: Session, ctx: _Context, chunk: list[str],
     convert = domain_outlook.converter(factors, reporting)
     horizon_end = months[-1][2]
     skips: list[Skip] = []
-    data, _lines = load_chunk(session, chunk, ctx.catalogue, ctx.livemode)
+    if loaded is None:
+        data, _lines = load_chunk(session, chunk, ctx.catalogue, ctx.livemode)
+    else:
+        data = {cid: loaded[cid] for cid in chunk if cid in loaded}
     schedules, pending = _scheduled_inputs(session, chunk, ctx.livemode, skips)
     month_rows: list[tuple[Any, ...]] = []
     change_rows: list[tuple[Any, ...]] = []
@@ -269,9 +287,11 @@ def _worker_chunk(job: tuple[list[str], dict[str, tuple[Any, ...]]]
 
 def refresh_outlook(session: Session, settings: Settings, *, now: int, livemode: bool,
                     catalogue: Any, rates: Any, customer_ids: Sequence[str] | None = None,
-                    recompute_run_id: int | None = None) -> OutlookResult:
+                    recompute_run_id: int | None = None,
+                    loaded: Mapping[str, CustomerData] | None = None) -> OutlookResult:
     """Recompute and store the outlook of every customer (``customer_ids`` None) or of the
-    given ones, as of ``now``. Called by the recompute after it wrote the facts."""
+    given ones, as of ``now``. Called by the recompute after it wrote the facts; an
+    incremental one hands over the records it ``loaded`` of ``customer_ids``."""
     started = time.perf_counter()
     result = OutlookResult()
     first = month_of(now, settings.tz)
@@ -282,16 +302,18 @@ def refresh_outlook(session: Session, settings: Settings, *, now: int, livemode:
         session.execute(delete(T_CHANGES))
         ids = _candidates(session, now, livemode, ctx.months[-1][2])
     else:
-        ids = sorted(set(customer_ids))
-        for chunk in _chunks(ids, 500):
+        listed = sorted(set(customer_ids))
+        for chunk in _chunks(listed, 500):
             session.execute(delete(T_MONTHS).where(T_MONTHS.c.customer_id.in_(chunk)))
             session.execute(delete(T_CHANGES).where(T_CHANGES.c.customer_id.in_(chunk)))
+        ids = _candidates(session, now, livemode, ctx.months[-1][2], listed)
 
     jobs = [(chunk, _segments(session, first, chunk)) for chunk in _chunks(ids, CHUNK)]
     pool = _pool(session, ctx, len(ids)) if customer_ids is None else None
     try:
         parts = (pool.imap(_worker_chunk, jobs) if pool is not None
-                 else (_compute_chunk(session, ctx, chunk, segments) for chunk, segments in jobs))
+                 else (_compute_chunk(session, ctx, chunk, segments, loaded)
+                       for chunk, segments in jobs))
         for month_rows, change_rows, customers, skips in parts:
             # Plain tuples through the driver (executemany on SQLite, COPY on PostgreSQL).
             bulk_insert(session, T_MONTHS, MONTH_COLUMNS, month_rows)

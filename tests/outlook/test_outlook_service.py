@@ -127,6 +127,38 @@ def test_worker_processes_store_the_same_outlook(session: Session, db_url: str) 
     assert len(expected["movements"]) == 3
 
 
+def test_an_incremental_refresh_stores_what_a_full_one_does(session: Session,
+                                                            db_url: str) -> None:
+    """An incremental recompute refreshes its customers' outlook from the same candidates
+    a full one would take among them: customers with nothing scheduled have no rows, and
+    a schedule released since drops out. Compared with full recomputes of the same data."""
+    from sqlalchemy import func, select
+
+    from nrr.services.outlook import T_MONTHS
+
+    w, plan = _world()
+    _store(session, w, plan)
+    settings = make_settings(db_url)
+    moment = datetime.fromtimestamp(NOW, UTC)
+    recompute(session, settings, now=moment)
+    full = outlook_report(session, settings, months=3)
+    rows = session.scalar(select(func.count()).select_from(T_MONTHS))
+    recompute(session, settings, customer_ids=["cus_a", "cus_b", "cus_c", "cus_d"], now=moment)
+    assert outlook_report(session, settings, months=3) == full
+    assert session.scalar(select(func.count()).select_from(T_MONTHS)) == rows
+    assert not session.scalar(select(func.count()).select_from(T_MONTHS).where(
+        T_MONTHS.c.customer_id == "cus_c"))  # nothing scheduled: no rows, as in a full run
+
+    released = {**plan, "status": "released"}
+    result = store_objects(session, "subscription_schedule", [released], state_at=NOW)
+    assert (result.stored, result.skipped) == (1, 0)
+    recompute(session, settings, customer_ids=["cus_d"], now=moment)
+    incremental = outlook_report(session, settings, months=3)
+    assert incremental != full  # cus_d's drop to 3 seats is no longer ahead
+    recompute(session, settings, now=moment)
+    assert outlook_report(session, settings, months=3) == incremental
+
+
 def test_outlook_by_plan_adds_up_to_the_total(session: Session, db_url: str) -> None:
     """``--by plan``: each customer in its plan's segment (hand-computed per plan), and the
     segments add up to the month's totals."""

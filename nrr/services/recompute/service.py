@@ -61,6 +61,9 @@ from nrr.settings import Settings
 
 log = get_logger(__name__)
 
+# An incremental run of at most this many customers keeps their records for the outlook.
+KEEP_LOADED_CUSTOMERS = 10_000
+
 
 def account_mode(session: Session, settings: Settings) -> bool:
     """The key's mode; without a key, the mode most stored customers are in."""
@@ -150,13 +153,15 @@ class RowBuffer:
 def compute_customers(session: Session, ctx: Context, ids: Sequence[str],
                       result: RecomputeResult, rows: RowBuffer, *,
                       every_customer: bool = False, span: bool = False,
-                      on_chunk: Any = None, folded: totals.Totals | None = None) -> None:
+                      on_chunk: Any = None, folded: totals.Totals | None = None,
+                      loaded: dict[str, CustomerData] | None = None) -> None:
     """Load and compute the customers ``ids`` (sorted) chunk by chunk into ``rows``.
 
     ``every_customer``: the queries stream whole tables (``ids`` is every customer);
     ``span``: each chunk reads one id range (SQLite); otherwise each chunk lists its ids.
     ``on_chunk(ids, first_fact)`` runs after each chunk is computed (before a flush).
-    ``folded`` gets the segment totals of the facts computed."""
+    ``folded`` gets the segment totals of the facts computed, ``loaded`` the customers'
+    records (those it could read)."""
     groups = [ids] if every_customer else list(chunks(ids, common.CHUNK))
     for group in groups:
         first_fact = len(rows.facts)
@@ -167,6 +172,8 @@ def compute_customers(session: Session, ctx: Context, ids: Sequence[str],
         for cid, data, lines_read in stream:
             result.lines_read += lines_read
             batch[cid] = data
+            if loaded is not None and isinstance(data, CustomerData):
+                loaded[cid] = data
             if len(batch) >= common.CHUNK:
                 _compute(session, ctx, batch, result, rows, folded)
                 batch = {}
@@ -243,12 +250,15 @@ def _incremental(session: Session, settings: Settings, ids: list[str],
         rows.facts[first_fact:] = fresh
         add_seconds(result.timings, "write", clock)
 
-    compute_customers(session, ctx, ids, result, rows, on_chunk=keep_changed)
+    # Read once, the outlook takes them too (unless so many that they are better read again
+    # chunk by chunk than held).
+    loaded: dict[str, CustomerData] | None = {} if len(ids) <= KEEP_LOADED_CUSTOMERS else None
+    compute_customers(session, ctx, ids, result, rows, on_chunk=keep_changed, loaded=loaded)
     rows.flush()
     clock = time.perf_counter()
     totals.apply_change(session, live, before, after)
     add_seconds(result.timings, "totals", clock)
-    refresh_outlook_after(session, ctx, run, result, ids)
+    refresh_outlook_after(session, ctx, run, result, ids, loaded)
     finish_run(session, run, result, started, customer_ids=ids)
     clear_dirty(session, run, ids)
     return result
@@ -305,14 +315,15 @@ def _full(session: Session, settings: Settings, now: datetime | None) -> Recompu
 
 
 def refresh_outlook_after(session: Session, ctx: Context, run: RecomputeRun,
-                          result: RecomputeResult, ids: Sequence[str] | None) -> None:
+                          result: RecomputeResult, ids: Sequence[str] | None,
+                          loaded: dict[str, CustomerData] | None = None) -> None:
     """The outlook (the months ahead) from the history just written (all customers when
-    ``ids`` is None)."""
+    ``ids`` is None; ``loaded``: their records as this recompute read them)."""
     from nrr.services.outlook import refresh_outlook
 
     outlook = refresh_outlook(session, ctx.settings, now=ctx.now_ts, livemode=ctx.livemode,
                               catalogue=ctx.catalogue, rates=ctx.rates, customer_ids=ids,
-                              recompute_run_id=run.id)
+                              recompute_run_id=run.id, loaded=loaded)
     result.timings["outlook"] = result.timings.get("outlook", 0.0) + outlook.seconds
     result.skips.extend(outlook.skips)
 
