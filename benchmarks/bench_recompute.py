@@ -53,8 +53,10 @@ def child(kind: str, url: str, now: int) -> int:
     figures: dict[str, Any] = result.as_dict()
     figures["seconds_with_commit"] = seconds
     figures["max_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # The largest worker process of a parallel recompute (0 when it ran in this process).
-    figures["max_rss_worker_kib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # The largest worker process of a parallel recompute (0 when it ran in this process),
+    # as the workers measured it (``RUSAGE_CHILDREN`` counts a spawned worker's parent's
+    # size at the fork).
+    figures["max_rss_worker_kib"] = figures.get("worker_peak_rss_kib", 0)
     print(json.dumps(figures))
     return 0
 

@@ -69,6 +69,8 @@ class RecomputeResult:
     left_out: list[LeftOut] = field(default_factory=list)
     # Seconds spent reading the mirror, in the domain (history, facts) and writing rows.
     timings: dict[str, float] = field(default_factory=dict)
+    # The largest peak memory of a worker process that computed a part (KiB; 0: none).
+    worker_peak_rss_kib: int = 0
 
     def add(self, part: RecomputeResult) -> None:
         """Count in a part computed elsewhere (a chunk in a worker process, a shard)."""
@@ -82,6 +84,7 @@ class RecomputeResult:
         self.left_out.extend(part.left_out)
         for key, seconds in part.timings.items():
             self.timings[key] = self.timings.get(key, 0.0) + seconds
+        self.worker_peak_rss_kib = max(self.worker_peak_rss_kib, part.worker_peak_rss_kib)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -92,7 +95,23 @@ class RecomputeResult:
             "seconds": round(self.seconds, 3), "run_id": self.run_id,
             "livemode": self.livemode,
             "timings": {k: round(v, 3) for k, v in sorted(self.timings.items())},
+            "worker_peak_rss_kib": self.worker_peak_rss_kib,
         }
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident memory in KiB: Linux's ``VmHWM``, which starts again
+    at ``exec`` (``ru_maxrss`` of a spawned worker keeps its parent's size at the fork)."""
+    import resource
+
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def chunks(values: Sequence[str], size: int) -> Iterator[Sequence[str]]:

@@ -128,5 +128,6 @@ def _worker_chunk(ids: list[str]) -> Part:
     found = totals.Totals()
     found.fold(facts)
     add_seconds(part.timings, "totals", clock)
+    part.worker_peak_rss_kib = common.peak_rss_kib()
     return part, timeline, ledger, facts, found
 
