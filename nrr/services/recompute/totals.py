@@ -182,24 +182,32 @@ class Totals:
         segments: dict[Any, str | None] = {}
         for (month, movement, first_paid, currency, plan, product, country,
              metadata), values in self.monthly.items():
-            numbers = [*values, 0, 0, 0, 0, 0]
-            _add(sums, ("monthly", month, TOTAL, None, movement), numbers)
-            for dimension, value in zip(BASE_DIMENSIONS, (plan, product, currency, country),
-                                        strict=True):
-                _add(sums, ("monthly", month, dimension, value, movement), numbers)
-            _add(sums, ("monthly", month, FIRST_PAID, first_paid, movement), numbers)
-            _add(sums, ("monthly", month, METADATA, _segment_of(segments, metadata),
-                        movement), numbers)
+            _roll_up(sums, segments, ("monthly", month, movement),
+                     (plan, product, currency, country, metadata), [*values, 0, 0, 0, 0, 0],
+                     first_paid=first_paid)
         for (month, currency, plan, product, country, metadata), values in self.cohorts.items():
             count, start, end, fx, paying, *rest = values
-            numbers = [count, start, end, fx, 0, paying, *rest]
-            _add(sums, ("t12m", month, TOTAL, None, None), numbers)
-            for dimension, value in zip(BASE_DIMENSIONS, (plan, product, currency, country),
-                                        strict=True):
-                _add(sums, ("t12m", month, dimension, value, None), numbers)
-            _add(sums, ("t12m", month, METADATA, _segment_of(segments, metadata), None),
-                 numbers)
+            _roll_up(sums, segments, ("t12m", month, None),
+                     (plan, product, currency, country, metadata),
+                     [count, start, end, fx, 0, paying, *rest])
         return sums
+
+
+def _roll_up(sums: Sums, segments: dict[Any, str | None],
+             group: tuple[str, str, str | None], segment: Sequence[Any],
+             numbers: list[int], *, first_paid: Any = None) -> None:
+    """Add one fine group's ``numbers`` to its groups per dimension: ``group`` is (period,
+    month, movement), ``segment`` (plan, product, currency, country, metadata); a monthly
+    group also counts under its ``first_paid`` month."""
+    period, month, movement = group
+    plan, product, currency, country, metadata = segment
+    _add(sums, (period, month, TOTAL, None, movement), numbers)
+    for dimension, value in zip(BASE_DIMENSIONS, (plan, product, currency, country),
+                                strict=True):
+        _add(sums, (period, month, dimension, value, movement), numbers)
+    if period == "monthly":
+        _add(sums, (period, month, FIRST_PAID, first_paid, movement), numbers)
+    _add(sums, (period, month, METADATA, _segment_of(segments, metadata), movement), numbers)
 
 
 _FACT_INDEX = {name: index for index, name in enumerate(FACT_COLUMNS)}
@@ -239,16 +247,11 @@ def aggregate(session: Session, run_id: int) -> Sums:
     monthly = select(*fine, *monthly_sums).where(f.run_id == run_id).group_by(*fine)
     for (month, movement, plan, product, currency, country, first_paid, metadata,
          *values) in session.execute(monthly):
-        numbers = [_int(v) for v in values] + [0] * 5
         first_month = month if first_month is None else min(first_month, month)
         last_month = month if last_month is None else max(last_month, month)
-        _add(sums, ("monthly", month, TOTAL, None, movement), numbers)
-        for dimension, value in zip(BASE_DIMENSIONS, (plan, product, currency, country),
-                                    strict=True):
-            _add(sums, ("monthly", month, dimension, value, movement), numbers)
-        _add(sums, ("monthly", month, FIRST_PAID, first_paid, movement), numbers)
-        _add(sums, ("monthly", month, METADATA, _segment_of(segments, metadata),
-                    movement), numbers)
+        _roll_up(sums, segments, ("monthly", month, movement),
+                 (plan, product, currency, country, metadata),
+                 [_int(v) for v in values] + [0] * 5, first_paid=first_paid)
     if first_month is None or last_month is None:
         return sums
     for month in month_range(add_months(first_month, 11), add_months(last_month, 11)):
@@ -293,14 +296,10 @@ def _cohorts(session: Session, run_id: int, month: str, sums: Sums,
     for plan, product, currency, country, metadata, *found in session.execute(cohorts):
         count, open_, close, fx, paying, kept, expansion, contraction, churn, churned = (
             _int(v) for v in found)
-        numbers = [count, open_, close, fx, 0, paying, kept, expansion, contraction, churn,
-                   churned]
-        _add(sums, ("t12m", month, TOTAL, None, None), numbers)
-        for dimension, value in zip(BASE_DIMENSIONS, (plan, product, currency, country),
-                                    strict=True):
-            _add(sums, ("t12m", month, dimension, value, None), numbers)
-        _add(sums, ("t12m", month, METADATA, _segment_of(segments, metadata), None),
-             numbers)
+        _roll_up(sums, segments, ("t12m", month, None),
+                 (plan, product, currency, country, metadata),
+                 [count, open_, close, fx, 0, paying, kept, expansion, contraction, churn,
+                  churned])
 
 
 # --------------------------------------------------------------------------- storing
