@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from alembic import command
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from integrations.stripe_sync import record_event
 from models.mirror import StripeEvent
-from nrr.db import alembic_config
+from nrr.db import upgrade
+from tests.mirror.migrations import downgrade_to
 
 
 def _event(eid: str, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
@@ -45,10 +45,7 @@ def test_the_event_customer_is_written_and_filled_by_the_migration(db_engine: En
     # Hand-read from the payloads above.
     assert written == {"evt_1": "cus_a", "evt_2": None, "evt_3": "cus_b", "evt_4": None}
 
-    config = alembic_config()
-    with db_engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, "0008_timeline_effective_at")
-        command.upgrade(config, "head")
+    downgrade_to(db_engine, "0008_timeline_effective_at")
+    upgrade(db_engine)
     with Session(db_engine) as session:
         assert _customers(session) == written

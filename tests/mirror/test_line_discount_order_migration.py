@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from alembic import command
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from integrations.stripe_mirror import store_objects, table_for
-from nrr.db import alembic_config
+from nrr.db import upgrade
+from tests.mirror.migrations import downgrade_to
 from tests.mirror.payloads import invoice, line
 
 
@@ -32,15 +32,10 @@ def test_the_migration_puts_back_stripes_order(db_engine: Engine) -> None:
     assert written == {"il_stacked": ["di_zz", "di_aa", "di_mm"], "il_single": ["di_zz"],
                        "il_plain": []}
 
-    config = alembic_config()
-    with db_engine.begin() as connection:
-        config.attributes["connection"] = connection
-        # Rows as the mirror stored them before: the ids sorted.
-        command.downgrade(config, "0006_mirror_record_columns")
+    # Rows as the mirror stored them before: the ids sorted.
+    downgrade_to(db_engine, "0006_mirror_record_columns")
     with Session(db_engine) as session:
         assert _discount_ids(session)["il_stacked"] == ["di_aa", "di_mm", "di_zz"]
-    with db_engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    upgrade(db_engine)
     with Session(db_engine) as session:
         assert _discount_ids(session) == written

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from alembic import command
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from integrations.stripe_mirror import store_objects, table_for
-from nrr.db import alembic_config
+from nrr.db import upgrade
+from tests.mirror.migrations import downgrade_to
 from tests.mirror.payloads import customer, discount, invoice, item, line, subscription
 
 # The columns the migration adds, per mirror kind.
@@ -73,11 +73,8 @@ def test_the_migration_fills_what_the_mirror_writes(db_engine: Engine) -> None:
                                        "il_cycle": (None, 0)}
 
     # Rows stored before the migration: the columns do not exist yet, then are filled.
-    config = alembic_config()
-    with db_engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, "0005_segment_totals")
-        command.upgrade(config, "head")
+    downgrade_to(db_engine, "0005_segment_totals")
+    upgrade(db_engine)
     with Session(db_engine) as session:
         filled = _columns(session)
     # Lines neither proration nor taxed are not read again: their included tax stays unknown
