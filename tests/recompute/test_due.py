@@ -17,6 +17,7 @@ from nrr.db import session_scope
 from nrr.domain.months import month_of
 from nrr.services import pipeline
 from nrr.services.recompute import recompute
+from nrr.settings import Settings
 from tests.recompute.conftest import make_settings, store_world
 from tests.recompute.test_recompute import snapshot
 from tests.stripe_world import World, ts
@@ -49,15 +50,29 @@ def at(instant: int) -> datetime:
     return datetime.fromtimestamp(instant, UTC)
 
 
+def stored_and_recomputed(db_engine: Engine, settings: Settings, world: World, now: int) -> None:
+    """The world in the mirror, then a full recompute at ``now``."""
+    with session_scope(db_engine) as session:
+        store_world(session, world)
+    with session_scope(db_engine) as session:
+        recompute(session, settings, now=at(now))
+
+
+def assert_full_recompute_gives(db_engine: Engine, settings: Settings, now: int,
+                                expected: Any) -> None:
+    """A full recompute at ``now`` leaves the derived rows ``expected`` (a ``snapshot``)."""
+    with session_scope(db_engine) as session:
+        recompute(session, settings, now=at(now))
+    with Session(db_engine) as session:
+        assert snapshot(session) == expected
+
+
 def test_an_incremental_recompute_also_recomputes_a_cancellation_that_took_effect(
         db_url: str, db_engine: Engine) -> None:
     settings = make_settings(db_url)
     world = cancelling_world(subscribed=ts(2025, 1, 15), asked=ts(2025, 9, 20),
                              cancel_at=ts(2025, 10, 10), now=ts(2025, 10, 2))
-    with session_scope(db_engine) as session:
-        store_world(session, world)
-    with session_scope(db_engine) as session:
-        recompute(session, settings, now=at(ts(2025, 10, 2, 12)))
+    stored_and_recomputed(db_engine, settings, world, ts(2025, 10, 2, 12))
     with Session(db_engine) as session:
         # October so far: cus_a still pays 60 USD (the cancellation is ahead).
         assert facts(session, "cus_a")["2025-10"] == (60 * USD, 60 * USD, None, 0)
@@ -74,10 +89,7 @@ def test_an_incremental_recompute_also_recomputes_a_cancellation_that_took_effec
         assert facts(session, "cus_a")["2025-10"] == (60 * USD, 0, "churn", 60 * USD)
         assert facts(session, "cus_b")["2025-10"] == (24 * USD, 24 * USD, None, 0)
         incremental = snapshot(session)
-    with session_scope(db_engine) as session:
-        recompute(session, settings, now=at(ts(2025, 10, 20, 12)))
-    with Session(db_engine) as session:
-        assert snapshot(session) == incremental
+    assert_full_recompute_gives(db_engine, settings, ts(2025, 10, 20, 12), incremental)
 
 
 def test_a_recompute_after_a_month_closed_moves_every_customer_to_the_new_month(
@@ -85,10 +97,7 @@ def test_a_recompute_after_a_month_closed_moves_every_customer_to_the_new_month(
     settings = make_settings(db_url)
     world = cancelling_world(subscribed=ts(2025, 1, 15), asked=ts(2025, 9, 20),
                              cancel_at=ts(2026, 1, 10), now=ts(2025, 10, 2))
-    with session_scope(db_engine) as session:
-        store_world(session, world)
-    with session_scope(db_engine) as session:
-        recompute(session, settings, now=at(ts(2025, 10, 2, 12)))
+    stored_and_recomputed(db_engine, settings, world, ts(2025, 10, 2, 12))
     with session_scope(db_engine) as session:
         recompute(session, settings, customer_ids=[], now=at(ts(2025, 11, 3, 12)))
     with Session(db_engine) as session:
@@ -98,10 +107,7 @@ def test_a_recompute_after_a_month_closed_moves_every_customer_to_the_new_month(
         assert facts(session, "cus_a")["2025-11"] == (60 * USD, 60 * USD, None, 0)
         assert max(facts(session, "cus_a")) == "2025-11"
         recomputed = snapshot(session)
-    with session_scope(db_engine) as session:
-        recompute(session, settings, now=at(ts(2025, 11, 3, 12)))
-    with Session(db_engine) as session:
-        assert snapshot(session) == recomputed
+    assert_full_recompute_gives(db_engine, settings, ts(2025, 11, 3, 12), recomputed)
 
 
 def test_refresh_with_nothing_dirty_recomputes_a_cancellation_that_took_effect(
@@ -113,10 +119,7 @@ def test_refresh_with_nothing_dirty_recomputes_a_cancellation_that_took_effect(
     cancel_at = now - 60
     world = cancelling_world(subscribed=now - 40 * 86_400, asked=now - 86_400,
                              cancel_at=cancel_at, now=now - 120)
-    with session_scope(db_engine) as session:
-        store_world(session, world)
-    with session_scope(db_engine) as session:
-        recompute(session, settings, now=at(now - 120))
+    stored_and_recomputed(db_engine, settings, world, now - 120)
     month = month_of(cancel_at, settings.tz)
     with Session(db_engine) as session:
         assert facts(session, "cus_a")[month][1] == 60 * USD
