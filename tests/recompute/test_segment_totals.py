@@ -38,8 +38,9 @@ TIERS = ({"tier": "gold", "region": "emea"}, {"tier": "silver"}, {}, {"tier": ""
          {"tier": "bronze", "region": "amer"})
 
 
-def _segments(session: Session, shift: int = 0) -> None:
-    """Give the generated customers several countries and metadata values."""
+def _account(session: Session, customers: int, *, seed: int, shift: int = 0) -> None:
+    """A generated account whose customers have several countries and metadata values."""
+    generate(session, customers, seed=seed, now=NOW)
     ids = sorted(session.scalars(select(StripeCustomer.id)))
     for index, customer_id in enumerate(ids):
         session.execute(update(StripeCustomer).where(StripeCustomer.id == customer_id).values(
@@ -92,8 +93,7 @@ def test_totals_give_the_documents_of_the_facts_after_every_recompute_kind(
         db_url: str, db_engine: Engine) -> None:
     settings = make_settings(db_url).model_copy(update={"recompute_workers": 0})
     with session_scope(db_engine) as session:
-        generate(session, 40, seed=5, now=NOW)
-        _segments(session)
+        _account(session, 40, seed=5)
 
     # Full.
     with session_scope(db_engine) as session:
@@ -142,8 +142,7 @@ def test_a_run_without_totals_is_reported_from_its_facts(db_url: str,
                                                          db_engine: Engine) -> None:
     settings = make_settings(db_url).model_copy(update={"recompute_workers": 0})
     with session_scope(db_engine) as session:
-        generate(session, 12, seed=3, now=NOW)
-        _segments(session, shift=1)
+        _account(session, 12, seed=3, shift=1)
     with session_scope(db_engine) as session:
         recompute(session, settings, now=MOMENT)
     with Session(db_engine) as session:
@@ -169,8 +168,7 @@ def test_totals_folded_in_worker_processes_give_the_documents_of_the_facts(
     customers' facts; this process adds the parts up) stores the totals of all the facts."""
     settings = make_settings(db_url).model_copy(update={"recompute_workers": 2})
     with session_scope(db_engine) as session:
-        generate(session, 30, seed=11, now=NOW)
-        _segments(session, shift=2)
+        _account(session, 30, seed=11, shift=2)
     with session_scope(db_engine) as session:
         result = recompute(session, settings, now=MOMENT)
     if db_url.startswith("sqlite") and ":memory:" not in db_url:
@@ -187,8 +185,7 @@ def test_too_many_metadata_values_leave_the_metadata_totals_out(
     monkeypatch.setattr(totals, "MAX_METADATA_SEGMENTS", 3)  # the account has 5
     settings = make_settings(db_url).model_copy(update={"recompute_workers": 0})
     with session_scope(db_engine) as session:
-        generate(session, 20, seed=4, now=NOW)
-        _segments(session)
+        _account(session, 20, seed=4)
     with session_scope(db_engine) as session:
         recompute(session, settings, now=MOMENT)
     with Session(db_engine) as session:
