@@ -554,20 +554,12 @@ class _Engine:
                         emit: bool = True, item: dict[str, Any] | None = None) -> str:
         """Apply a coupon to the subscription (or to one of its items) from ``t``."""
         sub = self.a.subscriptions[state.sub_id]
-        coupon = self.a.coupons[coupon_id]
-        end = (add_months(t, coupon["duration_in_months"])
-               if coupon["duration"] == "repeating" else None)
-        did = self.ids.new("di")
-        disc = shapes.discount(id=did, coupon_id=coupon_id, customer=state.customer_id,
-                               start=t, end=end, subscription=state.sub_id,
-                               subscription_item=None if item is None else item["id"])
-        self.a.discounts[did] = disc
+        disc = self._redeem(coupon_id, state.customer_id, t, subscription=state.sub_id,
+                            subscription_item=None if item is None else item["id"])
+        did = str(disc["id"])
         before = self.before(sub, t) if emit else None
         holder = sub if item is None else item
         holder["discounts"] = [*holder["discounts"], did]
-        before_coupon = self.before(coupon, t)
-        coupon["times_redeemed"] += 1
-        self.updated("coupon.updated", coupon, t, before_coupon)
         self.emit("customer.discount.created", disc, t)
         self.updated("customer.subscription.updated", sub, t, before)
         return did
@@ -575,22 +567,31 @@ class _Engine:
     def attach_customer_discount(self, customer_id: str, coupon_id: str, t: int) -> str:
         """A coupon on the customer from ``t`` (``customer.discount``): applied to every
         subscription's invoices after the subscription's own discounts."""
+        disc = self._redeem(coupon_id, customer_id, t)
+        cust = self.a.customers[customer_id]
+        before = self.before(cust, t)
+        cust["discount"] = copy.deepcopy(disc)
+        self.emit("customer.discount.created", disc, t)
+        self.updated("customer.updated", cust, t, before)
+        return str(disc["id"])
+
+    def _redeem(self, coupon_id: str, customer_id: str, t: int, *,
+                subscription: str | None = None,
+                subscription_item: str | None = None) -> dict[str, Any]:
+        """A new discount of ``coupon_id`` from ``t`` (ending by the coupon's duration),
+        stored; the coupon counts the redemption (``coupon.updated``)."""
         coupon = self.a.coupons[coupon_id]
         end = (add_months(t, coupon["duration_in_months"])
                if coupon["duration"] == "repeating" else None)
         did = self.ids.new("di")
         disc = shapes.discount(id=did, coupon_id=coupon_id, customer=customer_id, start=t,
-                               end=end, subscription=None)
+                               end=end, subscription=subscription,
+                               subscription_item=subscription_item)
         self.a.discounts[did] = disc
-        cust = self.a.customers[customer_id]
-        before = self.before(cust, t)
-        cust["discount"] = copy.deepcopy(disc)
         before_coupon = self.before(coupon, t)
         coupon["times_redeemed"] += 1
         self.updated("coupon.updated", coupon, t, before_coupon)
-        self.emit("customer.discount.created", disc, t)
-        self.updated("customer.updated", cust, t, before)
-        return did
+        return disc
 
     def remove_discount(self, state: _SubState, discount_id: str, t: int) -> None:
         """Take a discount off the subscription (or its item) at ``t``, before its end."""
