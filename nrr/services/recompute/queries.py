@@ -137,7 +137,6 @@ def _select(row: Any, table_alias: str, expressions: Mapping[str, str] | None = 
     return ", ".join(expressions.get(name, f'{table_alias}."{name}"') for name in row._fields)
 
 
-
 @dataclass(frozen=True)
 class Span:
     """Every customer id from ``first`` to ``last`` (inclusive, SQLite's binary order, the
@@ -173,7 +172,6 @@ class Query:
         if isinstance(ids, Span):
             return f" AND {column} BETWEEN {self.p(ids.first)} AND {self.p(ids.last)}"
         return f" AND {column} IN ({', '.join(self.p(i) for i in ids)})"
-
 
 
 # The stored columns: every field but the two the query computes.

@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, bindparam, delete, select, text
 from sqlalchemy.orm import Session
@@ -22,6 +22,9 @@ from nrr.services.recompute.common import (
     T_TIMELINE,
     chunks,
 )
+
+if TYPE_CHECKING:
+    from nrr.services.recompute.totals import Totals
 
 log = get_logger(__name__)
 
@@ -68,12 +71,12 @@ def delete_customers(session: Session, run_id: int, ids: Sequence[str],
 
 
 def keep_changed_facts(session: Session, run_id: int, ids: Sequence[str],
-                       rows: list[tuple[Any, ...]], stored_into: Any = None
+                       rows: list[tuple[Any, ...]], stored_into: Totals | None = None
                        ) -> list[tuple[Any, ...]]:
     """Of the new fact ``rows`` of customers ``ids``, the ones to insert; stored facts of
     these customers (in run ``run_id``) that are gone or differ are deleted. The table ends
     up exactly as if every fact of ``ids`` had been deleted and ``rows`` inserted.
-    ``stored_into`` (a ``totals.Totals``) gets the stored facts folded in, as read."""
+    ``stored_into`` gets the stored facts folded in, as read."""
     stored: dict[tuple[str, str], tuple[Any, ...]] = {}
     columns = [T_FACTS.c[name] for name in FACT_COLUMNS]
     metadata_at = FACT_COLUMNS.index("metadata")
