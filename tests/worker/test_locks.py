@@ -113,13 +113,15 @@ def test_a_dead_holders_lock_is_taken_after_its_lease(lock_settings: Settings,
 
 
 def test_blocking_waits_for_the_holder(lock_settings: Settings, db_engine: Engine) -> None:
+    # Set by the holder as the last thing before it lets go (set after the release, the
+    # waiter could take the lock and look before the holder's thread ran again).
     released = threading.Event()
 
     def hold() -> None:
         with account_lock("recompute", lock_settings, db_engine, ttl=5) as held:
             assert held
             time.sleep(0.6)
-        released.set()
+            released.set()
 
     thread = threading.Thread(target=hold)
     thread.start()
