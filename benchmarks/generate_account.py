@@ -6,7 +6,8 @@ with proration pairs, monthly-to-yearly switches, trials, coupons, dunning, paus
 cancellations, win-backs, four currencies (one zero-decimal), tiers, metered usage. It is
 generated batch by batch of customers so 100,000 customers fit in memory, and each batch
 is turned into the rows the mirror store would hold after a backfill by the mirror's own
-parsers (``integrations.stripe_mirror.mirror_rows``), then written with ``bulk_insert``
+parsers (``integrations.stripe_mirror.mirror_rows``; subscriptions and invoices with
+their discounts expanded, as the backfill lists them), then written with ``bulk_insert``
 (COPY on PostgreSQL) instead of upserts. Monthly exchange rates are written too.
 
 Usage::
@@ -23,7 +24,7 @@ import copy
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,7 @@ if __package__ in (None, ""):
 from sqlalchemy import Table, delete, select
 from sqlalchemy.orm import Session
 
-from integrations.emulator import EmulatedAccount, generate_in_batches, shapes
-from integrations.emulator.billing import in_no_order, proration_amounts, total_invoice
-from integrations.emulator.generator import StripeIds
+from integrations.emulator import EmulatedAccount, generate_in_batches
 from integrations.stripe_mirror import mirror_rows, store_objects, table_for
 from models.derived import ExchangeRate
 from nrr.db.bulk import bulk_insert
@@ -77,6 +76,20 @@ def _with_every_line(account: EmulatedAccount, invoice: dict[str, Any]) -> dict[
     return whole
 
 
+def _as_listed(account: EmulatedAccount, obj: dict[str, Any]) -> dict[str, Any]:
+    """A subscription or invoice as the backfill lists it: its discounts, and its items'
+    (``expand[]=data.discounts``, ``data.items.data.discounts``), as objects."""
+    def expanded(holder: dict[str, Any]) -> dict[str, Any]:
+        return {**holder, "discounts": [account.discounts[d] if isinstance(d, str) else d
+                                        for d in holder["discounts"]]}
+
+    listed = expanded(obj)
+    if obj.get("object") == "subscription":
+        listed["items"] = {**obj["items"],
+                           "data": [expanded(item) for item in obj["items"]["data"]]}
+    return listed
+
+
 def batch_rows(account: EmulatedAccount, *, state_at: int, catalogue: bool
                ) -> dict[str, list[dict[str, Any]]]:
     """Mirror rows of one batch (with the catalogue when ``catalogue``), by table."""
@@ -91,9 +104,10 @@ def batch_rows(account: EmulatedAccount, *, state_at: int, catalogue: bool
     for row in customer_rows.get(table_for("customer").name, []):
         row["deleted"] = row["id"] in account.deleted_customers
     _merge(out, customer_rows)
-    _merge(out, mirror_rows("subscription", account.subscriptions.values(), state_at=state_at,
-                            now=now))
-    _merge(out, mirror_rows("invoice", (_with_every_line(account, inv)
+    _merge(out, mirror_rows("subscription", (_as_listed(account, sub)
+                                             for sub in account.subscriptions.values()),
+                            state_at=state_at, now=now))
+    _merge(out, mirror_rows("invoice", (_as_listed(account, _with_every_line(account, inv))
                                         for inv in account.invoices.values()),
                             state_at=state_at, now=now))
     # A discount seen on a subscription and on its invoices is one row.
@@ -144,67 +158,99 @@ def generate(session: Session, customers: int, *, seed: int = 7, now: int | None
 def change_customers(session: Session, total_customers: int, *, fraction: float = 0.01,
                      seed: int = 11, now: int | None = None) -> int:
     """Give ``fraction`` of all customers a seat change now, as the mirror stores it after
-    their webhooks: the subscription's new state and the proration invoice (a credit and a
-    charge line, in either order, by the emulator's billing rules), through the mirror store (which marks them dirty).
-    Returns how many changed."""
+    their webhooks: the subscription's new state and the proration invoice, made by the
+    emulator's engine (:meth:`_Engine.change_item`, the one path every simulated seat change
+    takes), stored through the mirror store (which marks them dirty). Returns how many
+    changed."""
     now = now or int(time.time())
+    at = now - 3_600
     rng = random.Random(seed)
     subscriptions = table_for("subscription")
-    prices = table_for("price")
     candidates = session.execute(
         select(subscriptions.c.raw).where(subscriptions.c.status == "active",
                                           subscriptions.c.deleted.is_(False))
         .order_by(subscriptions.c.id)).scalars().all()
-    changed_subs: list[dict[str, Any]] = []
-    invoices: list[dict[str, Any]] = []
-    price_raw = {row.id: row.raw for row in session.execute(select(prices.c.id, prices.c.raw))}
     wanted = max(1, int(total_customers * fraction))
-    seen_customers: set[str] = set()
-    # Ids carry no order; repeated benchmark runs on one database add new invoices.
-    ids = StripeIds(random.Random(time.time_ns()))
+    chosen: dict[str, dict[str, Any]] = {}  # customer id -> its subscription, to change
     for raw in rng.sample(list(candidates), len(candidates)):
-        if len(changed_subs) >= wanted:
+        if len(chosen) >= wanted:
             break
-        sub = copy.deepcopy(raw)
-        items = [i for i in sub["items"]["data"] if isinstance(i.get("quantity"), int)
-                 and i["current_period_start"] < now - 3_600 < i["current_period_end"]]
-        if not items or sub["customer"] in seen_customers:
-            continue
-        item = items[0]
-        price = price_raw.get(item["price"]["id"]) or item["price"]
-        at = now - 3_600
-        start, end = item["current_period_start"], item["current_period_end"]
-        old_qty = item["quantity"]
-        new_qty = old_qty + 1
-        credit, charge = proration_amounts((price, old_qty), (price, new_qty),
-                                           currency=sub["currency"], period=(start, end), at=at)
-        assert credit is not None and charge is not None
-        customer = {"id": sub["customer"], "email": None, "name": None}
-        invoice_id = ids.new("in")
-        invoice = shapes.invoice(id=invoice_id, customer=customer, subscription=sub["id"],
-                                 currency=sub["currency"], created=at,
-                                 billing_reason="subscription_update", period_start=at,
-                                 period_end=at, number=f"BENCH-{len(invoices)}",
-                                 livemode=sub["livemode"])
-        lines = [shapes.invoice_line(
-            id=ids.new("il"), invoice=invoice_id, subscription=sub["id"],
-            subscription_item=item["id"], price_id=price["id"], product_id=price["product"],
-            unit_amount_decimal=price.get("unit_amount_decimal"), currency=sub["currency"],
-            amount=amount, quantity=quantity, period_start=at, period_end=end, proration=True,
-            description="seat change", livemode=sub["livemode"], invoice_item=ids.new("ii"))
-            for amount, quantity in in_no_order([(credit, old_qty), (charge, new_qty)], rng)]
-        total_invoice(invoice, lines, {})
-        invoice["lines"]["data"] = lines
-        invoice["status"] = "paid"
-        invoice["status_transitions"].update(finalized_at=at, paid_at=at)
-        invoice["amount_paid"], invoice["amount_remaining"] = invoice["amount_due"], 0
+        # A subscription stored without its discounts expanded (a database generated before
+        # the backfill's expansion was copied here) is passed over: it cannot be billed.
+        expanded = all(isinstance(d, dict) for holder in (raw, *raw["items"]["data"])
+                       for d in holder["discounts"])
+        if raw["customer"] not in chosen and expanded and _seat_item(raw, at) is not None:
+            chosen[raw["customer"]] = copy.deepcopy(raw)
+    # The engine bills on an account holding what the invoices read: the customers, the
+    # catalogue, the coupons and the discounts. Its ids are fresh on every call (repeated
+    # benchmark runs on one database add new invoices).
+    account = EmulatedAccount(now=now, seed=time.time_ns())
+    engine = account.engine
+    engine.silent = True
+    _load(session, account, chosen)
+    last_lines = _last_cycle_lines(session, chosen.values())
+    for sub in chosen.values():
+        state = engine.take_over(sub, last_lines)
+        item = _seat_item(sub, at)
+        assert item is not None
+        engine.change_item(state, item, at, quantity=item["quantity"] + 1)
+    invoices = []
+    for invoice in account.invoices.values():
+        invoice["lines"]["data"] = account.lines_of(invoice["id"])
+        invoice["lines"]["has_more"] = False
         invoices.append(invoice)
-        item["quantity"] = new_qty
-        changed_subs.append(sub)
-        seen_customers.add(sub["customer"])
     store_objects(session, "invoice", invoices, state_at=now)
-    store_objects(session, "subscription", changed_subs, state_at=now)
-    return len(changed_subs)
+    store_objects(session, "subscription", [_as_listed(account, sub) for sub in chosen.values()],
+                  state_at=now)
+    return len(chosen)
+
+
+def _seat_item(sub: dict[str, Any], at: int) -> dict[str, Any] | None:
+    """The subscription's first item with seats whose current period holds ``at``."""
+    for item in sub["items"]["data"]:
+        if isinstance(item.get("quantity"), int) \
+                and item["current_period_start"] < at < item["current_period_end"]:
+            return item
+    return None
+
+
+def _load(session: Session, account: EmulatedAccount, subs: dict[str, dict[str, Any]]) -> None:
+    """Put what the subscriptions' invoices read into ``account``: the catalogue, the
+    coupons, the customers and the discounts (stored expanded on the subscriptions and
+    their items, as the backfill lists them, and on the customers)."""
+    for kind, store in (("product", account.products), ("price", account.prices),
+                        ("coupon", account.coupons)):
+        table = table_for(kind)
+        store.update((row.id, row.raw) for row in session.execute(select(table.c.id, table.c.raw)))
+    customers = table_for("customer")
+    for first in range(0, len(subs), 500):
+        ids = list(subs)[first:first + 500]
+        account.customers.update((row.id, row.raw) for row in session.execute(
+            select(customers.c.id, customers.c.raw).where(customers.c.id.in_(ids))))
+    for customer in account.customers.values():
+        if customer.get("discount"):
+            account.discounts[customer["discount"]["id"]] = customer["discount"]
+    for sub in subs.values():
+        for holder in (sub, *sub["items"]["data"]):
+            account.discounts.update((d["id"], d) for d in holder["discounts"])
+            holder["discounts"] = [d["id"] for d in holder["discounts"]]
+
+
+def _last_cycle_lines(session: Session, subs: Iterable[dict[str, Any]]
+                      ) -> dict[str, tuple[str, str]]:
+    """Each item's latest cycle line (invoice id, line id): what a credit of unused time
+    credits (Stripe names it in ``proration_details.credited_items``)."""
+    lines = table_for("invoice_line")
+    item_ids = [item["id"] for sub in subs for item in sub["items"]["data"]]
+    out: dict[str, tuple[str, str]] = {}
+    for first in range(0, len(item_ids), 500):
+        rows = session.execute(
+            select(lines.c.subscription_item_id, lines.c.invoice_id, lines.c.id)
+            .where(lines.c.subscription_item_id.in_(item_ids[first:first + 500]),
+                   lines.c.proration.is_(False))
+            .order_by(lines.c.period_start))
+        out.update((row.subscription_item_id, (row.invoice_id, row.id)) for row in rows)
+    return out
 
 
 def clear(session: Session) -> None:

@@ -519,17 +519,9 @@ class SubscriptionLife:
         engine, state, sub = self.world.engine, self.state, self.body
         while not state.done and sub["items"]["data"] and sub["status"] not in {
                 "paused", "incomplete", "incomplete_expired", "canceled"}:
-            boundary = state.period_end
-            cancel_at = sub["cancel_at"]
-            if cancel_at is not None and cancel_at <= to and cancel_at <= boundary:
-                engine.end_at_period_end(state, cancel_at)
+            if engine.close_period(state, to) != "renews":
                 return
-            if boundary > to:
-                return
-            if sub["status"] == "trialing" and sub["trial_end"] is not None \
-                    and boundary >= sub["trial_end"] and engine.end_trial(state, boundary):
-                return
-            engine.renew(state, boundary, outcome=state.outcome)
+            engine.renew(state, state.period_end, outcome=state.outcome)
             if state.outcome == "fail" and sub["status"] == "active":
                 sub["status"] = "past_due"
 

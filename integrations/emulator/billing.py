@@ -9,7 +9,7 @@ tests and the benchmarks) and the tests' scripted world (``tests/stripe_world.py
 - :func:`amount_for`: what a price charges for a quantity over one whole period (per unit
   with ``unit_amount_decimal`` and ``transform_quantity``, graduated or volume tiers, a
   currency option's amounts);
-- :func:`prorated` and :func:`proration_amounts`: the proration pair of a mid-period
+- :func:`prorated`: each half of the proration pair of a mid-period
   change (a credit for the unused time on the old state, a charge for the remaining time
   on the new one);
 - :func:`discount_applications`: which attached discounts a new invoice applies to which
@@ -116,21 +116,6 @@ def prorated(full_period_amount: int, start: int, end: int, at: int) -> int:
     if end <= start:
         return 0
     return _half_even(full_period_amount * Fraction(end - at, end - start))
-
-
-def proration_amounts(old: tuple[Mapping[str, Any], int | None] | None,
-                      new: tuple[Mapping[str, Any], int | None] | None, *, currency: str,
-                      period: tuple[int, int], at: int) -> tuple[int | None, int | None]:
-    """The proration pair of a change at ``at`` within ``period``: the (negative) credit
-    for the unused time on the ``old`` ``(price, quantity)`` and the charge for the
-    remaining time on the ``new`` one; ``None`` for a side that does not exist (an item
-    added or removed)."""
-    start, end = period
-    credit = None if old is None else -prorated(amount_for(old[0], old[1], currency),
-                                                start, end, at)
-    charge = None if new is None else prorated(amount_for(new[0], new[1], currency),
-                                               start, end, at)
-    return credit, charge
 
 
 def _room(line: Mapping[str, Any]) -> int:

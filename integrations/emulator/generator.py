@@ -1276,6 +1276,26 @@ class _Engine:
                    if self.a.coupons[c]["currency"] in (None, currency)]
         return self.rng.choice(options) if options else None
 
+    def take_over(self, sub: dict[str, Any],
+                  last_lines: dict[str, tuple[str, str]] | None = None) -> _SubState:
+        """Go on billing a subscription made elsewhere (one a database has stored): the
+        simulation's state rebuilt from what the object shows (its customer, prices,
+        discounts and coupons must be in the account). ``last_lines`` names each item's
+        latest cycle line (invoice id, line id), which a credit of unused time credits."""
+        self.a.subscriptions[sub["id"]] = sub
+        items = sub["items"]["data"]
+        recurring = items[0]["price"]["recurring"]
+        state = _SubState(
+            sub_id=sub["id"], customer_id=sub["customer"], currency=sub["currency"],
+            months=int(recurring["interval_count"]), unit=recurring["interval"],
+            anchor=sub["billing_cycle_anchor"], k=1, period_start=items[0]["current_period_start"],
+            period_end=items[0]["current_period_end"], random_usage=False,
+            last_lines=dict(last_lines or {}))
+        while state.end_after(state.anchor, state.k) < state.period_end:
+            state.k += 1
+        self.states[sub["id"]] = state
+        return state
+
     def run(self, state: _SubState, until: int, since: int | None = None) -> None:
         """Bill ``state`` period after period up to ``until``, with random mid-period
         changes (after ``since`` only), dunning, pauses and cancellations."""
@@ -1288,27 +1308,18 @@ class _Engine:
                 self.mid_period_changes(state, max(ps, since or ps), pe, until)
                 if state.done:
                     return
-            cancel_at = sub["cancel_at"]
-            if cancel_at is not None and not sub["cancel_at_period_end"] and cancel_at <= pe:
-                if cancel_at <= until:
-                    self.end_at_period_end(state, cancel_at)
-                return
-            if pe > until:
-                return
-            if sub["cancel_at_period_end"]:
-                self.end_at_period_end(state, pe)
-                return
-            if self.schedule_ends(sub, pe):
-                self.complete_schedule(sub, pe)
-                self.end_at_period_end(state, pe)
-                return
-            if sub["status"] == "trialing" and self.end_trial(state, pe):
+            step = self.close_period(state, until)
+            if step == "trial_ended":
                 if state.trial_outcome == "pause" and rng.random() < 0.4:
                     back = pe + rng.randint(5, 60) * DAY
                     if back <= until:
                         self.resume(state, back)
                         continue
                 return
+            if step != "renews":
+                return
+            # A change in the period may have restarted the cycle (a switch to yearly).
+            pe = state.period_end
             if state.unpaid:
                 self.renew(state, pe)
                 continue
@@ -1316,6 +1327,35 @@ class _Engine:
             inv = self.renew(state, pe, outcome="fail" if fails else "paid")
             if fails and inv["status"] == "open":
                 self.dunning(state, inv, pe, until)
+
+    def close_period(self, state: _SubState, until: int) -> str:
+        """What Stripe does when the current period ends, if it ends by ``until``, before
+        the next one is billed: ``"waits"`` (the period, or the cancellation falling in it,
+        ends after ``until``), ``"ended"`` (cancelled at its ``cancel_at``, at the period's
+        end or by its schedule), ``"trial_ended"`` (a trial that ended without going on
+        to be billed: :meth:`end_trial`) or ``"renews"`` (the caller bills the next
+        period). The generated histories (:meth:`run`) and the tests' scripted world both
+        step through periods with it."""
+        sub = self.a.subscriptions[state.sub_id]
+        pe = state.period_end
+        cancel_at = sub["cancel_at"]
+        if cancel_at is not None and not sub["cancel_at_period_end"] and cancel_at <= pe:
+            if cancel_at > until:
+                return "waits"
+            self.end_at_period_end(state, cancel_at)
+            return "ended"
+        if pe > until:
+            return "waits"
+        if sub["cancel_at_period_end"]:
+            self.end_at_period_end(state, pe)
+            return "ended"
+        if self.schedule_ends(sub, pe):
+            self.complete_schedule(sub, pe)
+            self.end_at_period_end(state, pe)
+            return "ended"
+        if sub["status"] == "trialing" and self.end_trial(state, pe):
+            return "trial_ended"
+        return "renews"
 
     def dunning(self, state: _SubState, inv: dict[str, Any], t: int, until: int) -> None:
         rng = self.rng

@@ -10,10 +10,11 @@ from integrations.emulator import shapes
 from integrations.emulator.billing import (
     add_interval,
     add_taxes,
+    amount_for,
     apply_discounts,
     in_no_order,
     inclusive_tax,
-    proration_amounts,
+    prorated,
     total_invoice,
 )
 from tests.stripe_world import ts
@@ -57,11 +58,11 @@ def test_proration_pair_of_a_seat_change() -> None:
                          livemode=False, unit_amount=1_000)
     # 5 -> 8 seats at 10.00 on day 10 of a 30-day period: 20 of 30 days left.
     start, end = ts(2025, 4, 1), ts(2025, 5, 1)
-    credit, charge = proration_amounts((price, 5), (price, 8), currency="usd",
-                                       period=(start, end), at=ts(2025, 4, 11))
+    at = ts(2025, 4, 11)
+    credit = -prorated(amount_for(price, 5, "usd"), start, end, at)
+    charge = prorated(amount_for(price, 8, "usd"), start, end, at)
     assert (credit, charge) == (-3_333, 5_333)  # -5000 * 2/3 = -3333.3; 8000 * 2/3 = 5333.3
-    assert proration_amounts(None, (price, 1), currency="usd", period=(start, end),
-                             at=ts(2025, 4, 16)) == (None, 500)
+    assert prorated(amount_for(price, 1, "usd"), start, end, ts(2025, 4, 16)) == 500
 
 
 def test_amount_off_comes_off_once_per_invoice_shared_in_proportion() -> None:

@@ -249,23 +249,34 @@ def test_proration_pairs_around_each_mid_period_change(big_account: EmulatedAcco
 
 def test_cycle_invoices_follow_the_billing_anchor(big_account: EmulatedAccount) -> None:
     a = big_account
+
+    def licensed(inv: dict[str, Any]) -> list[dict[str, Any]]:
+        """The invoice's lines billing a licensed price's whole period in advance."""
+        return [line for line in a.invoice_lines[inv["id"]]
+                if a.prices[line["pricing"]["price_details"]["price"]]["recurring"][
+                    "usage_type"] == "licensed"
+                and not line["parent"]["subscription_item_details"]["proration"]]
+
+    # Cycle invoices, and the change invoices that restart the cycle (a switch to yearly
+    # bills the new year in advance on the change's invoice).
     by_sub: dict[str, list[dict[str, Any]]] = {}
     for inv in a.invoices.values():
-        if inv["billing_reason"] == "subscription_cycle":
+        if inv["billing_reason"] == "subscription_cycle" or (
+                inv["billing_reason"] == "subscription_update" and licensed(inv)):
             sub = inv["parent"]["subscription_details"]["subscription"]
             by_sub.setdefault(sub, []).append(inv)
-    checked = 0
+    checked = restarts = 0
     for sub_id, invoices in by_sub.items():
         invoices.sort(key=lambda i: i["created"])
+        restarts += sum(inv["billing_reason"] == "subscription_update" for inv in invoices)
         for prev, nxt in zip(invoices, invoices[1:], strict=False):
-            licensed = [line for line in a.invoice_lines[prev["id"]]
-                        if a.prices[line["pricing"]["price_details"]["price"]]["recurring"][
-                            "usage_type"] == "licensed"]
-            if licensed:
-                # Billed in advance: the next renewal happens when this period ends.
-                assert licensed[0]["period"]["end"] == nxt["created"], sub_id
-                checked += 1
+            if nxt["billing_reason"] != "subscription_cycle" or not licensed(prev):
+                continue
+            # Billed in advance: the next renewal happens when this period ends.
+            assert licensed(prev)[0]["period"]["end"] == nxt["created"], sub_id
+            checked += 1
     assert checked > 500
+    assert restarts > 0
 
 
 def assert_no_overdue_work(a: EmulatedAccount) -> None:

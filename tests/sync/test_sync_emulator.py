@@ -54,7 +54,7 @@ def emulator_settings(url: str, server: EmulatorServer) -> Settings:
 
 @pytest.fixture
 def account() -> EmulatedAccount:
-    return generate_account(seed=11, customers=40, months=8)
+    return generate_account(seed=11, customers=60, months=8)
 
 
 @pytest.fixture
