@@ -69,10 +69,9 @@ class CustomerMonthFact(Base):
 
     __tablename__ = "customer_month_facts"
     __table_args__ = (
+        # A month's rows are a range of the primary key (run, month, customer); the
+        # reports' sums come from ``segment_month_totals`` (no covering index to write).
         Index("ix_customer_month_facts_run_customer", "run_id", "customer_id"),
-        # Covers a month's report: GROUP BY movement reads the index only.
-        Index("ix_customer_month_facts_run_month_movement", "run_id", "month", "movement",
-              "opening_mrr_micro", "closing_mrr_micro", "fx_impact_micro"),
     )
 
     run_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, default=0,

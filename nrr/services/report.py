@@ -165,8 +165,8 @@ def month_totals(session: Session, first: str, last: str | None = None, *,
     Keys are ``(month, segment)``; ``segment`` is None without a dimension. Months with
     no facts are absent. The groups (month, segment, movement) come from the stored
     segment totals when the live run has them (``nrr.services.segment_totals``), else from
-    one GROUP BY month, movement over the facts (the covering index
-    ``ix_customer_month_facts_month_movement``); either way the movements come from each
+    one GROUP BY month, movement over the facts (the month's range of their primary key);
+    either way the movements come from each
     group's opening and closing sums. Contradictions between labels and amounts are
     appended to ``problems``.
     """

@@ -72,11 +72,17 @@ def parallel_chunks(pool: Any, ids: Sequence[str], result: RecomputeResult
     """The rows of ``ids`` computed by the ``pool``'s processes, chunk by chunk in id order
     (result, timeline, ledger and fact rows, and the segment totals folded from the facts).
 
-    Workers open their own connections and read only the mirror (committed data: on
+    The workers start at once (the caller may do its own work before it takes the first
+    chunk). They open their own connections and read only the mirror (committed data: on
     SQLite in WAL mode and on PostgreSQL a reader is not blocked by this transaction).
-    The pool is closed at the end (or terminated on an error)."""
+    The pool is closed at the end (or terminated on an error, or when the caller closes
+    the iterator)."""
+    parts = pool.imap(_worker_chunk, [list(chunk) for chunk in chunks(ids, common.CHUNK)])
+    return _collect(pool, parts, result)
+
+
+def _collect(pool: Any, parts: Iterator[Part], result: RecomputeResult) -> Iterator[Part]:
     try:
-        parts = pool.imap(_worker_chunk, [list(chunk) for chunk in chunks(ids, common.CHUNK)])
         while True:
             clock = time.perf_counter()
             part = next(parts, None)

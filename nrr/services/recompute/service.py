@@ -268,9 +268,6 @@ def _full(session: Session, settings: Settings, now: datetime | None) -> Recompu
     started = time.perf_counter()
     result = RecomputeResult(kind="full")
     restore_pragmas = sqlite_bulk_pragmas(session)
-    drop_other_runs(session, keep=live_run(session).run_id)
-    run = new_run(session, settings, "full")
-    result.run_id = run.id
     ctx = prepare(session, settings, int((now or datetime.now(UTC)).timestamp()))
     result.livemode = ctx.livemode
     result.skips.extend(ctx.catalogue.skips)
@@ -279,25 +276,38 @@ def _full(session: Session, settings: Settings, now: datetime | None) -> Recompu
     workers = parallel_workers(session, settings, len(ids))
     pool = (start_pool(session, workers, settings, ctx.catalogue, ctx.rates, ctx.livemode,
                        ctx.now_ts) if workers else None)
-    rows = RowBuffer(session, run.id, result)
-    # The segment totals, folded from the facts as they are computed (``totals``).
-    folded = totals.Totals()
-    if pool is not None:
-        # Worker processes read and compute chunks of customers (in order) and fold their
-        # segment totals; this process only writes, so the database work overlaps the
-        # domain work.
-        for part, t_rows, l_rows, f_rows, found in parallel_chunks(pool, ids, result):
-            result.add(part)
-            folded.merge(found)
-            rows.timeline.extend(t_rows)
-            rows.ledger.extend(l_rows)
-            rows.facts.extend(f_rows)
-            if rows.full():
-                rows.flush()
-    else:
-        # One pass over whole tables, streamed in customer order.
-        compute_customers(session, ctx, ids, result, rows, every_customer=True,
-                          folded=folded)
+    # Worker processes read and compute chunks of customers (in order) and fold their
+    # segment totals; this process only writes, so the database work overlaps the domain
+    # work. They start now: the previous run's rows are deleted while they compute.
+    parts = parallel_chunks(pool, ids, result) if pool is not None else None
+    try:
+        clock = time.perf_counter()
+        drop_other_runs(session, keep=live_run(session).run_id)
+        add_seconds(result.timings, "drop", clock)
+        run = new_run(session, settings, "full")
+        result.run_id = run.id
+        rows = RowBuffer(session, run.id, result)
+        # The segment totals, folded from the facts as they are computed (``totals``).
+        folded = totals.Totals()
+        if parts is not None:
+            for part, t_rows, l_rows, f_rows, found in parts:
+                result.add(part)
+                folded.merge(found)
+                rows.timeline.extend(t_rows)
+                rows.ledger.extend(l_rows)
+                rows.facts.extend(f_rows)
+                if rows.full():
+                    rows.flush()
+        else:
+            # One pass over whole tables, streamed in customer order.
+            compute_customers(session, ctx, ids, result, rows, every_customer=True,
+                              folded=folded)
+    finally:
+        if pool is not None:  # the pool goes, whether or not every chunk was taken
+            assert parts is not None
+            parts.close()
+            pool.terminate()
+            pool.join()
     rows.flush()
     for statement in restore_pragmas:
         sqlite_pragma(session, statement)
