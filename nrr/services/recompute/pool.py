@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -68,7 +68,7 @@ Part = tuple[RecomputeResult, list[tuple[Any, ...]], list[tuple[Any, ...]],
 
 
 def parallel_chunks(pool: Any, ids: Sequence[str], result: RecomputeResult
-                     ) -> Iterator[Part]:
+                     ) -> Generator[Part, None, None]:
     """The rows of ``ids`` computed by the ``pool``'s processes, chunk by chunk in id order
     (result, timeline, ledger and fact rows, and the segment totals folded from the facts).
 
@@ -81,7 +81,8 @@ def parallel_chunks(pool: Any, ids: Sequence[str], result: RecomputeResult
     return _collect(pool, parts, result)
 
 
-def _collect(pool: Any, parts: Iterator[Part], result: RecomputeResult) -> Iterator[Part]:
+def _collect(pool: Any, parts: Iterator[Part], result: RecomputeResult
+             ) -> Generator[Part, None, None]:
     try:
         while True:
             clock = time.perf_counter()
