@@ -64,9 +64,15 @@ def drop_other_runs(session: Session, keep: int) -> None:
                                       - BUILDING_STALE_AFTER))]
     if session.get_bind().dialect.name == "postgresql":
         _wait_for_readers_since(session, pointer.switched_at)
-    for table in (T_TIMELINE, T_LEDGER, T_FACTS):
-        session.execute(delete(table).where(table.c.run_id.not_in(kept)),
-                        execution_options={"synchronize_session": False})
+    # The runs that can have rows: full runs (an incremental run writes into the live run)
+    # and run 0 (rows written before runs existed). Deleted by run id, an index range each
+    # (``NOT IN`` the kept runs reads every row of the table, the live run's too).
+    dropped = [run_id for run_id in (0, *session.scalars(
+        select(RecomputeRun.id).where(RecomputeRun.kind == "full"))) if run_id not in kept]
+    if dropped:
+        for table in (T_TIMELINE, T_LEDGER, T_FACTS):
+            session.execute(delete(table).where(table.c.run_id.in_(dropped)),
+                            execution_options={"synchronize_session": False})
     totals.drop_runs_but(session, kept)
 
 

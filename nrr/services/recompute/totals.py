@@ -118,11 +118,11 @@ class Totals:
         closing_at = {(r[_CUSTOMER], r[_MONTH]): r[_CLOSING] for r in rows}
         later: dict[str, str] = {}
         monthly, cohorts = self.monthly, self.cohorts
-        for row in rows:
-            month = row[_MONTH]
-            opening, closing, fx = row[_OPENING] or 0, row[_CLOSING] or 0, row[_FX] or 0
-            segment = row[_SEGMENT]
-            key = (month, row[_MOVEMENT], *segment)
+        # One unpacking per row (the columns in ``FACT_COLUMNS`` order, checked below).
+        for (month, customer, opening, closing, movement, _amount, fx, first_paid, currency,
+             plan, product, country, metadata, opening_t12m) in rows:
+            opening, closing, fx = opening or 0, closing or 0, fx or 0
+            key = (month, movement, first_paid, currency, plan, product, country, metadata)
             group = monthly.get(key)
             if group is None:
                 monthly[key] = [1, opening, closing, fx, int(opening > 0), int(closing > 0)]
@@ -131,21 +131,22 @@ class Totals:
                 group[1] += opening
                 group[2] += closing
                 group[3] += fx
-                group[4] += opening > 0
-                group[5] += closing > 0
+                if opening > 0:
+                    group[4] += 1
+                if closing > 0:
+                    group[5] += 1
             if opening <= 0:
                 continue
             # The T12M cohort of the month 11 months later, by the segment at its start.
             cohort_month = later.get(month)
             if cohort_month is None:
                 cohort_month = later[month] = add_months(month, 11)
-            start = row[_OPENING_T12M]
-            start = opening if start is None else start
-            end = closing_at.get((row[_CUSTOMER], cohort_month)) or 0
-            key = (cohort_month, *segment[1:])
-            group = cohorts.get(key)
+            start = opening if opening_t12m is None else opening_t12m
+            end = closing_at.get((customer, cohort_month)) or 0
+            cohort = (cohort_month, currency, plan, product, country, metadata)
+            group = cohorts.get(cohort)
             if group is None:
-                group = cohorts[key] = [0] * 10
+                group = cohorts[cohort] = [0] * 10
             group[0] += 1
             group[1] += start
             group[2] += end
@@ -211,16 +212,14 @@ def _roll_up(sums: Sums, segments: dict[Any, str | None],
 
 
 _FACT_INDEX = {name: index for index, name in enumerate(FACT_COLUMNS)}
-_MONTH, _CUSTOMER, _OPENING, _CLOSING = (_FACT_INDEX[n] for n in (
-    "month", "customer_id", "opening_mrr_micro", "closing_mrr_micro"))
-_MOVEMENT, _FX, _FIRST_PAID, _OPENING_T12M = (_FACT_INDEX[n] for n in (
-    "movement", "fx_impact_micro", "first_paid_month", "opening_t12m_micro"))
+_MONTH, _CUSTOMER, _CLOSING = (_FACT_INDEX[n] for n in ("month", "customer_id",
+                                                         "closing_mrr_micro"))
 _METADATA = _FACT_INDEX["metadata"]
-# A fact's segment columns, side by side: first paid month, currency, plan, product,
-# country, metadata (a cohort's segment is the same without the first paid month).
-_SEGMENT = slice(_FACT_INDEX["first_paid_month"], _METADATA + 1)
-assert FACT_COLUMNS[_SEGMENT] == ["first_paid_month", "currency", "plan", "product", "country",
-                                  "metadata"]
+# ``Totals.fold`` unpacks a fact row in this order.
+assert FACT_COLUMNS == ["month", "customer_id", "opening_mrr_micro", "closing_mrr_micro",
+                        "movement", "movement_micro", "fx_impact_micro", "first_paid_month",
+                        "currency", "plan", "product", "country", "metadata",
+                        "opening_t12m_micro"]
 
 
 def _metadata_as_text(row: Sequence[Any]) -> Sequence[Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, bindparam, delete, select, text
@@ -103,9 +102,6 @@ def keep_changed_facts(session: Session, run_id: int, ids: Sequence[str],
                         [{"b_month": month, "b_customer": cid} for month, cid in stale],
                         execution_options={"synchronize_session": False})
     return fresh
-
-
-fact_key = itemgetter(0, 1)  # (month, customer_id): the facts' primary key
 
 
 def sqlite_bulk_pragmas(session: Session) -> list[str]:
