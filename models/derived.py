@@ -81,7 +81,7 @@ class CustomerMonthFact(Base):
     __table_args__ = (
         # A month's rows are a range of the primary key (run, month, customer); the
         # reports' sums come from ``segment_month_totals``. The customers of a movement
-        # (the drill-down) are found among the facts that have one, about one in eight:
+        # (the drill-down) are found among the facts that have one, about one in six:
         # a partial index, so a full recompute writes no entry for the others.
         Index("ix_customer_month_facts_run_customer", "run_id", "customer_id"),
         Index("ix_customer_month_facts_run_month_moved", "run_id", "month", "movement",

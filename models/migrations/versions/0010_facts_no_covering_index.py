@@ -6,7 +6,7 @@ served the month's report as a GROUP BY over the facts. The reports now read
 a month (the outlook's scheduled customers, a database upgraded before its first full
 run) finds them through the primary key (run, month, customer). The drill-down lists the
 customers of one movement: ``ix_customer_month_facts_run_month_moved`` indexes only the
-facts that have a movement (about one in eight). A full recompute wrote and deleted an
+facts that have a movement (about one in six). A full recompute wrote and deleted an
 entry of the covering index for every fact: about a third of its writing at 100,000
 customers.
 
