@@ -15,7 +15,9 @@ Nothing here calls Stripe: a policy change is a recompute. The work is set-based
   (``executemany`` on SQLite, ``COPY`` on PostgreSQL). No ORM object per row: the
   domain hands back fact rows as tuples, JSON columns are serialised once per distinct
   value, and currency conversion uses exact integer factors cached per (currency, month).
-* A full recompute empties the derived tables in one statement each and rebuilds them.
+* A full recompute writes a new run's rows beside the live run's and switches readers to
+  it at once (``runs``); the run before the live one is deleted (by run id) while the
+  workers compute.
   From ``PARALLEL_MIN_CUSTOMERS`` customers on (and when the database is reachable from
   another process), worker processes read and compute the chunks (one index range per
   chunk on SQLite) while this process writes them, in the same order, so the result is
