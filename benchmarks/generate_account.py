@@ -39,6 +39,7 @@ from integrations.emulator import EmulatedAccount, generate_in_batches
 from integrations.stripe_mirror import mirror_rows, store_objects, table_for
 from models.derived import ExchangeRate
 from nrr.db.bulk import bulk_insert
+from nrr.db.statements import in_chunks
 
 MONTHS = 36
 DAY = 86_400
@@ -223,8 +224,7 @@ def _load(session: Session, account: EmulatedAccount, subs: dict[str, dict[str, 
         table = table_for(kind)
         store.update((row.id, row.raw) for row in session.execute(select(table.c.id, table.c.raw)))
     customers = table_for("customer")
-    for first in range(0, len(subs), 500):
-        ids = list(subs)[first:first + 500]
+    for ids in in_chunks(list(subs)):
         account.customers.update((row.id, row.raw) for row in session.execute(
             select(customers.c.id, customers.c.raw).where(customers.c.id.in_(ids))))
     for customer in account.customers.values():
@@ -243,10 +243,10 @@ def _last_cycle_lines(session: Session, subs: Iterable[dict[str, Any]]
     lines = table_for("invoice_line")
     item_ids = [item["id"] for sub in subs for item in sub["items"]["data"]]
     out: dict[str, tuple[str, str]] = {}
-    for first in range(0, len(item_ids), 500):
+    for chunk in in_chunks(item_ids):
         rows = session.execute(
             select(lines.c.subscription_item_id, lines.c.invoice_id, lines.c.id)
-            .where(lines.c.subscription_item_id.in_(item_ids[first:first + 500]),
+            .where(lines.c.subscription_item_id.in_(chunk),
                    lines.c.proration.is_(False))
             .order_by(lines.c.period_start))
         out.update((row.subscription_item_id, (row.invoice_id, row.id)) for row in rows)

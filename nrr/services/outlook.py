@@ -15,7 +15,7 @@ first day), so a currency never looks like a scheduled movement. The service nev
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,6 +34,7 @@ from models.outlook import (
     StripeSubscriptionSchedule,
 )
 from nrr.db.bulk import bulk_insert
+from nrr.db.statements import in_chunks
 from nrr.domain import history as domain_history
 from nrr.domain import movements as domain_movements
 from nrr.domain import outlook as domain_outlook
@@ -117,7 +118,7 @@ def _candidates(session: Session, now: int, livemode: bool, horizon_end: int,
         if listed is None:
             ids.update(c for c in session.scalars(query) if c)
             continue
-        for chunk in _chunks(listed, 500):
+        for chunk in in_chunks(listed):
             ids.update(c for c in session.scalars(query.where(table.c.customer_id.in_(chunk)))
                        if c)
     return sorted(ids)
@@ -303,12 +304,12 @@ def refresh_outlook(session: Session, settings: Settings, *, now: int, livemode:
         ids = _candidates(session, now, livemode, ctx.months[-1][2])
     else:
         listed = sorted(set(customer_ids))
-        for chunk in _chunks(listed, 500):
+        for chunk in in_chunks(listed):
             session.execute(delete(T_MONTHS).where(T_MONTHS.c.customer_id.in_(chunk)))
             session.execute(delete(T_CHANGES).where(T_CHANGES.c.customer_id.in_(chunk)))
         ids = _candidates(session, now, livemode, ctx.months[-1][2], listed)
 
-    jobs = [(chunk, _segments(session, first, chunk)) for chunk in _chunks(ids, CHUNK)]
+    jobs = [(list(chunk), _segments(session, first, chunk)) for chunk in in_chunks(ids, CHUNK)]
     pool = _pool(session, ctx, len(ids)) if customer_ids is None else None
     try:
         parts = (pool.imap(_worker_chunk, jobs) if pool is not None
@@ -376,11 +377,6 @@ def _store_opening(session: Session, month: str, now: int) -> None:
                           "movement_micro": opening - closing})
     if drops:
         session.execute(insert(OutlookOpeningDrop), drops)
-
-
-def _chunks(values: Sequence[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(values), size):
-        yield list(values[start:start + size])
 
 
 # --------------------------------------------------------------------------- reading

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from nrr.db.statements import in_chunks
 from nrr.domain import movements as domain_movements
 from nrr.domain.records import CustomerData
 from nrr.logs import get_logger
 from nrr.services.fx import RateBook
 from nrr.services.isolation import LeftOut
 from nrr.services.recompute import common, totals
-from nrr.services.recompute.common import RecomputeResult, add_seconds, chunks, timed
+from nrr.services.recompute.common import RecomputeResult, add_seconds, timed
 from nrr.services.recompute.compute import compute_batch
 from nrr.services.recompute.load import Catalogue, iter_customer_data
 from nrr.settings import Settings
@@ -68,33 +69,27 @@ Part = tuple[RecomputeResult, list[tuple[Any, ...]], list[tuple[Any, ...]],
 
 
 def parallel_chunks(pool: Any, ids: Sequence[str], result: RecomputeResult
-                     ) -> Generator[Part, None, None]:
+                     ) -> Iterator[Part]:
     """The rows of ``ids`` computed by the ``pool``'s processes, chunk by chunk in id order
     (result, timeline, ledger and fact rows, and the segment totals folded from the facts).
 
     The workers start at once (the caller may do its own work before it takes the first
     chunk). They open their own connections and read only the mirror (committed data: on
     SQLite in WAL mode and on PostgreSQL a reader is not blocked by this transaction).
-    The pool is closed at the end (or terminated on an error, or when the caller closes
-    the iterator)."""
-    parts = pool.imap(_worker_chunk, [list(chunk) for chunk in chunks(ids, common.CHUNK)])
-    return _collect(pool, parts, result)
+    The caller owns the pool: it terminates it when done, or on an error."""
+    parts = pool.imap(_worker_chunk, [list(chunk) for chunk in in_chunks(ids, common.CHUNK)])
+    return _waited_for(parts, result)
 
 
-def _collect(pool: Any, parts: Iterator[Part], result: RecomputeResult
-             ) -> Generator[Part, None, None]:
-    try:
-        while True:
-            clock = time.perf_counter()
-            part = next(parts, None)
-            add_seconds(result.timings, "wait", clock)
-            if part is None:
-                break
-            yield part
-        pool.close()
-    finally:
-        pool.terminate()
-        pool.join()
+def _waited_for(parts: Iterator[Part], result: RecomputeResult) -> Iterator[Part]:
+    """``parts`` as they come, the time spent waiting for each added to ``result``."""
+    while True:
+        clock = time.perf_counter()
+        part = next(parts, None)
+        add_seconds(result.timings, "wait", clock)
+        if part is None:
+            return
+        yield part
 
 
 _WORKER: dict[str, Any] = {}

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from models.derived import RecomputeRun
 from models.live_rows import live_run_id
+from nrr.db.statements import in_chunks
 from nrr.domain import movements as domain_movements
 from nrr.domain.movements import FactorLookup
 from nrr.domain.records import CustomerData
@@ -34,7 +35,6 @@ from nrr.services.recompute.common import (
     TIMELINE_COLUMNS,
     RecomputeResult,
     add_seconds,
-    chunks,
     timed,
 )
 from nrr.services.recompute.compute import compute_batch
@@ -161,7 +161,7 @@ def compute_customers(session: Session, ctx: Context, ids: Sequence[str],
     ``on_chunk(ids, first_fact)`` runs after each chunk is computed (before a flush).
     ``folded`` gets the segment totals of the facts computed, ``loaded`` the customers'
     records (those it could read)."""
-    groups = [ids] if every_customer else list(chunks(ids, common.CHUNK))
+    groups = [ids] if every_customer else list(in_chunks(ids, common.CHUNK))
     for group in groups:
         first_fact = len(rows.facts)
         batch: dict[str, CustomerData | LeftOut] = {}
@@ -303,8 +303,6 @@ def _full(session: Session, settings: Settings, now: datetime | None) -> Recompu
                               folded=folded)
     finally:
         if pool is not None:  # the pool goes, whether or not every chunk was taken
-            assert parts is not None
-            parts.close()
             pool.terminate()
             pool.join()
     rows.flush()

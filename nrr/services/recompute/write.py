@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Table, bindparam, delete, select, text
 from sqlalchemy.orm import Session
 
+from nrr.db.statements import in_chunks
 from nrr.domain.records import Skip
 from nrr.logs import get_logger
 from nrr.services.recompute.common import (
@@ -19,7 +20,6 @@ from nrr.services.recompute.common import (
     T_LEDGER,
     T_QUARANTINE,
     T_TIMELINE,
-    chunks,
 )
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def insert_rows(session: Session, table: Table, columns: Sequence[str],
 def delete_customers(session: Session, run_id: int, ids: Sequence[str],
                      tables: Sequence[Table] = (T_TIMELINE, T_LEDGER, T_FACTS)) -> None:
     """Delete run ``run_id``'s rows of the customers ``ids``."""
-    for chunk in chunks(list(ids), 2000):
+    for chunk in in_chunks(list(ids), 2000):
         for table in tables:
             session.execute(delete(table).where(table.c.run_id == run_id,
                                                 table.c.customer_id.in_(list(chunk))),
@@ -79,7 +79,7 @@ def keep_changed_facts(session: Session, run_id: int, ids: Sequence[str],
     stored: dict[tuple[str, str], tuple[Any, ...]] = {}
     columns = [T_FACTS.c[name] for name in FACT_COLUMNS]
     metadata_at = FACT_COLUMNS.index("metadata")
-    for chunk in chunks(list(ids), 500):
+    for chunk in in_chunks(list(ids)):
         for stored_row in session.execute(select(*columns).where(
                 T_FACTS.c.run_id == run_id, T_FACTS.c.customer_id.in_(list(chunk)))):
             values: tuple[Any, ...] = tuple(stored_row)
